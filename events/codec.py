@@ -1,0 +1,85 @@
+"""Bytes in, events out (and back): the only way services read or write events.
+
+Decoding sorts every failure into a small, fixed set of :class:`RejectKind`
+values: they become dead-letter headers and metric labels, so the set must stay
+bounded. The human detail goes alongside.
+"""
+
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from events.models import EVENT_ADAPTER, EVENT_MODELS, Event
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+_MAX_DETAIL_CHARS = 1000
+
+
+class RejectKind(StrEnum):
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_TYPE = "unknown_type"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    INVALID_EVENT = "invalid_event"
+    # A Kafka message whose key is not the event's customer_id: it may sit in
+    # the wrong partition, out of order with the customer's other events.
+    KEY_MISMATCH = "key_mismatch"
+
+
+class EventRejected(ValueError):
+    """An input that is not a valid v1 event, with why."""
+
+    def __init__(self, kind: RejectKind, detail: str, errors: list[dict[str, str]] | None = None):
+        detail = detail if len(detail) <= _MAX_DETAIL_CHARS else detail[: _MAX_DETAIL_CHARS - 1] + "…"
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+        self.errors = errors or [{"loc": "", "msg": detail}]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": str(self.kind), "detail": self.detail, "errors": self.errors}
+
+
+def decode_event(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Validate one UTF-8 JSON event; raise :class:`EventRejected` if it is not one."""
+    if not raw:
+        raise EventRejected(RejectKind.EMPTY, "the message has no value")
+    if len(raw) > max_bytes:
+        # Checked before parsing, so an oversized message costs no parse.
+        raise EventRejected(RejectKind.TOO_LARGE, f"the event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        return EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise _rejection(exc) from None
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical bytes of an event: UTF-8 JSON, keys sorted, unset defaults left out."""
+    return orjson.dumps(event.model_dump(mode="json", exclude_unset=True), option=orjson.OPT_SORT_KEYS)
+
+
+def _rejection(exc: ValidationError) -> EventRejected:
+    errors = exc.errors(include_url=False, include_input=False)
+    kinds = {e["type"] for e in errors}
+    items = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in errors]
+    if "json_invalid" in kinds or "json_type" in kinds:
+        kind = RejectKind.INVALID_JSON
+    elif kinds & {"union_tag_invalid", "union_tag_not_found"}:
+        kind = RejectKind.UNKNOWN_TYPE if "union_tag_invalid" in kinds else RejectKind.INVALID_EVENT
+    elif any(_loc(e["loc"]) == "schema_version" and e["type"] != "missing" for e in errors):
+        kind = RejectKind.UNSUPPORTED_SCHEMA_VERSION
+    else:
+        kind = RejectKind.INVALID_EVENT
+    detail = "; ".join(f"{i['loc']}: {i['msg']}" if i["loc"] else i["msg"] for i in items)
+    return EventRejected(kind, detail, items)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    # A discriminated union puts the tag first ("ticket.opened", "data", ...):
+    # the reader knows the type already, so leave it out.
+    if loc and loc[0] in EVENT_MODELS:
+        loc = loc[1:]
+    return ".".join(str(part) for part in loc)

@@ -1,0 +1,262 @@
+"""Pydantic models of event contract v1 (see ``docs/events.md``).
+
+One model per event type; :data:`Event` is their discriminated union on
+``type``, so a message is validated in one pass. Models are strict (a string
+is never coerced into a number or a boolean) so that validating JSON text and
+validating already-parsed JSON give the same answer. Unknown envelope keys are
+rejected; unknown keys inside ``data`` are kept, so that a publisher can add a
+field before we read it.
+"""
+
+import re
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+# RFC 3339 date-time with an explicit offset ("Z" or +hh:mm). Pydantic alone
+# would also take naive times, unix timestamps and dates without a time.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(RFC3339_PATTERN)
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+_DATE = re.compile(DATE_PATTERN)
+
+MAX_WORK_LOG = timedelta(hours=24)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value  # AwareDatetime still rejects a naive one
+    if isinstance(value, str) and _RFC3339.match(value):
+        return value
+    raise ValueError(
+        "must be an RFC 3339 date-time with an explicit offset, "
+        "e.g. 2026-10-30T15:30:00-04:00 or 2026-10-30T19:30:00Z"
+    )
+
+
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DATE.match(value):
+        return value
+    raise ValueError("must be a date in the form YYYY-MM-DD")
+
+
+Instant = Annotated[
+    AwareDatetime,
+    Field(strict=False, json_schema_extra={"pattern": RFC3339_PATTERN}),
+    BeforeValidator(_rfc3339),
+]
+LocalDate = Annotated[
+    date,
+    Field(strict=False, json_schema_extra={"pattern": DATE_PATTERN}),
+    BeforeValidator(_iso_date),
+]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+LongText = Annotated[str, StringConstraints(max_length=1024)]
+
+Priority = Literal["urgent", "high", "medium", "low"]
+Category = Literal["service", "non_service", "new_install"]
+Party = Literal["provider", "customer", "third_party"]
+
+
+class _Data(BaseModel):
+    """A per-type payload. Unknown keys are kept for forward compatibility."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+
+class TicketOpenedData(_Data):
+    priority: Priority
+    category: Category = "service"
+    after_hours_requested: bool = False
+    priority_handling_requested: bool = False
+    third_party_disconnect: bool = False
+    install_date: LocalDate | None = None
+
+    @model_validator(mode="after")
+    def _install_date_needs_new_install(self) -> "TicketOpenedData":
+        if self.install_date is not None and self.category != "new_install":
+            raise ValueError("install_date is only allowed when category is new_install")
+        return self
+
+
+class TicketPriorityChangedData(_Data):
+    priority: Priority
+    reason: LongText | None = None
+
+
+class TicketRespondedData(_Data):
+    agent_id: Id | None = None
+
+
+class TicketStatusChangedData(_Data):
+    status: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class TicketResolvedData(_Data):
+    workaround: bool = False
+
+
+class TicketReopenedData(_Data):
+    pass
+
+
+class TicketClosedData(_Data):
+    auto: bool = False
+
+
+class TicketWorkLoggedData(_Data):
+    agent_id: Id | None = None
+    started_at: Instant
+    ended_at: Instant
+
+    @model_validator(mode="after")
+    def _interval_is_sane(self) -> "TicketWorkLoggedData":
+        if self.ended_at <= self.started_at:
+            raise ValueError("ended_at must be after started_at")
+        if self.ended_at - self.started_at > MAX_WORK_LOG:
+            raise ValueError("a work log spans at most 24 hours")
+        return self
+
+
+class TicketFaultDeterminedData(_Data):
+    party: Party
+
+
+class TicketEscalationRequestedData(_Data):
+    level: Annotated[int, Field(ge=1, le=3)]
+    requested_by: Literal["customer", "agent"]
+
+
+class InvoiceDueData(_Data):
+    invoice_id: Id
+    due_at: Instant
+
+
+class InvoicePaidData(_Data):
+    invoice_id: Id
+
+
+class InvoiceDisputedData(_Data):
+    invoice_id: Id
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    event_id: Id = Field(description="The identity of the event: a second copy is a duplicate.")
+    type: str
+    schema_version: Literal[1]
+    occurred_at: Instant
+    customer_id: Id
+    source: ShortText | None = None
+
+
+class _TicketEnvelope(_Envelope):
+    ticket_id: Id
+
+
+class TicketOpened(_TicketEnvelope):
+    type: Literal["ticket.opened"]
+    data: TicketOpenedData
+
+
+class TicketPriorityChanged(_TicketEnvelope):
+    type: Literal["ticket.priority_changed"]
+    data: TicketPriorityChangedData
+
+
+class TicketResponded(_TicketEnvelope):
+    type: Literal["ticket.responded"]
+    data: TicketRespondedData = TicketRespondedData()
+
+
+class TicketStatusChanged(_TicketEnvelope):
+    type: Literal["ticket.status_changed"]
+    data: TicketStatusChangedData
+
+
+class TicketResolved(_TicketEnvelope):
+    type: Literal["ticket.resolved"]
+    data: TicketResolvedData = TicketResolvedData()
+
+
+class TicketReopened(_TicketEnvelope):
+    type: Literal["ticket.reopened"]
+    data: TicketReopenedData = TicketReopenedData()
+
+
+class TicketClosed(_TicketEnvelope):
+    type: Literal["ticket.closed"]
+    data: TicketClosedData = TicketClosedData()
+
+
+class TicketWorkLogged(_TicketEnvelope):
+    type: Literal["ticket.work_logged"]
+    data: TicketWorkLoggedData
+
+
+class TicketFaultDetermined(_TicketEnvelope):
+    type: Literal["ticket.fault_determined"]
+    data: TicketFaultDeterminedData
+
+
+class TicketEscalationRequested(_TicketEnvelope):
+    type: Literal["ticket.escalation_requested"]
+    data: TicketEscalationRequestedData
+
+
+class AccountInvoiceDue(_Envelope):
+    type: Literal["account.invoice_due"]
+    data: InvoiceDueData
+
+
+class AccountInvoicePaid(_Envelope):
+    type: Literal["account.invoice_paid"]
+    data: InvoicePaidData
+
+
+class AccountInvoiceDisputed(_Envelope):
+    type: Literal["account.invoice_disputed"]
+    data: InvoiceDisputedData
+
+
+TicketEvent = (
+    TicketOpened
+    | TicketPriorityChanged
+    | TicketResponded
+    | TicketStatusChanged
+    | TicketResolved
+    | TicketReopened
+    | TicketClosed
+    | TicketWorkLogged
+    | TicketFaultDetermined
+    | TicketEscalationRequested
+)
+AccountEvent = AccountInvoiceDue | AccountInvoicePaid | AccountInvoiceDisputed
+Event = Annotated[TicketEvent | AccountEvent, Field(discriminator="type")]
+
+# Validated once per message: build the validator once, at import.
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+EVENT_MODELS: dict[str, type[_Envelope]] = {
+    model.model_fields["type"].annotation.__args__[0]: model  # the Literal's value
+    for model in (*TicketEvent.__args__, *AccountEvent.__args__)
+}
+TICKET_EVENT_TYPES = frozenset(t for t in EVENT_MODELS if t.startswith("ticket."))
+ACCOUNT_EVENT_TYPES = frozenset(t for t in EVENT_MODELS if t.startswith("account."))
+EVENT_TYPES = tuple(EVENT_MODELS)

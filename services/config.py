@@ -1,0 +1,103 @@
+"""Configuration from ``SLATRACK_*`` environment variables (pydantic-settings).
+
+Every setting has a sane default for a developer machine; ``slatrack serve
+--help`` lists them all with their descriptions.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SLATRACK_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None,
+        description="Kafka bootstrap servers (host:port,...). Unset: `serve` starts the embedded "
+        "broker and the other commands use it.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol; production brokers want SSL or SASL_SSL."
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key (mutual TLS).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism, required with SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    kafka_client_id: str = Field("slatrack", description="Client id reported to the brokers.")
+    kafka_group_id: str = Field("slatrack", description="Consumer group of the workers.")
+    kafka_enable_idempotence: bool = Field(
+        False,
+        description="Idempotent producer. Recommended on Apache Kafka; the embedded broker cannot do it.",
+    )
+    kafka_create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    kafka_request_timeout_ms: int = Field(30_000, ge=5_000, description="Kafka client request timeout.")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=3_000, description="Consumer session timeout: how soon a dead worker's partitions move."
+    )
+    consumer_max_records: int = Field(500, ge=1, le=100_000, description="Records per consumer batch.")
+
+    # --- Topics ----------------------------------------------------------
+    topic_events: str = Field("ticket-events", description="The event log: the single source of truth.")
+    topic_dlq: str = Field("ticket-events.dlq", description="Where messages that fail validation go.")
+    topic_partitions: int = Field(6, ge=1, description="Partitions of topics slatrack creates.")
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replication factor of topics slatrack creates."
+    )
+
+    # --- Events ----------------------------------------------------------
+    max_event_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted event, in bytes.")
+
+    # --- HTTP ------------------------------------------------------------
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port).")
+
+    # --- Embedded broker -------------------------------------------------
+    embedded_port: int = Field(
+        9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port)."
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Local state: embedded broker log, later the read models."
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> "Settings":
+        if self.kafka_security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                names = ", ".join(ENV_PREFIX + m.upper() for m in missing)
+                raise ValueError(f"{self.kafka_security_protocol} needs {names}")
+        return self
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    def bootstrap(self) -> str:
+        """Where Kafka is: the configured cluster, or the embedded broker's address."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_port}"
+
+
+def settings_help() -> str:
+    """One line per environment variable, for ``--help``."""
+    lines = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else default
+        lines.append(f"{ENV_PREFIX}{name.upper()} (default: {shown})\n    {field.description}")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Kafka plumbing shared by every client: connection options, security, topics.
+
+Nothing here knows whether the broker is Apache Kafka or the embedded one.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from services.config import Settings
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def security(settings: Settings) -> BaseSecurity | None:
+    """TLS and SASL settings as faststream's security object (also the source of aiokafka's options)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    use_ssl = protocol.endswith("SSL")
+    context = (
+        create_ssl_context(
+            cafile=_path(settings.kafka_ssl_cafile),
+            certfile=_path(settings.kafka_ssl_certfile),
+            keyfile=_path(settings.kafka_ssl_keyfile),
+        )
+        if use_ssl
+        else None
+    )
+    if protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return sasl[settings.kafka_sasl_mechanism or "PLAIN"](
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        ssl_context=context,
+        use_ssl=use_ssl,
+    )
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client of ours takes."""
+    return {
+        "bootstrap_servers": settings.bootstrap(),
+        "client_id": settings.kafka_client_id,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        **parse_security(security(settings)),
+    }
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Our topics. The log is kept forever: it is the source every read model is rebuilt from.
+
+    The dead-letter topic is kept forever too: a rejected message waits there
+    until someone has looked at it.
+    """
+    forever = {"cleanup.policy": "delete", "retention.ms": "-1"}
+    return [
+        TopicSpec(
+            settings.topic_events, settings.topic_partitions, settings.topic_replication_factor, forever
+        ),
+        TopicSpec(settings.topic_dlq, settings.topic_partitions, settings.topic_replication_factor, forever),
+    ]
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
+    """Create our topics where missing; check the ones that exist."""
+    specs = specs if specs is not None else topic_specs(settings)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        if settings.kafka_create_topics:
+            await _create_missing(admin, specs)
+        existing = await admin.describe_topics([s.name for s in specs])
+    finally:
+        await admin.close()
+    by_name = {t["topic"]: t for t in existing}
+    for spec in specs:
+        found = by_name.get(spec.name)
+        if found is None or found.get("error_code", 0) != 0:
+            raise RuntimeError(
+                f"topic {spec.name!r} does not exist on {settings.bootstrap()}; create it "
+                f"({spec.partitions} partitions, {spec.configs}) or set SLATRACK_KAFKA_CREATE_TOPICS=true"
+            )
+        if len(found["partitions"]) != spec.partitions:
+            log.warning(
+                "topic %s has %d partitions, configured %d; using it as it is",
+                spec.name,
+                len(found["partitions"]),
+                spec.partitions,
+            )
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    response = await admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs) for s in specs]
+    )
+    for topic, code, message in response.topic_errors:
+        if code == 0:
+            log.info("created topic %s", topic)
+        elif code != _TOPIC_ALREADY_EXISTS:
+            raise RuntimeError(f"could not create topic {topic}: error {code}: {message}")
+
+
+async def wait_until_reachable(settings: Settings, timeout: float, still_starting: Any = None) -> None:
+    """Poll until a metadata request succeeds (no fixed sleep), or fail after ``timeout`` seconds.
+
+    ``still_starting`` is an optional callable that raises when the broker
+    process died, so that we stop waiting at once.
+    """
+    deadline = time.monotonic() + timeout
+    options = {**client_options(settings), "request_timeout_ms": 5_000}
+    last_error: Exception | None = None
+    with _aiokafka_errors_muted():
+        while time.monotonic() < deadline:
+            if still_starting is not None:
+                still_starting()
+            admin = AIOKafkaAdminClient(**options)
+            try:
+                await admin.start()  # bootstraps with a metadata request
+                await admin.list_topics()
+                return
+            except (KafkaError, OSError) as exc:
+                last_error = exc
+            finally:
+                await admin.close()
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"Kafka at {settings.bootstrap()} not reachable after {timeout:.0f} s: {last_error}")
+
+
+@contextmanager
+def _aiokafka_errors_muted() -> Iterator[None]:
+    # aiokafka logs an error for each refused connection; while a broker is
+    # still starting those are expected, and the last one is reported if the
+    # wait fails.
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _path(value: Any) -> str | None:
+    return None if value is None else str(value)
