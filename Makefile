@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install run test lint schema clean
+.PHONY: install run test bench lint schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slatrack needs Python 3.11 or newer")'
@@ -20,6 +20,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Benchmarks, not timed tests: they print what they measured.
+bench: install
+	$(BIN)/python bench/engine.py
 
 lint: install
 	$(BIN)/ruff check .

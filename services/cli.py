@@ -4,14 +4,25 @@ import asyncio
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from pydantic import ValidationError
+import orjson
+from pydantic import TypeAdapter, ValidationError
 
 from events import Event, EventRejected, decode_event
+from events.models import Instant
 from events.schema import render, schema_documents
+from projections.timeline import whole_second
 from services.config import Settings, settings_help
+
+if TYPE_CHECKING:
+    from projections.calendar import Calendar
+    from projections.policy import Policy
+
+INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 
 SCHEMA_DIR = Path("docs/schemas")
 PUBLISH_CHUNK = 1000
@@ -146,6 +157,154 @@ def schema_drift(directory: Path) -> list[str]:
         if name not in present or (directory / name).read_text(encoding="utf-8") != text
     ]
     return sorted(drift + [name for name in present if name not in expected])
+
+
+# --- the auditor's replay and the calendar questions -------------------------
+
+
+def _policy(path: Path | None) -> "Policy":
+    from projections.policy import PolicyError, default_policy, load_policy
+
+    try:
+        return load_policy(path) if path is not None else default_policy()
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _instant(value: str, name: str) -> datetime:
+    try:
+        return whole_second(INSTANT.validate_python(value))
+    except ValidationError as exc:
+        raise click.BadParameter(
+            exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint=name
+        ) from None
+
+
+def _emit(document: object) -> None:
+    click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.option(
+    "--events",
+    "events_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL file of events, one per line (the line number is the recording order).",
+)
+@click.option("--as-of", "as_of", help="RFC 3339 instant; default: the latest occurred_at in the file.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file (TOML); default: the packaged default policy.",
+)
+@click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
+def replay(events_file: Path, as_of: str | None, policy_file: Path | None, output: str) -> None:
+    """Replay a history: every ticket and customer view, as of an instant.
+
+    Invalid lines are reported on stderr (line number and reason) and
+    counted in "rejected"; the replay goes on without them. The same input
+    gives the same output, byte for byte.
+    """
+    from projections.replay import replay as replay_history
+    from projections.timeline import Recorded
+
+    policy = _policy(policy_file)
+    instant = _instant(as_of, "--as-of") if as_of is not None else None
+    records, rejected = [], 0
+    for lineno, outcome in _read_events(events_file, Settings.model_fields["max_event_bytes"].default):
+        if isinstance(outcome, EventRejected):
+            rejected += 1
+            click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
+        else:
+            records.append(Recorded(lineno, outcome))
+    document = replay_history(records, policy, instant, rejected)
+    if output == "json":
+        _emit(document)
+    else:
+        click.echo(render_table(document))
+
+
+def render_table(document: dict) -> str:
+    """A summary for people: one line per ticket, then one per customer."""
+    as_of, version, rejected = document["as_of"], document["policy_version"], document["rejected"]
+    lines = [f"as of {as_of}   policy {version}   rejected lines: {rejected}", ""]
+    header = f"{'ticket':<14} {'customer':<12} {'prio':<7} {'state':<9} {'response':<31} {'resolution':<31}"
+    header += " esc  billing"
+    lines += [header, "-" * len(header)]
+    for t in document["tickets"]:
+        billing = t["billing"]
+        bill_text = (
+            "-"
+            if billing["rule"] is None
+            else (f"{billing['rule']} {billing['status']} {_dollars(billing['amount_cents'])}")
+        )
+        lines.append(
+            f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} {t['priority']:<7} {t['state']:<9} "
+            f"{_clock_text(t['clocks']['response']):<31} {_clock_text(t['clocks']['resolution']):<31} "
+            f"{t['escalation']['level']:<4} {bill_text}"
+            + (f"  [{', '.join(t['flags'])}]" if t["flags"] else "")
+        )
+    lines += ["", f"{'customer':<14} {'standing':<22} billing by month", "-" * 60]
+    for c in document["customers"]:
+        standing = (
+            "dashboard suspended" if c["dashboard_suspended"] else "delinquent" if c["delinquent"] else "good"
+        )
+        months = ", ".join(f"{m}: {_dollars(v['amount_cents'])}" for m, v in c["billing"].items()) or "-"
+        lines.append(f"{c['customer_id'][:14]:<14} {standing:<22} {months}")
+    return "\n".join(lines)
+
+
+def _dollars(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def _clock_text(clock: dict) -> str:
+    def hm(seconds: int) -> str:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+    target = "none" if clock["target_seconds"] is None else hm(clock["target_seconds"])
+    mark = " BREACHED" if clock["breached"] else " at risk" if clock["at_risk"] else ""
+    return f"{clock['status']:<7} {hm(clock['elapsed_seconds'])}/{target}{mark}"
+
+
+@main.group()
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file (TOML); default: the packaged default policy.",
+)
+@click.option("--calendar", "calendar_name", default="business", show_default=True, help="Calendar name.")
+@click.pass_context
+def calendar(ctx: click.Context, policy_file: Path | None, calendar_name: str) -> None:
+    """Ask a policy's calendar: open time between instants, or N open seconds after one."""
+    policy = _policy(policy_file)
+    try:
+        ctx.obj = policy.calendar(calendar_name)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="--calendar") from None
+
+
+@calendar.command()
+@click.argument("start")
+@click.argument("end")
+@click.pass_obj
+def between(cal: "Calendar", start: str, end: str) -> None:
+    """Open seconds between START and END (RFC 3339 instants)."""
+    _emit({"seconds": cal.open_seconds(_instant(start, "START"), _instant(end, "END"))})
+
+
+@calendar.command()
+@click.argument("start")
+@click.argument("seconds", type=click.IntRange(min=0))
+@click.pass_obj
+def add(cal: "Calendar", start: str, seconds: int) -> None:
+    """The earliest instant at which SECONDS open seconds have elapsed after START."""
+    from projections.ticket import utc
+
+    _emit({"at": utc(cal.add_open_seconds(_instant(start, "START"), seconds))})
 
 
 if __name__ == "__main__":

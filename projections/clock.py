@@ -1,0 +1,145 @@
+"""SLA clocks: a response and a resolution clock per ticket, each a list of cycles.
+
+A clock counts the open seconds of its cycle's calendar while it is
+*counting*: started, not stopped, and not held by any pause. A priority change
+ends the current cycle and starts a new one (see :meth:`Clock.restart`);
+earlier cycles keep what happened in them, breaches included.
+
+Thresholds: a cycle with a target records the instant its elapsed time first
+reached each of its thresholds (warning, due, breach, escalation levels), so
+later questions ("when did it breach?") need no recomputation. A breach is
+elapsed > target, i.e. elapsed reaching target + 1 s.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from projections.calendar import Calendar
+
+# Threshold names.
+WARNING = "warning"
+DUE = "due"
+BREACH = "breach"
+
+
+def percent_of(target: int, percent: int) -> int:
+    """The smallest whole number of seconds that is at least ``percent`` % of ``target``."""
+    return -(-target * percent // 100)
+
+
+@dataclass
+class Cycle:
+    priority: str
+    target: int | None
+    calendar_name: str
+    calendar: Calendar
+    started_at: datetime
+    thresholds: dict[str, int]
+    elapsed: int = 0
+    ended_at: datetime | None = None
+    reached: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def breached(self) -> bool:
+        return BREACH in self.reached
+
+
+@dataclass
+class Clock:
+    name: str
+    cycles: list[Cycle] = field(default_factory=list)
+    # Why the clock is not counting: pauses ("status", "suspended") hold it
+    # for a while; a stop ("responded", "resolved", "closed") ends counting
+    # until something resumes it.
+    holds: set[str] = field(default_factory=set)
+    stopped_by: str | None = None
+    since: datetime | None = None  # counted up to here
+
+    @property
+    def current(self) -> Cycle:
+        return self.cycles[-1]
+
+    @property
+    def started(self) -> bool:
+        return bool(self.cycles)
+
+    @property
+    def counting(self) -> bool:
+        return self.started and self.stopped_by is None and not self.holds
+
+    @property
+    def status(self) -> str:
+        if self.stopped_by is not None:
+            return "stopped"
+        return "paused" if self.holds else "running"
+
+    def start(self, cycle: Cycle) -> None:
+        self.cycles.append(cycle)
+        self.since = cycle.started_at
+
+    def advance(self, to: datetime) -> list[tuple[str, datetime]]:
+        """Count open time up to ``to``; return the thresholds reached on the way, in order."""
+        if not self.started or self.since is None or to <= self.since:
+            return []
+        reached: list[tuple[str, datetime]] = []
+        if self.counting:
+            cycle = self.current
+            gained = cycle.calendar.open_seconds(self.since, to)
+            if gained:
+                before, after = cycle.elapsed, cycle.elapsed + gained
+                for name, seconds in cycle.thresholds.items():
+                    if name not in cycle.reached and before < seconds <= after:
+                        at = cycle.calendar.add_open_seconds(self.since, seconds - before)
+                        cycle.reached[name] = at
+                        reached.append((name, at))
+                cycle.elapsed = after
+        self.since = to
+        reached.sort(key=lambda item: (item[1], item[0]))
+        return reached
+
+    def hold(self, reason: str) -> None:
+        self.holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        self.holds.discard(reason)
+
+    def stop(self, reason: str) -> None:
+        if self.stopped_by != "closed":
+            self.stopped_by = reason
+
+    def resume(self) -> None:
+        if self.stopped_by != "closed":
+            self.stopped_by = None
+
+    def restart(self, cycle: Cycle) -> bool:
+        """A priority change: end the current cycle and start ``cycle``, unless stopped.
+
+        A stopped clock keeps its cycle (a resolution clock resumed later by a
+        reopen continues it). Returns whether a new cycle started.
+        """
+        if not self.started or self.stopped_by is not None:
+            return False
+        self.current.ended_at = cycle.started_at
+        self.start(cycle)
+        return True
+
+    def due_at(self, as_of: datetime) -> datetime | None:
+        """When elapsed reaches the target: past if reached, projected if running, else unknown."""
+        cycle = self.current
+        if cycle.target is None:
+            return None
+        if DUE in cycle.reached:
+            return cycle.reached[DUE]
+        if self.status != "running":
+            return None
+        return cycle.calendar.add_open_seconds(as_of, cycle.target - cycle.elapsed)
+
+    def next_threshold_at(self, as_of: datetime) -> datetime | None:
+        """The next instant a threshold of the running cycle will be reached, with no new event."""
+        if self.status != "running" or not self.cycles:
+            return None
+        cycle = self.current
+        pending = [s for name, s in cycle.thresholds.items() if name not in cycle.reached]
+        if not pending:
+            return None
+        return cycle.calendar.add_open_seconds(as_of, min(pending) - cycle.elapsed)

@@ -1,0 +1,394 @@
+"""The ticket view: everything the SLA says about one ticket at an instant.
+
+:func:`evaluate` replays a ticket's history (its own events, plus the
+suspension stretches of its customer's account) through two clocks, the
+escalation rules and the billing rules, up to ``as_of``. It keeps a list of
+*effects* (clock started, paused, breached, escalated, ...) so that every
+second of the result can be explained. Nothing here reads a clock, a file or
+the network: the same history, policy and instant always give the same view.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from events.models import (
+    TicketClosed,
+    TicketEscalationRequested,
+    TicketFaultDetermined,
+    TicketOpened,
+    TicketPriorityChanged,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketStatusChanged,
+    TicketWorkLogged,
+)
+from projections.account import AccountStanding
+from projections.billing import Billing, Interval, bill, rule_for
+from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
+from projections.policy import Policy
+from projections.timeline import Recorded, history, whole_second
+
+CLOCKS = ("response", "resolution")
+_SUSPEND, _UNSUSPEND = "suspension_started", "suspension_ended"
+
+
+def utc(instant: datetime | None) -> str | None:
+    """An instant as the views print it: UTC, whole seconds, ``Z``."""
+    return None if instant is None else instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Effect:
+    at: datetime
+    kind: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    event_id: str | None = None
+
+    def as_view(self) -> dict[str, Any]:
+        return {"at": utc(self.at), "effect": self.kind, "event_id": self.event_id, **self.detail}
+
+
+@dataclass
+class Escalation:
+    level: int
+    at: datetime
+    cause: str
+    entitled: bool
+
+    def as_view(self) -> dict[str, Any]:
+        return {"level": self.level, "at": utc(self.at), "cause": self.cause, "entitled": self.entitled}
+
+
+class TicketState:
+    """A ticket replayed up to ``as_of``. Build it with :func:`evaluate`."""
+
+    def __init__(self, policy: Policy, as_of: datetime):
+        self.policy = policy
+        self.as_of = as_of
+        self.opened: TicketOpened | None = None
+        self.opened_at: datetime | None = None
+        self.dispatch_priority: str | None = None
+        self.priority: str | None = None
+        self.state = "open"
+        self.status = "open"
+        self.clocks = {name: Clock(name) for name in CLOCKS}
+        self.work: list[Interval] = []
+        self.fault_party: str | None = None
+        self.escalations: list[Escalation] = []
+        self.effects: list[Effect] = []
+        self.suspended = False
+        self.applied = 0  # events that counted
+
+    # -- replay ------------------------------------------------------------
+
+    def run(self, records: list[Recorded], standing: AccountStanding | None) -> None:
+        # At one instant: suspension boundaries, then ticket.opened (so that a
+        # response at the very instant of dispatch counts), then the rest in
+        # recording order.
+        steps: list[tuple[datetime, int, int, Any]] = [
+            (whole_second(r.event.occurred_at), 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event)
+            for r in records
+        ]
+        if standing is not None and self._suspendable(records):
+            for start, end in standing.suspensions:
+                if start <= self.as_of:
+                    steps.append((start, 0, 0, _SUSPEND))
+                if end is not None and end <= self.as_of:
+                    steps.append((end, 0, 1, _UNSUSPEND))
+        steps.sort(key=lambda step: step[:3])
+        for at, _, _, step in steps:
+            self._advance(at)
+            if isinstance(step, str):
+                self._suspension(at, step)
+            else:
+                self._apply(at, step)
+        self._advance(self.as_of)
+
+    def _suspendable(self, records: list[Recorded]) -> bool:
+        opened = next((r.event for r in records if isinstance(r.event, TicketOpened)), None)
+        return opened is not None and opened.data.category in self.policy.suspension.paused_categories
+
+    def _advance(self, to: datetime) -> None:
+        for clock in self.clocks.values():
+            for name, at in clock.advance(to):
+                self._reached(clock, name, at)
+
+    def _reached(self, clock: Clock, threshold: str, at: datetime) -> None:
+        cycle = clock.current
+        detail = {"clock": clock.name, "cycle": len(clock.cycles), "target_seconds": cycle.target}
+        if threshold == WARNING:
+            self._effect(at, "clock_at_risk", detail)
+        elif threshold == DUE:
+            self._effect(at, "clock_due", detail)
+        elif threshold == BREACH:
+            self._effect(at, "clock_breached", detail)
+            for level in self.policy.escalation.levels:
+                if level.on_breach:
+                    self._escalate(level.level, at, f"{clock.name}_breached", automatic=True)
+        else:  # an escalation threshold of the resolution clock: "level<N>"
+            level = self.policy.escalation.level(int(threshold.removeprefix("level")))
+            cause = f"resolution_{level.at_resolution_percent}_percent"
+            self._escalate(level.level, at, cause, automatic=True)
+
+    def _escalate(self, level: int, at: datetime, cause: str, automatic: bool) -> None:
+        entitled = self.entitled
+        if automatic and not entitled:
+            return  # not entitled: no automatic levels at all
+        before = self.level
+        self.escalations.append(Escalation(level, at, cause, entitled))
+        if self.level > before:
+            self._effect(at, "escalated", {"level": self.level, "cause": cause})
+        elif not entitled:
+            self._effect(at, "escalation_not_entitled", {"level_requested": level, "cause": cause})
+
+    @property
+    def entitled(self) -> bool:
+        return not (
+            self.opened is not None
+            and self.opened.data.third_party_disconnect
+            and not self.policy.escalation.third_party_disconnect_entitled
+        )
+
+    @property
+    def level(self) -> int:
+        return max((e.level for e in self.escalations if e.entitled), default=0)
+
+    def _suspension(self, at: datetime, step: str) -> None:
+        self.suspended = step == _SUSPEND
+        for name in self.policy.suspension.paused_clocks:
+            clock = self.clocks[name]
+            if self.suspended:
+                self._pause(clock, "suspended", at)
+            else:
+                self._unpause(clock, "suspended", at)
+
+    def _apply(self, at: datetime, event: Any) -> None:
+        if isinstance(event, TicketOpened):
+            self._open(at, event)
+            return
+        if self.opened is None and not isinstance(event, TicketStatusChanged | TicketWorkLogged):
+            self._effect(at, "ignored", {"reason": "before ticket.opened"}, event)
+            return
+        self.applied += 1
+        match event:
+            case TicketPriorityChanged():
+                self._priority(at, event)
+            case TicketResponded():
+                response = self.clocks["response"]
+                if response.stopped_by is None:
+                    response.stop("responded")
+                    self._effect(at, "clock_stopped", {"clock": "response", "by": "responded"}, event)
+            case TicketStatusChanged():
+                self.status = event.data.status
+                resolution = self.clocks["resolution"]
+                if event.data.status in self.policy.clocks.resolution_pause_statuses:
+                    self._pause(resolution, "status", at, event)
+                else:
+                    self._unpause(resolution, "status", at, event)
+            case TicketResolved():
+                if self.state == "open":
+                    self.state = "resolved"
+                    self.clocks["resolution"].stop("resolved")
+                    self._effect(at, "clock_stopped", {"clock": "resolution", "by": "resolved"}, event)
+            case TicketReopened():
+                if self.state == "resolved":
+                    self.state = "open"
+                    resolution = self.clocks["resolution"]
+                    resolution.resume()
+                    self._effect(
+                        at, "clock_resumed", {"clock": "resolution", "status": resolution.status}, event
+                    )
+            case TicketClosed():
+                if self.state != "closed":
+                    self.state = "closed"
+                    for clock in self.clocks.values():
+                        if clock.stopped_by is None:
+                            self._effect(at, "clock_stopped", {"clock": clock.name, "by": "closed"}, event)
+                        clock.stop("closed")
+            case TicketWorkLogged():
+                interval = (whole_second(event.data.started_at), whole_second(event.data.ended_at))
+                self.work.append(interval)
+                seconds = (interval[1] - interval[0]) // timedelta(seconds=1)
+                self._effect(at, "work_logged", {"seconds": seconds}, event)
+            case TicketFaultDetermined():
+                self.fault_party = event.data.party
+                self._effect(at, "fault_determined", {"party": event.data.party}, event)
+            case TicketEscalationRequested():
+                cause = f"requested_by_{event.data.requested_by}"
+                self._escalate(event.data.level, at, cause, automatic=False)
+
+    def _open(self, at: datetime, event: TicketOpened) -> None:
+        if self.opened is not None:
+            self._effect(at, "ignored", {"reason": "ticket already opened"}, event)
+            return
+        self.applied += 1
+        self.opened, self.opened_at = event, at
+        self.priority = self.dispatch_priority = event.data.priority
+        for clock in self.clocks.values():
+            clock.start(self._cycle(clock.name, event.data.priority, at))
+            self._effect(at, "clock_started", self._cycle_detail(clock), event)
+
+    def _priority(self, at: datetime, event: TicketPriorityChanged) -> None:
+        new = event.data.priority
+        if new == self.priority:
+            self._effect(at, "ignored", {"reason": f"priority already {new}"}, event)
+            return
+        self._effect(at, "priority_changed", {"from": self.priority, "to": new}, event)
+        self.priority = new
+        for clock in self.clocks.values():
+            if clock.restart(self._cycle(clock.name, new, at)):
+                self._effect(at, "cycle_restarted", self._cycle_detail(clock), event)
+
+    def _pause(self, clock: Clock, reason: str, at: datetime, event: Any = None) -> None:
+        was = clock.status
+        clock.hold(reason)
+        if clock.started and was == "running":
+            self._effect(at, "clock_paused", {"clock": clock.name, "by": reason}, event)
+
+    def _unpause(self, clock: Clock, reason: str, at: datetime, event: Any = None) -> None:
+        if reason not in clock.holds:
+            return
+        clock.release(reason)
+        if clock.started and clock.status == "running":
+            self._effect(at, "clock_resumed", {"clock": clock.name, "after": reason}, event)
+
+    def _cycle(self, clock: str, priority: str, at: datetime) -> Cycle:
+        settings = self.policy.targets(priority).clock(clock)
+        target = settings.target
+        thresholds: dict[str, int] = {}
+        if target is not None:
+            warning = percent_of(target, self.policy.clocks.warning_threshold_percent)
+            thresholds = {WARNING: warning, DUE: target, BREACH: target + 1}
+            if clock == "resolution":
+                for level in self.policy.escalation.levels:
+                    if level.at_resolution_percent is not None:
+                        thresholds[f"level{level.level}"] = percent_of(target, level.at_resolution_percent)
+        calendar = self.policy.calendar(settings.calendar)
+        return Cycle(priority, target, settings.calendar, calendar, at, thresholds)
+
+    def _cycle_detail(self, clock: Clock) -> dict[str, Any]:
+        cycle = clock.current
+        return {
+            "clock": clock.name,
+            "cycle": len(clock.cycles),
+            "priority": cycle.priority,
+            "target_seconds": cycle.target,
+            "calendar": cycle.calendar_name,
+            "status": clock.status,
+        }
+
+    def _effect(self, at: datetime, kind: str, detail: dict[str, Any], event: Any = None) -> None:
+        self.effects.append(Effect(at, kind, detail, getattr(event, "event_id", None)))
+
+    # -- results -----------------------------------------------------------
+
+    def billing(self) -> Billing:
+        assert self.opened is not None and self.opened_at is not None and self.dispatch_priority
+        data = self.opened.data
+        rule = rule_for(
+            self.policy,
+            data.category,
+            self.dispatch_priority,
+            self.opened_at,
+            data.after_hours_requested,
+            data.priority_handling_requested,
+        )
+        return bill(
+            self.policy, rule, self.opened_at, self.work, data.priority_handling_requested, self.fault_party
+        )
+
+    def flags(self) -> list[str]:
+        assert self.opened is not None and self.opened_at is not None
+        flags = []
+        install_date: date | None = self.opened.data.install_date
+        if self.opened.data.category == "new_install" and install_date is not None:
+            notice = self.policy.billing.new_install_notice
+            calendar = self.policy.calendar(notice.calendar)
+            days = calendar.count_open_days(calendar.local_date(self.opened_at), install_date)
+            if days < notice.business_days:
+                flags.append("short_install_notice")
+        if any(not e.entitled for e in self.escalations):
+            flags.append("escalation_not_entitled")
+        if self.suspended and self.state != "closed":
+            flags.append("suspended")
+        return sorted(flags)
+
+    def clock_view(self, name: str) -> dict[str, Any]:
+        clock = self.clocks[name]
+        cycle = clock.current
+        at_risk = (
+            clock.status != "stopped"
+            and cycle.target is not None
+            and WARNING in cycle.reached
+            and BREACH not in cycle.reached
+        )
+        return {
+            "status": clock.status,
+            "calendar": cycle.calendar_name,
+            "target_seconds": cycle.target,
+            "elapsed_seconds": cycle.elapsed,
+            "due_at": utc(clock.due_at(self.as_of)),
+            "breached": any(c.breached for c in clock.cycles),
+            "at_risk": at_risk,
+            "cycles": len(clock.cycles),
+        }
+
+    def view(self) -> dict[str, Any]:
+        assert self.opened is not None
+        billing = self.billing()
+        return {
+            "ticket_id": self.opened.ticket_id,
+            "customer_id": self.opened.customer_id,
+            "priority": self.priority,
+            "category": self.opened.data.category,
+            "state": self.state,
+            "status": self.status,
+            "opened_at": utc(self.opened_at),
+            "clocks": {name: self.clock_view(name) for name in CLOCKS},
+            "escalation": {
+                "level": self.level,
+                "reasons": [e.as_view() for e in sorted(self.escalations, key=lambda e: (e.at, e.level))],
+            },
+            "billing": billing.as_view(),
+            "flags": self.flags(),
+            "policy_version": self.policy.version,
+        }
+
+    def next_change_at(self) -> datetime | None:
+        """The next instant after ``as_of`` at which the view changes with no new event.
+
+        A live worker sleeps until then (a threshold of a running clock).
+        """
+        instants = [at for c in self.clocks.values() if (at := c.next_threshold_at(self.as_of)) is not None]
+        return min(instants, default=None)
+
+
+def evaluate(
+    records: Iterable[Recorded],
+    policy: Policy,
+    as_of: datetime,
+    standing: AccountStanding | None = None,
+) -> TicketState | None:
+    """Replay one ticket's events (any order, duplicates allowed) up to ``as_of``.
+
+    ``standing`` is its customer's account standing at ``as_of`` (for
+    suspension). Returns None if the ticket was not opened by ``as_of``.
+    """
+    as_of = whole_second(as_of)
+    ordered = history(records, as_of)
+    state = TicketState(policy, as_of)
+    state.run(ordered, standing)
+    return state if state.opened is not None else None
+
+
+def ticket_view(
+    records: Iterable[Recorded],
+    policy: Policy,
+    as_of: datetime,
+    standing: AccountStanding | None = None,
+) -> dict[str, Any] | None:
+    state = evaluate(records, policy, as_of, standing)
+    return state.view() if state is not None else None

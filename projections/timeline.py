@@ -1,0 +1,50 @@
+"""Putting a history in order: deduplicate, sort, cut at "as of".
+
+Every event comes with its recording position (``seq``): its offset in the
+log, or its line in a replay file. Events apply in ``occurred_at`` order;
+equal instants apply in recording order. A repeated ``event_id`` counts once:
+the copy recorded first is the event. Because the order depends only on what
+each event carries, a shuffled or duplicated input gives the same history.
+
+Instants are floored to the whole second here, once: slatrack counts whole
+seconds, and every later computation can rely on it.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An event and where it was recorded (smaller ``seq`` = recorded earlier)."""
+
+    seq: int
+    event: Event
+
+
+def whole_second(instant: datetime) -> datetime:
+    """The instant in UTC, without its fraction of a second."""
+    return instant.astimezone(UTC).replace(microsecond=0)
+
+
+def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[Recorded]:
+    """The events that count, in the order they apply.
+
+    Duplicates (same ``event_id``) are dropped, keeping the copy with the
+    smallest ``seq``; events that occurred after ``as_of`` are left out (one
+    exactly at ``as_of`` applies).
+    """
+    first: dict[str, Recorded] = {}
+    for record in records:
+        kept = first.get(record.event.event_id)
+        if kept is None or record.seq < kept.seq:
+            first[record.event.event_id] = record
+    cutoff = whole_second(as_of) if as_of is not None else None
+    kept_records = [
+        r for r in first.values() if cutoff is None or whole_second(r.event.occurred_at) <= cutoff
+    ]
+    kept_records.sort(key=lambda r: (whole_second(r.event.occurred_at), r.seq))
+    return kept_records
