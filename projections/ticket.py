@@ -80,6 +80,7 @@ class TicketState:
         self.escalations: list[Escalation] = []
         self.effects: list[Effect] = []
         self.suspended = False
+        self.boundaries_ahead: list[datetime] = []  # suspension starts and ends after as_of
         self.applied = 0  # events that counted
 
     # -- replay ------------------------------------------------------------
@@ -94,10 +95,13 @@ class TicketState:
         ]
         if standing is not None and self._suspendable(records):
             for start, end in standing.suspensions:
-                if start <= self.as_of:
-                    steps.append((start, 0, 0, _SUSPEND))
-                if end is not None and end <= self.as_of:
-                    steps.append((end, 0, 1, _UNSUSPEND))
+                for at, order, step in ((start, 0, _SUSPEND), (end, 1, _UNSUSPEND)):
+                    if at is None:
+                        continue
+                    if at <= self.as_of:
+                        steps.append((at, 0, order, step))
+                    else:
+                        self.boundaries_ahead.append(at)
         steps.sort(key=lambda step: step[:3])
         for at, _, _, step in steps:
             self._advance(at)
@@ -360,9 +364,12 @@ class TicketState:
     def next_change_at(self) -> datetime | None:
         """The next instant after ``as_of`` at which the view changes with no new event.
 
-        A live worker sleeps until then (a threshold of a running clock).
+        A live worker sleeps until then: a threshold of a running clock, or a
+        suspension of the customer's account starting or ending.
         """
         instants = [at for c in self.clocks.values() if (at := c.next_threshold_at(self.as_of)) is not None]
+        if self.state != "closed":
+            instants += self.boundaries_ahead  # a known suspension starting or ending
         return min(instants, default=None)
 
 
