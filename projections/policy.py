@@ -232,6 +232,9 @@ class ClockSettings(_Model):
         "pending_customer"
     ]
     warning_threshold_percent: Annotated[int, Field(gt=0, le=100)] = 75
+    # The calendar that replaces 24x7 for tickets opened with
+    # third_party_disconnect (not entitled to after-hours support); None: no replacement.
+    third_party_disconnect_calendar: Name | None = None
 
 
 # --- account suspension --------------------------------------------------------
@@ -359,6 +362,10 @@ class Policy(_Model):
             targets: PriorityTargets = getattr(self.priorities, priority)
             for clock in ("response", "resolution"):
                 refs.append((f"priorities.{priority}.{clock}.calendar", targets.clock(clock).calendar))
+        if self.clocks.third_party_disconnect_calendar is not None:
+            refs.append(
+                ("clocks.third_party_disconnect_calendar", self.clocks.third_party_disconnect_calendar)
+            )
         refs.append(("billing.after_hours_calendar", self.billing.after_hours_calendar))
         refs.append(("billing.month_calendar", self.billing.month_calendar))
         refs.append(("billing.new_install_notice.calendar", self.billing.new_install_notice.calendar))

@@ -47,13 +47,14 @@ def replay(
 
     ``as_of`` defaults to the latest ``occurred_at`` in the history.
     """
-    as_of = whole_second(as_of) if as_of is not None else latest_instant(records)
+    as_of = whole_second(as_of) if as_of is not None else latest_instant(history(records))
     tickets: dict[str, list[Recorded]] = {}
     accounts: dict[str, list[Recorded]] = {}
     customers: set[str] = set()
     for record in records:
         event = record.event
-        customers.add(event.customer_id)
+        if as_of is not None and whole_second(event.occurred_at) <= as_of:
+            customers.add(event.customer_id)  # a customer appears once one of its events counts
         if event.type in ACCOUNT_EVENT_TYPES:
             accounts.setdefault(event.customer_id, []).append(record)
         else:
@@ -73,7 +74,8 @@ def replay(
     }
     views = []
     for ticket_id in sorted(tickets):
-        state = evaluate(tickets[ticket_id], policy, as_of, _standing_of(tickets[ticket_id], standings))
+        ordered = history(tickets[ticket_id], as_of)
+        state = evaluate(ordered, policy, as_of, _standing_of(ordered, standings))
         if state is not None:
             views.append(state.view())
     by_customer: dict[str, list[dict[str, Any]]] = {}
@@ -88,9 +90,8 @@ def replay(
     }
 
 
-def _standing_of(records: list[Recorded], standings: dict[str, AccountStanding]) -> AccountStanding | None:
-    # A ticket belongs to the customer named by its ticket.opened event.
-    opened = next(
-        (r.event for r in sorted(records, key=lambda r: r.seq) if r.event.type == "ticket.opened"), None
-    )
+def _standing_of(ordered: list[Recorded], standings: dict[str, AccountStanding]) -> AccountStanding | None:
+    # A ticket belongs to the customer named by the ticket.opened event that
+    # applies: the first in order.
+    opened = next((r.event for r in ordered if r.event.type == "ticket.opened"), None)
     return standings.get(opened.customer_id) if opened is not None else None

@@ -27,12 +27,14 @@ from events.models import (
 )
 from projections.account import AccountStanding
 from projections.billing import Billing, Interval, bill, rule_for
+from projections.calendar import TWENTY_FOUR_SEVEN
 from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
 from projections.policy import Policy
 from projections.timeline import Recorded, history, whole_second
 
 CLOCKS = ("response", "resolution")
 _SUSPEND, _UNSUSPEND = "suspension_started", "suspension_ended"
+_SECOND = timedelta(seconds=1)
 
 
 def utc(instant: datetime | None) -> str | None:
@@ -95,13 +97,18 @@ class TicketState:
         ]
         if standing is not None and self._suspendable(records):
             for start, end in standing.suspensions:
-                for at, order, step in ((start, 0, _SUSPEND), (end, 1, _UNSUSPEND)):
-                    if at is None:
-                        continue
-                    if at <= self.as_of:
-                        steps.append((at, 0, order, step))
-                    else:
-                        self.boundaries_ahead.append(at)
+                # A stretch [start, end) pauses the time after start: at start
+                # itself the customer is not yet "more than N days" late, so
+                # the view shows the pause from start + 1 s (as the account
+                # standing does); a payment at end applies at end.
+                if start < self.as_of:
+                    steps.append((start, 0, 0, _SUSPEND))
+                else:
+                    self.boundaries_ahead.append(start + _SECOND)
+                if end is not None and end <= self.as_of:
+                    steps.append((end, 0, 1, _UNSUSPEND))
+                elif end is not None:
+                    self.boundaries_ahead.append(end)
         steps.sort(key=lambda step: step[:3])
         for at, _, _, step in steps:
             self._advance(at)
@@ -149,11 +156,13 @@ class TicketState:
             self._effect(at, "escalation_not_entitled", {"level_requested": level, "cause": cause})
 
     @property
+    def _third_party_disconnect(self) -> bool:
+        return self.opened is not None and self.opened.data.third_party_disconnect
+
+    @property
     def entitled(self) -> bool:
         return not (
-            self.opened is not None
-            and self.opened.data.third_party_disconnect
-            and not self.policy.escalation.third_party_disconnect_entitled
+            self._third_party_disconnect and not self.policy.escalation.third_party_disconnect_entitled
         )
 
     @property
@@ -213,16 +222,21 @@ class TicketState:
                             self._effect(at, "clock_stopped", {"clock": clock.name, "by": "closed"}, event)
                         clock.stop("closed")
             case TicketWorkLogged():
-                interval = (whole_second(event.data.started_at), whole_second(event.data.ended_at))
-                self.work.append(interval)
-                seconds = (interval[1] - interval[0]) // timedelta(seconds=1)
-                self._effect(at, "work_logged", {"seconds": seconds}, event)
+                # Work is billed up to as_of at most: a log cannot bill the future.
+                start = whole_second(event.data.started_at)
+                end = min(whole_second(event.data.ended_at), self.as_of)
+                if start < end:
+                    self.work.append((start, end))
+                    self._effect(at, "work_logged", {"seconds": (end - start) // _SECOND}, event)
             case TicketFaultDetermined():
                 self.fault_party = event.data.party
                 self._effect(at, "fault_determined", {"party": event.data.party}, event)
             case TicketEscalationRequested():
-                cause = f"requested_by_{event.data.requested_by}"
-                self._escalate(event.data.level, at, cause, automatic=False)
+                if self.state == "closed":
+                    self._effect(at, "ignored", {"reason": "the ticket is closed"}, event)
+                else:
+                    cause = f"requested_by_{event.data.requested_by}"
+                    self._escalate(event.data.level, at, cause, automatic=False)
 
     def _open(self, at: datetime, event: TicketOpened) -> None:
         if self.opened is not None:
@@ -270,8 +284,13 @@ class TicketState:
                 for level in self.policy.escalation.levels:
                     if level.at_resolution_percent is not None:
                         thresholds[f"level{level.level}"] = percent_of(target, level.at_resolution_percent)
-        calendar = self.policy.calendar(settings.calendar)
-        return Cycle(priority, target, settings.calendar, calendar, at, thresholds)
+        calendar_name = settings.calendar
+        replacement = self.policy.clocks.third_party_disconnect_calendar
+        if replacement and calendar_name == TWENTY_FOUR_SEVEN and self._third_party_disconnect:
+            # §3: not entitled to after-hours support, so no round-the-clock clock either.
+            calendar_name = replacement
+        calendar = self.policy.calendar(calendar_name)
+        return Cycle(priority, target, calendar_name, calendar, at, thresholds)
 
     def _cycle_detail(self, clock: Clock) -> dict[str, Any]:
         cycle = clock.current

@@ -1045,3 +1045,82 @@ def test_times_are_printed_in_utc_whole_seconds():
     assert view["opened_at"] == "2026-11-02T14:00:00Z"
     assert isinstance(view["clocks"]["response"]["elapsed_seconds"], int)
     assert view["clocks"]["resolution"]["due_at"] == "2026-11-02T22:00:00Z"
+
+
+# --- edges found while writing docs/sla-semantics.md ----------------------------------------------
+
+
+def test_at_exactly_ten_days_the_ticket_and_the_customer_agree():
+    s = delinquent_story()
+    at_boundary = s.replay(ny("2026-11-02 11:00:00"))
+    ticket = next(t for t in at_boundary["tickets"] if t["ticket_id"] == "T-NS")
+    assert at_boundary["customers"][0]["delinquent"] is False
+    assert ticket["clocks"]["response"]["status"] == "running"
+    assert "suspended" not in ticket["flags"]
+    one_second_later = s.replay(ny("2026-11-02 11:00:01"))
+    ticket = next(t for t in one_second_later["tickets"] if t["ticket_id"] == "T-NS")
+    assert one_second_later["customers"][0]["delinquent"] is True
+    assert ticket["clocks"]["response"]["status"] == "paused"
+    assert "suspended" in ticket["flags"]
+
+
+def test_next_change_is_the_first_second_of_a_known_suspension():
+    s = delinquent_story()
+    state = evaluate_with_standing(s, ny("2026-11-02 10:00"), "T-NS")
+    assert state.next_change_at() == ny("2026-11-02 11:00:01")
+
+
+def evaluate_with_standing(s: Story, as_of, ticket_id):
+    from projections.account import account_standing
+    from projections.ticket import evaluate
+    from projections.timeline import history
+
+    accounts = [r for r in s.records if r.event.type.startswith("account.")]
+    standing = account_standing(history(accounts, as_of), s.policy, as_of)
+    mine = [r for r in s.records if getattr(r.event, "ticket_id", None) == ticket_id]
+    return evaluate(mine, s.policy, as_of, standing)
+
+
+def test_default_as_of_ignores_a_duplicate_copy_that_occurred_later():
+    s = Story()
+    s.opened(ny("2026-11-02 09:00"), "low", event_id="open")
+    s.responded(ny("2026-11-02 10:00"), event_id="answer")
+    s.responded(ny("2026-11-09 10:00"), event_id="answer")  # same id, recorded later: a duplicate
+    assert s.replay()["as_of"] == "2026-11-02T15:00:00Z"
+
+
+def test_customers_with_no_event_by_as_of_are_not_listed():
+    s = Story()
+    s.opened(ny("2026-11-02 09:00"), "low")
+    s.opened(ny("2026-11-05 09:00"), "low", ticket_id="T-2", customer_id="cust-later")
+    document = s.replay(ny("2026-11-03 09:00"))
+    assert [c["customer_id"] for c in document["customers"]] == ["cust-1"]
+
+
+def test_logged_work_is_billed_up_to_as_of_only():
+    s = Story()
+    s.opened(ny("2026-11-02 20:00"), "low", category="new_install", after_hours_requested=True)
+    # Logged at 21:00, claiming work until 23:00.
+    s.work(ny("2026-11-02 20:00"), ny("2026-11-02 23:00"), at=ny("2026-11-02 21:00"))
+    assert s.view(ny("2026-11-02 22:30"))["billing"]["billable_seconds"] == int(2.5 * H)
+    assert s.view(ny("2026-11-03 08:00"))["billing"]["billable_seconds"] == 3 * H
+
+
+def test_escalation_request_after_close_is_ignored():
+    s = Story()
+    s.opened(ny("2026-11-02 09:00"), "low")
+    s.closed(ny("2026-11-02 10:00"))
+    s.escalation_request(ny("2026-11-02 11:00"), 3)
+    view = s.view(ny("2026-11-02 12:00"))
+    assert view["escalation"] == {"level": 0, "reasons": []}
+
+
+def test_third_party_disconnect_urgent_ticket_gets_no_after_hours_clock():
+    s = Story()
+    s.opened(ny("2026-11-02 22:00"), "urgent", third_party_disconnect=True)
+    view = s.view(ny("2026-11-03 09:30"))
+    response = view["clocks"]["response"]
+    # §3: not entitled to after-hours support: business hours, not 24x7.
+    assert response["calendar"] == "business"
+    assert response["elapsed_seconds"] == 30 * M
+    assert response["due_at"] == "2026-11-03T15:00:00Z"

@@ -561,7 +561,10 @@ class Model:
         customer = opened_event["customer_id"]
         category = opened.get("category", "service")
         priority = opened["priority"]
-        clocks = {name: MClock([self.cycle(name, priority)]) for name in ("response", "resolution")}
+        disconnect = opened.get("third_party_disconnect", False)
+        clocks = {
+            name: MClock([self.cycle(name, priority, disconnect)]) for name in ("response", "resolution")
+        }
         state, status = "open", "open"
         work: list[tuple[datetime, datetime]] = []
         party = None
@@ -597,7 +600,7 @@ class Model:
                     priority = data["priority"]
                     for name, clock in clocks.items():
                         if not clock.stopped:
-                            clock.cycles.append(self.cycle(name, priority))
+                            clock.cycles.append(self.cycle(name, priority, disconnect))
             elif kind == "ticket.responded":
                 clocks["response"].stopped = True
             elif kind == "ticket.status_changed":
@@ -619,10 +622,13 @@ class Model:
                 for clock in clocks.values():
                     clock.stopped = True
             elif kind == "ticket.work_logged":
-                work.append((_parse(data["started_at"]), _parse(data["ended_at"])))
+                # Work is billed up to as_of at most.
+                start, end = _parse(data["started_at"]), min(_parse(data["ended_at"]), self.as_of)
+                if start < end:
+                    work.append((start, end))
             elif kind == "ticket.fault_determined":
                 party = data["party"]
-            elif kind == "ticket.escalation_requested":
+            elif kind == "ticket.escalation_requested" and state != "closed":
                 requests.append(data["level"])
         self.advance(clocks, since, self.as_of)
 
@@ -660,9 +666,13 @@ class Model:
             "short_install_notice": self.short_notice(t0, opened, category),
         }
 
-    def cycle(self, clock: str, priority: str) -> MCycle:
+    def cycle(self, clock: str, priority: str, third_party_disconnect: bool = False) -> MCycle:
         settings_ = self.policy.targets(priority).clock(clock)
-        return MCycle(settings_.target, settings_.calendar)
+        calendar = settings_.calendar
+        replacement = self.policy.clocks.third_party_disconnect_calendar
+        if third_party_disconnect and replacement and calendar == "24x7":
+            calendar = replacement  # §3: no after-hours support
+        return MCycle(settings_.target, calendar)
 
     def advance(self, clocks: dict[str, MClock], start: datetime, end: datetime) -> None:
         if end <= start:
