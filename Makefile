@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install run test bench lint schema clean
+.PHONY: install run demo test bench lint schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slatrack needs Python 3.11 or newer")'
@@ -17,6 +17,11 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/slatrack serve
+
+# The service with a simulated helpdesk feeding it (Ctrl-C stops both).
+demo: install
+	$(BIN)/slatrack serve & serve=$$!; trap 'kill $$serve; wait $$serve' EXIT INT TERM; \
+	$(BIN)/slatrack demo; wait $$serve
 
 test: install
 	$(BIN)/python -m pytest

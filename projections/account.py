@@ -21,6 +21,7 @@ from projections.policy import Policy
 from projections.timeline import Recorded, whole_second
 
 Interval = tuple[datetime, datetime | None]  # [start, end); None: still open
+_SECOND = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class AccountStanding:
     # When the customer's suspendable tickets are paused: the union of every
     # invoice's "more than N days past due" stretches, in order.
     suspensions: tuple[Interval, ...]
+    # The next instant after as_of at which delinquent or dashboard_suspended
+    # changes with no new event (None: not without one).
+    next_change_at: datetime | None = None
 
 
 def account_standing(history: Iterable[Recorded], policy: Policy, as_of: datetime) -> AccountStanding:
@@ -45,6 +49,7 @@ def account_standing(history: Iterable[Recorded], policy: Policy, as_of: datetim
     suspended_at = timedelta(seconds=rules.dashboard_suspended_at_seconds)
     stretches: list[Interval] = []
     delinquent = dashboard = False
+    ahead: list[datetime] = []
     for records in by_invoice.values():
         for start, end, due in _owing(records, rules.disputed_invoices_exempt):
             # Strictly more than N days: the stretch starts at due + N days.
@@ -54,7 +59,9 @@ def account_standing(history: Iterable[Recorded], policy: Policy, as_of: datetim
             if end is None or as_of < end:
                 delinquent |= as_of - due > delinquent_after and as_of >= start
                 dashboard |= as_of - due >= suspended_at and as_of >= start
-    return AccountStanding(delinquent, dashboard, tuple(_union(stretches)))
+                # The flags flip at begin + 1 s (more than N days) and at due + M days.
+                ahead += [t for t in (begin + _SECOND, max(start, due + suspended_at)) if t > as_of]
+    return AccountStanding(delinquent, dashboard, tuple(_union(stretches)), min(ahead, default=None))
 
 
 def _owing(

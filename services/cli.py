@@ -47,8 +47,15 @@ def main() -> None:
 
 
 @main.command(epilog="Configuration (environment variables):\n\n\b\n" + settings_help())
-def serve() -> None:
-    """Consume and validate the event log, serve HTTP (intake, /healthz, /metrics).
+@click.option(
+    "--role",
+    type=click.Choice(["all", "worker", "api"]),
+    default="all",
+    show_default=True,
+    help="worker: consume, project, timers, signals; api: HTTP only; all: both.",
+)
+def serve(role: str) -> None:
+    """Project the event log into the read models and serve HTTP (intake, views, /metrics).
 
     With SLATRACK_KAFKA_BOOTSTRAP unset, an embedded broker is started on
     127.0.0.1 (memory only: for development, tests and demos). Ctrl-C or
@@ -58,7 +65,7 @@ def serve() -> None:
 
     settings = _settings()
     _logging(settings)
-    run(settings)
+    run(settings, role)  # type: ignore[arg-type]
 
 
 @main.command()
@@ -157,6 +164,66 @@ def schema_drift(directory: Path) -> list[str]:
         if name not in present or (directory / name).read_text(encoding="utf-8") != text
     ]
     return sorted(drift + [name for name in present if name not in expected])
+
+
+# --- operations: rebuild, demo --------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--no-switch", is_flag=True, help="Build and check the new generation, but keep the current one."
+)
+def rebuild(no_switch: bool) -> None:
+    """Replay the log into a fresh generation of the read models, check it, switch to it.
+
+    The current generation keeps serving meanwhile; workers follow the
+    switch by themselves. Prints the counts and the check as JSON.
+    """
+    from services.rebuild import rebuild as run_rebuild
+    from services.serve import policy_of
+    from services.store import open_store
+
+    settings = _settings()
+    _logging(settings)
+    store = open_store(settings)
+    try:
+        with click.progressbar(length=1, label="rebuilding", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            report = asyncio.run(run_rebuild(settings, store, policy_of(settings), progress, not no_switch))
+    finally:
+        store.close()
+    _emit(report.as_dict())
+    if report.mismatches:
+        raise click.ClickException(f"{len(report.mismatches)} differences: not switched")
+
+
+@main.command()
+@click.option("--customers", default=300, show_default=True, help="Simulated customers.")
+@click.option("--tickets", default=2000, show_default=True, help="Simulated tickets.")
+@click.option("--days", default=3, show_default=True, help="Days of history before now.")
+@click.option("--speedup", default=1440.0, show_default=True, help="How much faster the history runs.")
+@click.option("--rate", default=500.0, show_default=True, help="At most this many events a second.")
+@click.option("--seed", default=1, show_default=True, help="Same seed, same traffic.")
+def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, seed: int) -> None:
+    """Publish a simulated helpdesk's traffic to the log (run `slatrack serve` beside it)."""
+    from services.demo import run_demo
+    from services.kafka import wait_until_reachable
+
+    settings = _settings()
+    _logging(settings)
+
+    async def go() -> int:
+        await wait_until_reachable(settings, timeout=60)
+        return await run_demo(
+            settings, customers=customers, tickets=tickets, days=days, speedup=speedup, rate=rate, seed=seed
+        )
+
+    sent = asyncio.run(go())
+    click.echo(f"demo: published {sent} events to {settings.topic_events} at {settings.bootstrap()}")
 
 
 # --- the auditor's replay and the calendar questions -------------------------

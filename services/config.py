@@ -49,9 +49,27 @@ class Settings(BaseSettings):
     # --- Topics ----------------------------------------------------------
     topic_events: str = Field("ticket-events", description="The event log: the single source of truth.")
     topic_dlq: str = Field("ticket-events.dlq", description="Where messages that fail validation go.")
+    topic_signals: str = Field("sla-signals", description="Where SLA signals go (key = customer_id).")
+    signals_retention_ms: int = Field(
+        30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
+    )
+    topic_signals: str = Field("sla-signals", description="Where SLA signals go (key = customer_id).")
+    signals_retention_ms: int = Field(
+        30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
+    )
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics slatrack creates.")
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor of topics slatrack creates."
+    )
+
+    # --- SLA -------------------------------------------------------------
+    policy_file: Path | None = Field(
+        None, description="The SLA policy file (TOML). Unset: the packaged default policy."
+    )
+
+    # --- SLA -------------------------------------------------------------
+    policy_file: Path | None = Field(
+        None, description="The SLA policy file (TOML). Unset: the packaged default policy."
     )
 
     # --- Events ----------------------------------------------------------
@@ -67,6 +85,12 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         Path("data"), description="Local state: embedded broker log, later the read models."
+    )
+
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL of the read models (postgresql://user@host:5432/db), shared by "
+        "workers and API replicas. Unset: SQLite in SLATRACK_DATA_DIR.",
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")

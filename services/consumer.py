@@ -1,23 +1,30 @@
 """The validating consumer stage: every message of ``ticket-events`` is checked
 against the contract; valid events go on to a handler (the projector), invalid
 ones to the dead-letter topic with their reason. A bad message never stops its
-partition and is never dropped: the batch's offsets are committed only after
-the dead letters were acknowledged and the handler returned.
+partition and is never dropped: the handler sees a batch only after its dead
+letters were acknowledged.
+
+Where reading starts is the handler's choice: :meth:`BatchHandler.start_offsets`
+is asked on every partition assignment. The projector answers with the
+offsets it stored atomically with its read models (exactly-once effect);
+a handler that answers None gets Kafka's committed offsets. Offsets are
+committed to Kafka after each batch either way, so that lag tools work.
 
 This hot path drives aiokafka directly rather than through a faststream
 subscriber: batches from ``getmany`` measured about 4x faster here
 (shared/notes/embedded-broker.md), faststream's batch ``nack`` rewinds only
-one partition of a multi-partition batch, and the projector needs a rebalance
-listener that seeks to offsets it stores itself.
+one partition of a multi-partition batch, and seeking to stored offsets needs
+a rebalance listener.
 """
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from events import Event, EventRejected, RejectKind, decode_event
 from services import metrics
@@ -30,58 +37,188 @@ log = logging.getLogger(__name__)
 RETRY_DELAY_S = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConsumedEvent:
     event: Event
     partition: int
     offset: int
 
 
-Handler = Callable[[list[ConsumedEvent]], Awaitable[None]]
+@dataclass
+class ConsumedBatch:
+    valid: list[ConsumedEvent]
+    # partition -> (first offset of the batch, next offset after it)
+    offsets: dict[int, tuple[int, int]]
+    rejected: int = 0
+    dead_letters: list[tuple[RawRecord, EventRejected]] = field(default_factory=list)
+    # Partitions with more records after this batch (the reader is behind the log).
+    lagging: set[int] = field(default_factory=set)
+
+
+class BatchHandler(Protocol):
+    async def start_offsets(self, partitions: set[int]) -> dict[int, int | None] | None:
+        """Where to start reading each newly assigned partition (None: its beginning).
+
+        Returning None altogether means "Kafka's committed offsets".
+        """
+
+    async def revoked(self, partitions: set[int]) -> None: ...
+
+    async def handle(self, batch: ConsumedBatch) -> None:
+        """Apply a batch. Raise :class:`Rewind` to read partitions again from given offsets."""
+
+    async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
+        """Stored offsets lie beyond the end of the log: partition -> (offset, end)."""
+
+
+class Rewind(Exception):
+    """Raised by a handler: read these partitions again from these offsets (None: the beginning)."""
+
+    def __init__(self, offsets: dict[int, int | None], reason: str):
+        super().__init__(reason)
+        self.offsets = offsets
+
+
+class SimpleHandler:
+    """A handler that only wants the valid events, from Kafka's committed offsets."""
+
+    def __init__(self, on_events: Callable[[list[ConsumedEvent]], Awaitable[None]]):
+        self.on_events = on_events
+
+    async def start_offsets(self, partitions: set[int]) -> None:
+        return None
+
+    async def revoked(self, partitions: set[int]) -> None:
+        return None
+
+    async def handle(self, batch: ConsumedBatch) -> None:
+        await self.on_events(batch.valid)
+
+    async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
+        raise RuntimeError(f"committed offsets beyond the end of the log: {partitions}")
+
+
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
 class ValidatingConsumer:
-    def __init__(self, settings: Settings, publisher: EventPublisher, handler: Handler):
+    def __init__(self, settings: Settings, publisher: EventPublisher, handler: BatchHandler):
         self.settings = settings
         self.publisher = publisher
         self.handler = handler
+        self.topic = settings.topic_events
         self.consumer = AIOKafkaConsumer(
-            settings.topic_events,
             group_id=settings.kafka_group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # Where to start is decided on assignment; an offset out of range
+            # is an error to report, never something to skip silently.
+            auto_offset_reset="none",
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(1_000, settings.kafka_session_timeout_ms // 3),
             max_poll_records=settings.consumer_max_records,
             **client_options(settings),
         )
+        self._unchecked: set[int] = set()  # assigned partitions whose start is not yet checked
+        self.assigned: set[int] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit and leave the group."""
         await self.consumer.start()
-        log.info("consuming %s as group %s", self.settings.topic_events, self.settings.kafka_group_id)
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        log.info("consuming %s as group %s", self.topic, self.settings.kafka_group_id)
         try:
             while not stop.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=250, max_records=self.settings.consumer_max_records
-                )
+                try:
+                    batch = await self.consumer.getmany(
+                        timeout_ms=250, max_records=self.settings.consumer_max_records
+                    )
+                except OffsetOutOfRangeError as exc:  # Apache Kafka says so itself
+                    await self._beyond_end({tp.partition for tp in exc.args[0]} if exc.args else set())
+                    continue
+                except NoOffsetForPartitionError:
+                    # The fetcher looked for a position while our rebalance
+                    # listener was still deciding where to start; it seeks
+                    # every assigned partition, so the next fetch has one.
+                    continue
                 if batch:
                     await self._process(batch)
+                if self._unchecked:
+                    await self._check_start_positions()
         finally:
             await self.consumer.stop()
             log.info("left consumer group %s", self.settings.kafka_group_id)
 
+    # -- assignment --------------------------------------------------------
+
+    async def _assigned(self, partitions: set[int]) -> None:
+        self.assigned |= partitions
+        starts = await self.handler.start_offsets(partitions)
+        for partition in partitions:
+            tp = TopicPartition(self.topic, partition)
+            if starts is None:
+                committed = await self.consumer.committed(tp)
+                await self._seek(tp, committed)
+            else:
+                await self._seek(tp, starts.get(partition))
+        self._unchecked |= partitions
+
+    async def _revoked(self, partitions: set[int]) -> None:
+        self.assigned -= partitions
+        self._unchecked -= partitions
+        await self.handler.revoked(partitions)
+
+    async def _seek(self, tp: TopicPartition, offset: int | None) -> None:
+        if offset is None:
+            await self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek(tp, offset)
+
+    async def _check_start_positions(self) -> None:
+        """A stored offset beyond the end of the log means the log was replaced (an empty broker).
+
+        Apache Kafka answers such a fetch with OFFSET_OUT_OF_RANGE; the
+        embedded broker answers nothing, with a high watermark below our
+        position. Either way we find out after the first fetch.
+        """
+        beyond: dict[int, tuple[int, int]] = {}
+        for partition in list(self._unchecked):
+            tp = TopicPartition(self.topic, partition)
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue  # not fetched yet
+            self._unchecked.discard(partition)
+            position = await self.consumer.position(tp)
+            if position > end:
+                beyond[partition] = (position, end)
+        if beyond:
+            await self._beyond_end(set(beyond), beyond)
+
+    async def _beyond_end(
+        self, partitions: set[int], found: dict[int, tuple[int, int]] | None = None
+    ) -> None:
+        found = found or {p: (-1, -1) for p in partitions}
+        try:
+            await self.handler.log_ended_before(found)
+        except Rewind as rewind:
+            await self._rewind(rewind)
+
+    # -- batches -----------------------------------------------------------
+
     async def _process(self, batch: Batch) -> None:
         valid, rejected = self._validate(batch)
+        offsets = {tp.partition: (records[0].offset, records[-1].offset + 1) for tp, records in batch.items()}
+        consumed = ConsumedBatch(valid, offsets, len(rejected), rejected, behind(self.consumer, batch))
         try:
             if rejected:
                 await self.publisher.dead_letter(rejected)
-            await self.handler(valid)
-        except (TimeoutError, KafkaError, OSError):
-            # The broker is unavailable: keep nothing, read the batch again.
+            await self.handler.handle(consumed)
+        except Rewind as rewind:
+            await self._rewind(rewind)
+            return
+        except (KafkaError, OSError, TimeoutError):
+            # The broker (or the store) is unavailable: keep nothing, read the batch again.
             log.exception("batch not processed; reading it again in %.0f s", RETRY_DELAY_S)
-            self._rewind(batch)
+            await self._rewind(Rewind({p: first for p, (first, _) in offsets.items()}, "retry"))
             await asyncio.sleep(RETRY_DELAY_S)
             return
         for record, rejection in rejected:
@@ -90,38 +227,69 @@ class ValidatingConsumer:
                 "dead-lettered %s[%d]@%d: %s", record.topic, record.partition, record.offset, rejection
             )
         metrics.DLQ_MESSAGES.inc(len(rejected))
-        for consumed in valid:
-            metrics.EVENTS_CONSUMED.labels(type=consumed.event.type).inc()
+        for item in valid:
+            metrics.EVENTS_CONSUMED.labels(type=item.event.type).inc()
         await self._commit(batch)
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
-        valid: list[ConsumedEvent] = []
-        rejected: list[tuple[RawRecord, EventRejected]] = []
-        for tp, records in batch.items():
-            for record in records:
-                try:
-                    event = decode_event(record.value, max_bytes=self.settings.max_event_bytes)
-                    _check_key(record.key, event)
-                except EventRejected as rejection:
-                    rejected.append((_raw(record), rejection))
-                else:
-                    valid.append(ConsumedEvent(event, tp.partition, record.offset))
-        return valid, rejected
+        return validate_records(batch, self.settings.max_event_bytes)
 
     async def _commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
         try:
             await self.consumer.commit(offsets)
-        except CommitFailedError:
-            # The group rebalanced under us: the new owner reads these records
-            # again (at least once; event ids make a repeat harmless).
-            log.warning("commit failed after a rebalance; the batch will be read again")
+        except (CommitFailedError, KafkaError) as exc:
+            # Lost the partitions in a rebalance (or the broker blinked). The
+            # handler's own offsets, if it keeps them, are the truth anyway.
+            log.warning("Kafka commit failed (%s); the next owner starts from its own offsets", exc)
 
-    def _rewind(self, batch: Batch) -> None:
+    async def _rewind(self, rewind: Rewind) -> None:
         assigned = self.consumer.assignment()
-        for tp, records in batch.items():
+        for partition, offset in rewind.offsets.items():
+            tp = TopicPartition(self.topic, partition)
             if tp in assigned:
-                self.consumer.seek(tp, records[0].offset)
+                await self._seek(tp, offset)
+                self._unchecked.add(partition)
+        log.info("reading partitions %s again: %s", sorted(rewind.offsets), rewind)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: ValidatingConsumer):
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner._revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.owner._assigned({tp.partition for tp in assigned})
+
+
+def behind(consumer: AIOKafkaConsumer, batch: Batch) -> set[int]:
+    """Partitions of the batch whose log goes on after it (by the high watermark of the fetch)."""
+    lagging = set()
+    for tp, records in batch.items():
+        end = consumer.highwater(tp)
+        if end is not None and records[-1].offset + 1 < end:
+            lagging.add(tp.partition)
+    return lagging
+
+
+def validate_records(
+    batch: Batch, max_bytes: int
+) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
+    """Split a fetched batch into valid events and rejected messages (with why)."""
+    valid: list[ConsumedEvent] = []
+    rejected: list[tuple[RawRecord, EventRejected]] = []
+    for tp, records in batch.items():
+        for record in records:
+            try:
+                event = decode_event(record.value, max_bytes=max_bytes)
+                _check_key(record.key, event)
+            except EventRejected as rejection:
+                rejected.append((_raw(record), rejection))
+            else:
+                valid.append(ConsumedEvent(event, tp.partition, record.offset))
+    return valid, rejected
 
 
 def _check_key(key: bytes | None, event: Event) -> None:

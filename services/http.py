@@ -7,12 +7,19 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from events.models import EVENT_ADAPTER
-from services import intake, metrics
+from projections.policy import Policy
+from services import intake, metrics, queries
 from services.config import Settings
 from services.publisher import EventPublisher
+from services.store.base import ReadModelStore
 
 
-def create_app(settings: Settings, publisher: EventPublisher) -> FastAPI:
+def create_app(
+    settings: Settings,
+    publisher: EventPublisher,
+    store: ReadModelStore | None = None,
+    policy: Policy | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="slatrack",
         version="1",
@@ -20,7 +27,11 @@ def create_app(settings: Settings, publisher: EventPublisher) -> FastAPI:
     )
     app.state.settings = settings
     app.state.publisher = publisher
+    app.state.store = store
+    app.state.policy = policy
     app.include_router(intake.router)
+    if store is not None:
+        app.include_router(queries.router)
 
     @app.get("/healthz", summary="Alive")
     async def healthz() -> dict[str, str]:

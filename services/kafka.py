@@ -73,14 +73,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Our topics. The log is kept forever: it is the source every read model is rebuilt from.
 
     The dead-letter topic is kept forever too: a rejected message waits there
-    until someone has looked at it.
+    until someone has looked at it. Signals are notifications, kept for
+    ``signals_retention_ms``.
     """
     forever = {"cleanup.policy": "delete", "retention.ms": "-1"}
+    signals = {"cleanup.policy": "delete", "retention.ms": str(settings.signals_retention_ms)}
+    partitions, replicas = settings.topic_partitions, settings.topic_replication_factor
     return [
-        TopicSpec(
-            settings.topic_events, settings.topic_partitions, settings.topic_replication_factor, forever
-        ),
-        TopicSpec(settings.topic_dlq, settings.topic_partitions, settings.topic_replication_factor, forever),
+        TopicSpec(settings.topic_events, partitions, replicas, forever),
+        TopicSpec(settings.topic_dlq, partitions, replicas, forever),
+        TopicSpec(settings.topic_signals, partitions, replicas, signals),
     ]
 
 

@@ -5,7 +5,15 @@ kinds, HTTP status codes): never a ticket or customer id. Every known label
 combination starts at 0, so that rates and alerts work from the first scrape.
 """
 
-from prometheus_client import CollectorRegistry, Counter, gc_collector, platform_collector, process_collector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    platform_collector,
+    process_collector,
+)
 
 from events import EVENT_TYPES, RejectKind
 
@@ -44,9 +52,30 @@ INTAKE_EVENTS = Counter(
 )
 INTAKE_CODES = ("202", "400", "413", "415", "422", "503")
 
+PROJECTOR_BATCH_SECONDS = Histogram(
+    "slatrack_projector_batch_duration_seconds",
+    "Time to project one batch into the read models, commit included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+PROJECTOR_LAST_EVENT = Gauge(
+    "slatrack_projector_last_event_timestamp_seconds",
+    "occurred_at of the latest event projected by this worker (unix seconds).",
+    registry=REGISTRY,
+)
+SIGNALS_SENT = Counter(
+    "slatrack_signals_sent",
+    "SLA signals published to the signals topic, by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+SIGNAL_TYPES = ("sla.warning", "sla.breached", "sla.breach_revoked", "escalation.raised", "billing.finalized")
+
 for _type in EVENT_TYPES:
     EVENTS_CONSUMED.labels(type=_type)
 for _kind in RejectKind:
     EVENTS_REJECTED.labels(reason=str(_kind))
 for _code in INTAKE_CODES:
     INTAKE_REQUESTS.labels(code=_code)
+for _signal in SIGNAL_TYPES:
+    SIGNALS_SENT.labels(type=_signal)

@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker
 from events import Event, EventRejected, encode_event
 from services.config import Settings
 from services.kafka import security
+from services.store.base import Signal
 
 # Dead-letter headers: why the message was rejected and where it came from.
 H_REASON = "slatrack-dlq-reason"
@@ -66,6 +67,14 @@ class EventPublisher:
             "with the reason and origin in slatrack-dlq-* headers.",
         )
 
+        self._signals = self.broker.publisher(
+            settings.topic_signals,
+            title="sla-signals",
+            description="SLA signals (sla.warning, sla.breached, sla.breach_revoked, escalation.raised, "
+            "billing.finalized), JSON, key = customer_id; signal_id is derived from the cause: "
+            "deduplicate on it.",
+        )
+
     async def start(self) -> None:
         await self.broker.connect()
 
@@ -89,6 +98,16 @@ class EventPublisher:
         pending = [
             await self._events.publish(encode_event(e), key=e.customer_id.encode(), no_confirm=True)
             for e in events
+        ]
+        await asyncio.gather(*pending)
+
+    async def publish_signals(self, signals: Sequence[Signal]) -> None:
+        """Send signals from the outbox; return once the broker acknowledged every one."""
+        pending = [
+            await self._signals.publish(
+                s.body, key=s.key.encode(), headers={"slatrack-signal-id": s.signal_id}, no_confirm=True
+            )
+            for s in signals
         ]
         await asyncio.gather(*pending)
 

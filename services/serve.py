@@ -1,5 +1,6 @@
 """``slatrack serve``: the broker connection (or the embedded broker), the
-validating consumer and the HTTP app in one process, stopped together.
+projector worker (consumer, timers, signal relay) and the HTTP app, in one
+process by default; ``--role worker`` or ``--role api`` runs one side only.
 """
 
 import asyncio
@@ -7,20 +8,26 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any, Literal
 
 import uvicorn
 
+from projections.policy import Policy, default_policy, load_policy
 from services.config import Settings
-from services.consumer import ConsumedEvent, ValidatingConsumer
+from services.consumer import ValidatingConsumer
 from services.embedded_broker import EmbeddedBroker
 from services.http import create_app
 from services.kafka import ensure_topics, wait_until_reachable
+from services.outbox import relay_signals
+from services.projector import Projector
 from services.publisher import EventPublisher
+from services.store import open_store
 
 log = logging.getLogger(__name__)
 
 BROKER_WAIT_S = 30.0
+Role = Literal["all", "worker", "api"]
 
 
 class _Server(uvicorn.Server):
@@ -31,25 +38,24 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _hand_on(events: list[ConsumedEvent]) -> None:
-    # Until the projector exists, valid events are validated and counted only.
-    return None
+def policy_of(settings: Settings) -> Policy:
+    return load_policy(settings.policy_file) if settings.policy_file else default_policy()
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, role: Role = "all") -> None:
     """Run until SIGINT or SIGTERM; stop everything this process started."""
     broker = None
     if settings.uses_embedded_broker:
         broker = EmbeddedBroker(settings.embedded_port, log_path=settings.data_dir / "embedded-broker.log")
         broker.spawn()  # from the main thread, so that it dies with us
     try:
-        asyncio.run(_serve(settings, broker))
+        asyncio.run(_serve(settings, broker, role))
     finally:
         if broker is not None:
             broker.stop()
 
 
-async def _serve(settings: Settings, broker: EmbeddedBroker | None) -> None:
+async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) -> None:
     if broker is not None:
         await broker.wait_ready(settings, BROKER_WAIT_S)
         settings = broker.settings(settings)
@@ -61,26 +67,37 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None) -> None:
         await ensure_topics(settings)
         log.info("broker: %s (%s)", settings.bootstrap(), settings.kafka_security_protocol)
 
+    policy = policy_of(settings)
+    store = open_store(settings)
     stop = asyncio.Event()
     _on_signals(stop)
-    sock = _listen(settings.http_host, settings.http_port)
-    host, port = sock.getsockname()[:2]
-
+    jobs: dict[str, Coroutine[Any, Any, None]] = {}
+    server: _Server | None = None
     async with EventPublisher(settings) as publisher:
-        consumer = ValidatingConsumer(settings, publisher, _hand_on)
-        server = _Server(
-            uvicorn.Config(create_app(settings, publisher), log_config=None, access_log=False, lifespan="off")
-        )
-        tasks = [
-            asyncio.create_task(consumer.run(stop), name="consumer"),
-            asyncio.create_task(server.serve(sockets=[sock]), name="http"),
-        ]
-        log.info("slatrack listening on http://%s:%d", host, port)
+        if role in ("all", "worker"):
+            projector = Projector(store, policy, settings.topic_events)
+            generation = await projector.open()
+            log.info("worker: policy %s, read models generation %d", policy.version, generation)
+            jobs["consumer"] = ValidatingConsumer(settings, publisher, projector).run(stop)
+            jobs["timers"] = projector.run_timers(stop)
+            jobs["signals"] = relay_signals(store, publisher, stop)
+        if role in ("all", "api"):
+            await asyncio.to_thread(store.migrate)
+            sock = _listen(settings.http_host, settings.http_port)
+            host, port = sock.getsockname()[:2]
+            app = create_app(settings, publisher, store, policy)
+            server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+            jobs["http"] = server.serve(sockets=[sock])
+            log.info("slatrack listening on http://%s:%d", host, port)
+        tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        server.should_exit = True
+        if server is not None:
+            server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        stopping.cancel()
+    await asyncio.to_thread(store.close)
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]

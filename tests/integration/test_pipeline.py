@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import RejectKind
 from services import metrics
-from services.consumer import ConsumedEvent, ValidatingConsumer
+from services.consumer import ConsumedEvent, SimpleHandler, ValidatingConsumer
 from services.kafka import client_options
 from services.publisher import H_DETAIL, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, EventPublisher
 from tests.kafka_helpers import produce, read_all
@@ -100,7 +100,7 @@ async def test_valid_events_once_malformed_to_dlq(kafka_settings):
 
     stop = asyncio.Event()
     async with EventPublisher(settings) as publisher:
-        consumer = ValidatingConsumer(settings, publisher, handler)
+        consumer = ValidatingConsumer(settings, publisher, SimpleHandler(handler))
         task = asyncio.create_task(consumer.run(stop))
         async with asyncio.timeout(90):
             await done.wait()
@@ -178,7 +178,9 @@ async def test_restart_resumes_from_committed_offsets(kafka_settings):
 
         stop = asyncio.Event()
         async with EventPublisher(settings) as publisher:
-            task = asyncio.create_task(ValidatingConsumer(settings, publisher, handler).run(stop))
+            task = asyncio.create_task(
+                ValidatingConsumer(settings, publisher, SimpleHandler(handler)).run(stop)
+            )
             async with asyncio.timeout(60):
                 await enough.wait()
             await asyncio.sleep(0.5)

@@ -1,0 +1,47 @@
+"""The signal outbox relay: signals written with the read models go to Kafka.
+
+Signals are recorded in the store in the same transaction as the rows that
+assert them, then sent from here and marked sent. A crash between sending and
+marking sends a signal twice, with the same id: consumers deduplicate on
+``signal_id``. Nothing is ever lost.
+"""
+
+import asyncio
+import logging
+
+import orjson
+
+from services import metrics
+from services.publisher import EventPublisher
+from services.store.base import ReadModelStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+IDLE_S = 0.5
+
+
+async def relay_signals(store: ReadModelStore, publisher: EventPublisher, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            sent = await relay_once(store, publisher)
+        except Exception:
+            log.exception("signal relay failed; trying again in 1 s")
+            sent = 0
+            await asyncio.sleep(1)
+        if sent < BATCH:
+            try:
+                await asyncio.wait_for(stop.wait(), IDLE_S)
+            except TimeoutError:
+                pass
+
+
+async def relay_once(store: ReadModelStore, publisher: EventPublisher) -> int:
+    pending = await asyncio.to_thread(store.pending_signals, BATCH)
+    if not pending:
+        return 0
+    await publisher.publish_signals(pending)
+    await asyncio.to_thread(store.mark_signals_sent, [s.signal_id for s in pending])
+    for signal in pending:
+        metrics.SIGNALS_SENT.labels(type=orjson.loads(signal.body)["type"]).inc()
+    return len(pending)

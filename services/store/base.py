@@ -1,0 +1,253 @@
+"""The read-model store: what the projector writes and the API reads.
+
+One interface, two implementations (SQLite, the embedded default; PostgreSQL,
+shared by several workers and API replicas), held to one contract test suite
+(``tests/integration/test_store_contract.py``).
+
+Everything lives in a *generation*: a complete set of read models built from
+the log. ``slatrack rebuild`` fills a new generation while the active one keeps
+serving, then switches atomically. A worker writes only to the active
+generation: :meth:`ReadModelStore.commit_batch` fails with
+:class:`GenerationChanged` when it is no longer active, and the worker starts
+again from the new generation's offsets.
+
+Exactly-once effect: a batch's rows and its partitions' next offsets are
+written in one transaction, and only if each partition's stored offset is
+exactly where the batch starts (:class:`StaleBatch` otherwise): a batch can
+never be applied twice, nor applied over a gap.
+
+Instants are integer epoch seconds (UTC) in this interface and in the tables.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class StaleBatch(StoreError):
+    """A partition's stored offset is not where the batch starts (applied already, or a gap)."""
+
+
+class GenerationChanged(StoreError):
+    """The generation written to is no longer the active one (a rebuild switched)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as recorded in the log, kept with the read models."""
+
+    event_id: str
+    ticket_id: str | None  # None for account events
+    customer_id: str
+    partition: int
+    offset: int
+    occurred_at: int
+    body: bytes  # the canonical JSON of the event
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    """A ticket's current view and the columns the queries filter on."""
+
+    ticket_id: str
+    customer_id: str
+    partition: int
+    priority: str
+    category: str
+    state: str  # open | resolved | closed
+    status: str
+    escalation_level: int
+    response_status: str  # running | paused | stopped
+    resolution_status: str
+    breached: bool  # any clock, any cycle
+    at_risk: bool  # any clock
+    response_due_at: int | None
+    resolution_due_at: int | None
+    next_due_at: int | None  # the earliest due_at of a running clock not yet reached
+    next_change_at: int | None  # when the view changes with no new event (timers)
+    billing_rule: str | None
+    billing_status: str
+    billing_month: str | None
+    amount_cents: int
+    billable_seconds: int
+    opened_at: int
+    evaluated_at: int  # the instant the view is as of
+    view: bytes  # the ticket view, JSON
+    signals: bytes = b"{}"  # JSON {signal id: type} the view asserts (to see what a late event revokes)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    customer_id: str
+    partition: int
+    delinquent: bool
+    dashboard_suspended: bool
+    next_change_at: int | None  # when the standing changes with no new event
+    evaluated_at: int
+    view: bytes  # the customer view, JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """An SLA signal for ``sla-signals``, in the outbox until sent.
+
+    ``signal_id`` is derived from the signal's cause, so the same cause always
+    gives the same id (a rebuild or a restart never mints a new one).
+    """
+
+    signal_id: str
+    key: str  # the customer id (the Kafka key)
+    body: bytes  # JSON
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch changes, written in one transaction."""
+
+    topic: str
+    # partition -> (offset the batch starts at, next offset after the batch)
+    offsets: dict[int, tuple[int, int]]
+    events: list[StoredEvent] = field(default_factory=list)
+    tickets: list[TicketRow] = field(default_factory=list)
+    customers: list[CustomerRow] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TicketQuery:
+    """Filters for :meth:`ReadModelStore.list_tickets` (all optional, combined with AND)."""
+
+    state: str | None = None
+    priority: str | None = None
+    clock_status: str | None = None  # either clock has this status
+    breached: bool | None = None
+    at_risk: bool | None = None
+    due_before: int | None = None  # next_due_at <= this
+    customer_id: str | None = None
+    escalation_level: int | None = None  # at least this level
+    after: str | None = None  # keyset pagination: ticket_id > after
+    limit: int = 100
+
+
+class ReadModelStore(ABC):
+    """See the module docstring. Methods are synchronous; async callers use a thread."""
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @abstractmethod
+    def migrate(self) -> None:
+        """Create or upgrade the schema (versioned migrations); safe to call every start."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- generations -------------------------------------------------------
+
+    @abstractmethod
+    def active_generation(self) -> int | None:
+        """The generation the API serves and workers write to; None before the first."""
+
+    @abstractmethod
+    def create_generation(self, reason: str) -> int:
+        """A new, empty generation (not active). ``reason`` is kept for operators."""
+
+    @abstractmethod
+    def activate_generation(self, generation: int) -> None:
+        """Make ``generation`` the active one, atomically."""
+
+    @abstractmethod
+    def drop_generation(self, generation: int) -> None:
+        """Delete every row of an inactive generation."""
+
+    @abstractmethod
+    def generations(self) -> list[dict[str, object]]:
+        """Every generation: ``{"generation", "reason", "created_at", "active"}``, oldest first."""
+
+    # -- the projector -----------------------------------------------------
+
+    @abstractmethod
+    def stored_offsets(self, generation: int, topic: str) -> dict[int, int]:
+        """partition -> next offset to read, for the partitions this generation has seen."""
+
+    @abstractmethod
+    def commit_batch(self, generation: int, batch: BatchWrite, *, must_be_active: bool = True) -> None:
+        """Write the batch and advance its offsets, all in one transaction.
+
+        Raises :class:`GenerationChanged` if ``must_be_active`` and
+        ``generation`` is not the active one (a rebuild writes to a generation
+        that is not active yet, with ``must_be_active=False``), and
+        :class:`StaleBatch` if a partition's stored offset differs from where
+        the batch starts (a partition never seen starts anywhere). Events are
+        inserted once per ``event_id`` (a repeat is ignored); ticket and
+        customer rows replace the previous ones; signals are inserted once per
+        ``signal_id``, never replaced.
+        """
+
+    @abstractmethod
+    def events_of_tickets(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
+        """Stored events of each ticket, in (partition, offset) order."""
+
+    @abstractmethod
+    def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
+        """(offset, event_id) of the partition's stored events with offset < ``below``, in offset order."""
+
+    @abstractmethod
+    def account_events_of(self, generation: int, customer_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
+        """Stored account events of each customer, in offset order."""
+
+    @abstractmethod
+    def open_tickets_of(self, generation: int, customer_ids: Iterable[str]) -> list[str]:
+        """Ids of the customers' tickets that are not closed."""
+
+    @abstractmethod
+    def tickets_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
+        """Tickets of these partitions whose ``next_change_at`` is at or before ``instant``."""
+
+    @abstractmethod
+    def next_change(self, generation: int, partitions: Sequence[int]) -> int | None:
+        """The earliest ``next_change_at`` of a ticket or customer of these partitions."""
+
+    @abstractmethod
+    def customers_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
+        """Customers of these partitions whose ``next_change_at`` is at or before ``instant``."""
+
+    @abstractmethod
+    def ticket_rows(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, TicketRow]:
+        """The stored rows of these tickets (missing ids are left out)."""
+
+    # -- the signal outbox -------------------------------------------------
+
+    @abstractmethod
+    def pending_signals(self, limit: int = 500) -> list[Signal]:
+        """Signals not yet sent, oldest first."""
+
+    @abstractmethod
+    def mark_signals_sent(self, signal_ids: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def signal_ids(self) -> list[str]:
+        """Every signal id ever recorded (sent or not), for tests and audits."""
+
+    # -- queries -----------------------------------------------------------
+
+    @abstractmethod
+    def ticket(self, generation: int, ticket_id: str) -> TicketRow | None: ...
+
+    @abstractmethod
+    def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
+        """Tickets matching ``query``, ordered by ticket_id, at most ``query.limit``."""
+
+    @abstractmethod
+    def customer(self, generation: int, customer_id: str) -> CustomerRow | None: ...
+
+    @abstractmethod
+    def billing(self, generation: int, customer_id: str, month: str) -> list[TicketRow]:
+        """The customer's tickets charged in ``month`` (YYYY-MM), ordered by ticket_id."""
+
+    @abstractmethod
+    def counts(self, generation: int) -> dict[str, int]:
+        """Row counts: ``{"events", "tickets", "customers"}``."""

@@ -1,0 +1,299 @@
+"""Versioned schema migrations: numbered SQL scripts, one per dialect.
+
+Applied versions are recorded in ``schema_migrations``. Each migration runs in
+its own transaction together with the row that records it, so a crash leaves
+the schema either before or after a version, never half-way. Never edit a
+migration that has shipped: add the next number.
+
+Column naming: the log's partition and offset are ``log_partition`` and
+``log_offset`` because OFFSET is a reserved word in PostgreSQL (and PARTITION a
+keyword in both dialects); quoting them everywhere would be a trap.
+
+Every read-model table starts its primary key with ``generation``: a rebuild
+fills a new generation beside the serving one. The ``signals`` outbox is the
+exception on purpose: its key is the signal id alone, so no generation (no
+rebuild) can ever record, and so re-emit, a signal whose id exists.
+"""
+
+import sqlite3
+from dataclasses import dataclass
+
+# Instants are integer epoch seconds (UTC), as in the store interface.
+
+SQLITE_1 = """
+CREATE TABLE generations (
+    generation   INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a dropped number is never reused
+    reason       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    activated_at INTEGER
+);
+
+-- One row (id = 1): switching generations is one UPDATE in one transaction.
+CREATE TABLE active_generation (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation INTEGER NOT NULL
+);
+
+CREATE TABLE events (
+    generation    INTEGER NOT NULL,
+    event_id      TEXT NOT NULL,
+    ticket_id     TEXT,               -- NULL for account events
+    customer_id   TEXT NOT NULL,
+    log_partition INTEGER NOT NULL,
+    log_offset    INTEGER NOT NULL,
+    occurred_at   INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    PRIMARY KEY (generation, event_id)
+);
+CREATE INDEX events_by_ticket ON events (generation, ticket_id, log_partition, log_offset);
+CREATE INDEX events_by_account ON events (generation, customer_id, log_partition, log_offset)
+    WHERE ticket_id IS NULL;
+-- Log order, for the rebuild's check against the live generation. Offsets
+-- grow within a partition, so inserts land at the end of each range: cheap.
+CREATE INDEX events_by_position ON events (generation, log_partition, log_offset, event_id);
+
+CREATE TABLE tickets (
+    generation        INTEGER NOT NULL,
+    ticket_id         TEXT NOT NULL,
+    customer_id       TEXT NOT NULL,
+    log_partition     INTEGER NOT NULL,
+    priority          TEXT NOT NULL,
+    category          TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    escalation_level  INTEGER NOT NULL,
+    response_status   TEXT NOT NULL,
+    resolution_status TEXT NOT NULL,
+    breached          INTEGER NOT NULL,
+    at_risk           INTEGER NOT NULL,
+    response_due_at   INTEGER,
+    resolution_due_at INTEGER,
+    next_due_at       INTEGER,
+    next_change_at    INTEGER,
+    billing_rule      TEXT,
+    billing_status    TEXT NOT NULL,
+    billing_month     TEXT,
+    amount_cents      INTEGER NOT NULL,
+    billable_seconds  INTEGER NOT NULL,
+    opened_at         INTEGER NOT NULL,
+    evaluated_at      INTEGER NOT NULL,
+    view              BLOB NOT NULL,
+    signals           BLOB NOT NULL,
+    PRIMARY KEY (generation, ticket_id)
+);
+-- ticket_id last in the list indexes: pages come out in keyset order without a sort.
+CREATE INDEX tickets_by_state ON tickets (generation, state, priority, ticket_id);
+-- Clock status: only "paused" is selective ("running" is most open tickets,
+-- "stopped" most closed ones; the state index and the key order serve those),
+-- and a partial index costs nothing to tickets outside it.
+CREATE INDEX tickets_paused ON tickets (generation, ticket_id)
+    WHERE response_status = 'paused' OR resolution_status = 'paused';
+CREATE INDEX tickets_breached ON tickets (generation, ticket_id) WHERE breached;
+CREATE INDEX tickets_at_risk ON tickets (generation, ticket_id) WHERE at_risk;
+CREATE INDEX tickets_by_due ON tickets (generation, next_due_at) WHERE next_due_at IS NOT NULL;
+CREATE INDEX tickets_by_change ON tickets (generation, log_partition, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+CREATE INDEX tickets_by_customer ON tickets (generation, customer_id, ticket_id);
+CREATE INDEX tickets_by_billing ON tickets (generation, customer_id, billing_month, ticket_id)
+    WHERE billing_month IS NOT NULL;
+CREATE INDEX tickets_by_escalation ON tickets (generation, escalation_level, ticket_id)
+    WHERE escalation_level > 0;
+
+CREATE TABLE customers (
+    generation          INTEGER NOT NULL,
+    customer_id         TEXT NOT NULL,
+    log_partition       INTEGER NOT NULL,
+    delinquent          INTEGER NOT NULL,
+    dashboard_suspended INTEGER NOT NULL,
+    next_change_at      INTEGER,
+    evaluated_at        INTEGER NOT NULL,
+    view                BLOB NOT NULL,
+    PRIMARY KEY (generation, customer_id)
+);
+CREATE INDEX customers_by_change ON customers (generation, log_partition, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+
+CREATE TABLE offsets (
+    generation    INTEGER NOT NULL,
+    topic         TEXT NOT NULL,
+    log_partition INTEGER NOT NULL,
+    next_offset   INTEGER NOT NULL,
+    PRIMARY KEY (generation, topic, log_partition)
+);
+
+CREATE TABLE signals (
+    signal_id   TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL UNIQUE,  -- insertion order: the outbox is sent oldest first
+    message_key TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    sent        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX signals_pending ON signals (seq) WHERE NOT sent;
+"""
+
+POSTGRES_1 = """
+CREATE TABLE generations (
+    generation   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- a sequence never reuses a number
+    reason       TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    activated_at BIGINT
+);
+
+-- One row (id = 1): switching generations is one UPDATE in one transaction, and
+-- writers hold it FOR SHARE while they commit, so a switch waits for them.
+CREATE TABLE active_generation (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    generation BIGINT NOT NULL
+);
+
+CREATE TABLE events (
+    generation    BIGINT NOT NULL,
+    event_id      TEXT NOT NULL,
+    ticket_id     TEXT,               -- NULL for account events
+    customer_id   TEXT NOT NULL,
+    log_partition INTEGER NOT NULL,
+    log_offset    BIGINT NOT NULL,
+    occurred_at   BIGINT NOT NULL,
+    body          BYTEA NOT NULL,
+    PRIMARY KEY (generation, event_id)
+);
+CREATE INDEX events_by_ticket ON events (generation, ticket_id, log_partition, log_offset);
+CREATE INDEX events_by_account ON events (generation, customer_id, log_partition, log_offset)
+    WHERE ticket_id IS NULL;
+-- Log order, for the rebuild's check against the live generation. Offsets
+-- grow within a partition, so inserts land at the end of each range: cheap.
+CREATE INDEX events_by_position ON events (generation, log_partition, log_offset, event_id);
+
+CREATE TABLE tickets (
+    generation        BIGINT NOT NULL,
+    ticket_id         TEXT NOT NULL,
+    customer_id       TEXT NOT NULL,
+    log_partition     INTEGER NOT NULL,
+    priority          TEXT NOT NULL,
+    category          TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    escalation_level  INTEGER NOT NULL,
+    response_status   TEXT NOT NULL,
+    resolution_status TEXT NOT NULL,
+    breached          BOOLEAN NOT NULL,
+    at_risk           BOOLEAN NOT NULL,
+    response_due_at   BIGINT,
+    resolution_due_at BIGINT,
+    next_due_at       BIGINT,
+    next_change_at    BIGINT,
+    billing_rule      TEXT,
+    billing_status    TEXT NOT NULL,
+    billing_month     TEXT,
+    amount_cents      BIGINT NOT NULL,
+    billable_seconds  BIGINT NOT NULL,
+    opened_at         BIGINT NOT NULL,
+    evaluated_at      BIGINT NOT NULL,
+    view              BYTEA NOT NULL,
+    signals           BYTEA NOT NULL,
+    PRIMARY KEY (generation, ticket_id)
+);
+-- ticket_id last in the list indexes: pages come out in keyset order without a sort.
+CREATE INDEX tickets_by_state ON tickets (generation, state, priority, ticket_id);
+-- Clock status: only "paused" is selective ("running" is most open tickets,
+-- "stopped" most closed ones; the state index and the key order serve those),
+-- and a partial index costs nothing to tickets outside it.
+CREATE INDEX tickets_paused ON tickets (generation, ticket_id)
+    WHERE response_status = 'paused' OR resolution_status = 'paused';
+CREATE INDEX tickets_breached ON tickets (generation, ticket_id) WHERE breached;
+CREATE INDEX tickets_at_risk ON tickets (generation, ticket_id) WHERE at_risk;
+CREATE INDEX tickets_by_due ON tickets (generation, next_due_at) WHERE next_due_at IS NOT NULL;
+CREATE INDEX tickets_by_change ON tickets (generation, log_partition, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+CREATE INDEX tickets_by_customer ON tickets (generation, customer_id, ticket_id);
+CREATE INDEX tickets_by_billing ON tickets (generation, customer_id, billing_month, ticket_id)
+    WHERE billing_month IS NOT NULL;
+CREATE INDEX tickets_by_escalation ON tickets (generation, escalation_level, ticket_id)
+    WHERE escalation_level > 0;
+
+CREATE TABLE customers (
+    generation          BIGINT NOT NULL,
+    customer_id         TEXT NOT NULL,
+    log_partition       INTEGER NOT NULL,
+    delinquent          BOOLEAN NOT NULL,
+    dashboard_suspended BOOLEAN NOT NULL,
+    next_change_at      BIGINT,
+    evaluated_at        BIGINT NOT NULL,
+    view                BYTEA NOT NULL,
+    PRIMARY KEY (generation, customer_id)
+);
+CREATE INDEX customers_by_change ON customers (generation, log_partition, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+
+CREATE TABLE offsets (
+    generation    BIGINT NOT NULL,
+    topic         TEXT NOT NULL,
+    log_partition INTEGER NOT NULL,
+    next_offset   BIGINT NOT NULL,
+    PRIMARY KEY (generation, topic, log_partition)
+);
+
+CREATE TABLE signals (
+    signal_id   TEXT PRIMARY KEY,
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,  -- the outbox is sent oldest first
+    message_key TEXT NOT NULL,
+    body        BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL,
+    sent        BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX signals_pending ON signals (seq) WHERE NOT sent;
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sqlite: str
+    postgres: str
+
+    def script(self, dialect: str) -> str:
+        return getattr(self, dialect)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "read models, generations, offsets, outbox", SQLITE_1, POSTGRES_1),
+)
+
+CREATE_VERSIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)
+"""
+
+
+def next_pending(applied: set[int]) -> Migration | None:
+    """The lowest-numbered migration not applied yet, or None when the schema is current."""
+    for migration in MIGRATIONS:
+        if migration.version not in applied:
+            return migration
+    return None
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1].version
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of a script, for drivers that run one statement per call (sqlite3).
+
+    ``executescript`` is not an option: it commits any open transaction first,
+    so a migration could not share a transaction with its version row.
+    """
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        statements.append(pending.strip())
+    return statements

@@ -1,0 +1,190 @@
+"""The shared read-model store: PostgreSQL (``SLATRACK_DATABASE_URL``), for
+several workers and API replicas.
+
+One connection per store object, guarded by a lock (each process has its
+own store; callers reach it from a thread executor). The connection runs in
+autocommit mode and writes open an explicit transaction, so reads never sit
+idle in a transaction holding locks or old snapshots.
+
+Concurrency between processes rests on row locks taken inside the write
+transaction (see :mod:`services.store.sql`): the offsets row of each partition
+(two workers committing the same range: one wins, the other gets StaleBatch),
+the ``active_generation`` row held FOR SHARE (a switch waits for batches in
+flight), and an advisory lock for migrations.
+
+Bulk writes (a batch's events and rows) go through COPY into a temporary
+table and one INSERT ... SELECT; small ones use ``executemany``, which
+psycopg 3 pipelines. Either way a batch costs a few round trips, not one per row.
+
+The URL may carry a password: it is never logged, only host, port and database.
+"""
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from typing import TypeVar
+
+import psycopg
+
+from services.store.sql import Bulk, SqlStore, Tx
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Two-key advisory lock: a constant for "slatrack migrations" and the schema,
+# so stores in different schemas of one database (tests) do not queue on each other.
+MIGRATION_LOCK_KEY = 0x736C6174  # "slat"
+# Below this many rows, a pipelined executemany beats setting up a COPY.
+COPY_MIN_ROWS = 50
+
+
+@functools.lru_cache(maxsize=512)
+def _pg(sql: str) -> str:
+    # The shared SQL uses sqlite3's "?" placeholders; psycopg wants "%s".
+    return sql.replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._cur = conn.cursor()
+
+    def all(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        self._cur.execute(_pg(sql), params)
+        return self._cur.fetchall()
+
+    def one(self, sql: str, params: Sequence = ()) -> tuple | None:
+        self._cur.execute(_pg(sql), params)
+        return self._cur.fetchone()
+
+    def run(self, sql: str, params: Sequence = ()) -> None:
+        self._cur.execute(_pg(sql), params)
+
+    def many(self, sql: str, rows: list[tuple]) -> None:
+        if rows:
+            self._cur.executemany(_pg(sql), rows)
+
+    def bulk(self, bulk: Bulk, rows: list[tuple]) -> None:
+        if len(rows) < COPY_MIN_ROWS:
+            self.many(bulk.insert, rows)
+            return
+        # COPY into a temporary table, then one INSERT ... SELECT: several
+        # times faster than a statement per row, even pipelined. DISTINCT ON
+        # picks the row that wins among repeats of a key (a statement may not
+        # touch one row twice), as one statement per row would have.
+        stage = f"stage_{bulk.table}"
+        columns = ", ".join(bulk.columns)
+        key = ", ".join(bulk.key)
+        # Created inside this transaction if missing: a rollback takes it away
+        # again, so nothing can go stale about whether it exists.
+        self._cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "  # noqa: S608
+            f"SELECT 0::bigint AS ord, {columns} FROM {bulk.table} WITH NO DATA"
+        )
+        with self._cur.copy(f"COPY {stage} (ord, {columns}) FROM STDIN") as copy:
+            for ord_, row in enumerate(rows):
+                copy.write_row((ord_, *row))
+        order = "ord" if bulk.keep == "first" else "ord DESC"
+        self._cur.execute(
+            f"INSERT INTO {bulk.table} ({columns}) "  # noqa: S608 (names from our dataclasses)
+            f"SELECT DISTINCT ON ({key}) {columns} FROM {stage} ORDER BY {key}, {order} "
+            f"{bulk.on_conflict}"
+        )
+
+    def script(self, sql: str) -> None:
+        # No parameters: psycopg sends it as one simple query, several statements allowed.
+        self._cur.execute(sql)
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgres"
+    _for_share = " FOR SHARE"
+    _for_update = " FOR UPDATE"
+    _no_timeout = "SET LOCAL statement_timeout = 0"
+    _migration_lock = f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY}, hashtext(current_schema()))"
+    _insert_signal = (
+        "INSERT INTO signals (signal_id, message_key, body, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (signal_id) DO NOTHING"
+    )
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        statement_timeout_s: float = 60.0,
+        connect_timeout_s: int = 10,
+    ) -> None:
+        """``conninfo``: a postgresql:// URL or key=value string (may hold a password)."""
+        self._conninfo = conninfo
+        self._statement_timeout_ms = int(statement_timeout_s * 1000)
+        self._connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        with self._lock:
+            conn = self._connection()  # fail at start-up, not at the first batch
+        log.info("read models: PostgreSQL at %s:%s/%s", conn.info.host, conn.info.port, conn.info.dbname)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            log.warning("PostgreSQL connection lost; reconnecting")
+            conn.close()
+        conn = psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=self._connect_timeout_s,
+            fallback_application_name="slatrack",
+        )
+        try:
+            # A statement stuck on a lock fails instead of hanging a worker forever;
+            # a session that dies mid-transaction releases its row locks soon.
+            conn.execute(f"SET statement_timeout = {self._statement_timeout_ms}")
+            conn.execute(
+                f"SET idle_in_transaction_session_timeout = {max(self._statement_timeout_ms, 60_000)}"
+            )
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return fn(_PgTx(conn))
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+            # The connection broke (server restart, network): a read is safe to repeat once.
+            return fn(_PgTx(self._connection()))
+
+    def _write(self, fn: Callable[[Tx], T]) -> T:
+        with self._lock, ExitStack() as stack:
+            conn = self._connection()
+            try:
+                stack.enter_context(conn.transaction())
+            except psycopg.OperationalError:
+                if not conn.broken:
+                    raise
+                # BEGIN found the connection dead: nothing was written, so a new
+                # connection may try again. Past this point a failure is never
+                # retried here: if it broke during COMMIT, whether the batch
+                # landed is unknown; the caller tries again and, if it had
+                # landed, gets StaleBatch, which is the truth.
+                conn = self._connection()
+                stack.enter_context(conn.transaction())
+            return fn(_PgTx(conn))
+
+    def _in(self, column: str, values: Iterable) -> tuple[str, object]:
+        return f"{column} = ANY(?)", list(values)

@@ -1,0 +1,557 @@
+"""The SQL both backends share, and :class:`SqlStore`, which implements the
+store interface on top of a few dialect hooks.
+
+Statements are written with ``?`` placeholders (sqlite3's style); the
+PostgreSQL backend rewrites them to ``%s`` once per statement. A backend
+supplies:
+
+* ``_read(fn)`` / ``_write(fn)``: run ``fn(tx)`` on its connection, the second
+  inside one write transaction that is committed, or rolled back on any error;
+* ``_in(column, values)``: a ``column IN <list>`` fragment taking one parameter;
+* ``_for_share`` / ``_for_update``: row-lock suffixes (empty on SQLite, where
+  ``BEGIN IMMEDIATE`` already serializes writers);
+* ``_insert_signal``: the outbox insert (the sequence column differs);
+* ``_migration_lock`` / ``_no_timeout``: statements for PostgreSQL only;
+* ``dialect``: the key of its scripts in :mod:`services.store.migrations`.
+"""
+
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from functools import cached_property
+from operator import attrgetter
+from typing import Any, Protocol, TypeVar
+
+from services.store import migrations
+from services.store.base import (
+    BatchWrite,
+    CustomerRow,
+    GenerationChanged,
+    ReadModelStore,
+    Signal,
+    StaleBatch,
+    StoredEvent,
+    StoreError,
+    TicketQuery,
+    TicketRow,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Dataclass field -> column, where the column name differs (see migrations.py).
+_RENAMED = {"partition": "log_partition", "offset": "log_offset"}
+
+
+def _columns(cls: type) -> list[str]:
+    return [_RENAMED.get(f.name, f.name) for f in fields(cls)]
+
+
+def _getter(cls: type) -> Callable[[Any], tuple]:
+    """Row object -> tuple of its fields in column order (attrgetter is C-fast)."""
+    return attrgetter(*(f.name for f in fields(cls)))
+
+
+@dataclass(frozen=True)
+class Bulk:
+    """A many-row write of one table, keyed: what a batch inserts or replaces.
+
+    ``keep`` says which of two rows with one key in the same batch wins:
+    "first" (events: a repeat is ignored) or "last" (rows: the newer replaces).
+    Backends run ``insert`` once per row (SQLite, small batches) or load the
+    rows another way with the same outcome (PostgreSQL: COPY, then one INSERT).
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    keep: str  # "first" | "last"
+
+    @cached_property
+    def on_conflict(self) -> str:
+        if self.keep == "first":
+            return f"ON CONFLICT ({', '.join(self.key)}) DO NOTHING"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
+        return f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+
+    @cached_property
+    def insert(self) -> str:
+        marks = ", ".join("?" * len(self.columns))
+        return f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks}) {self.on_conflict}"  # noqa: S608
+
+
+EVENT_COLUMNS = _columns(StoredEvent)
+TICKET_COLUMNS = _columns(TicketRow)
+CUSTOMER_COLUMNS = _columns(CustomerRow)
+_event_values = _getter(StoredEvent)
+_ticket_values = _getter(TicketRow)
+_customer_values = _getter(CustomerRow)
+
+EVENTS = ", ".join(EVENT_COLUMNS)
+TICKETS = ", ".join(TICKET_COLUMNS)
+CUSTOMERS = ", ".join(CUSTOMER_COLUMNS)
+
+EVENT_ROWS = Bulk("events", ("generation", *EVENT_COLUMNS), ("generation", "event_id"), keep="first")
+TICKET_ROWS = Bulk("tickets", ("generation", *TICKET_COLUMNS), ("generation", "ticket_id"), keep="last")
+CUSTOMER_ROWS = Bulk(
+    "customers", ("generation", *CUSTOMER_COLUMNS), ("generation", "customer_id"), keep="last"
+)
+
+ACTIVE = "SELECT generation FROM active_generation WHERE id = 1"
+GENERATION_EXISTS = "SELECT 1 FROM generations WHERE generation = ?"
+
+# Claims a partition's offset range: inserts the first row of a partition, or
+# advances the stored offset only if it is exactly where the batch starts. No
+# row comes back when it is not, and the batch is stale. One statement both
+# checks and row-locks, so two workers committing the same range serialize on
+# the row (PostgreSQL also waits on a concurrent first insert, then re-checks
+# the committed row) and exactly one of them wins.
+CLAIM_OFFSETS = (
+    "INSERT INTO offsets (generation, topic, log_partition, next_offset) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (generation, topic, log_partition) DO UPDATE SET next_offset = excluded.next_offset "
+    "WHERE offsets.next_offset = ? "
+    "RETURNING next_offset"
+)
+
+
+def _reader(cls: type[T]) -> Callable[[Sequence], T]:
+    """A database row (columns in field order) -> ``cls``.
+
+    SQLite keeps booleans as 0/1, and a driver may hand blobs back as
+    memoryview: both are normalized here, so both backends give equal rows.
+    """
+    kinds = [f.type for f in fields(cls)]  # the class, or its name under postponed annotations
+    bools = [i for i, kind in enumerate(kinds) if kind in (bool, "bool")]
+    blobs = [i for i, kind in enumerate(kinds) if kind in (bytes, "bytes")]
+
+    def read(row: Sequence) -> T:
+        values = list(row)
+        for i in bools:
+            values[i] = bool(values[i])
+        for i in blobs:
+            values[i] = bytes(values[i])
+        return cls(*values)
+
+    return read
+
+
+ticket_row = _reader(TicketRow)
+customer_row = _reader(CustomerRow)
+stored_event = _reader(StoredEvent)
+
+
+class Tx(Protocol):
+    """What a backend hands to ``fn`` in ``_read``/``_write``."""
+
+    def all(self, sql: str, params: Sequence = ()) -> list[tuple]: ...
+
+    def one(self, sql: str, params: Sequence = ()) -> tuple | None: ...
+
+    def run(self, sql: str, params: Sequence = ()) -> None:
+        """A statement that returns no rows."""
+
+    def many(self, sql: str, rows: list[tuple]) -> None: ...
+
+    def bulk(self, bulk: Bulk, rows: list[tuple]) -> None: ...
+
+    def script(self, sql: str) -> None: ...
+
+
+class SqlStore(ReadModelStore):
+    dialect: str
+    _for_share = ""
+    _for_update = ""
+    _insert_signal: str
+    # Taken first in each migration transaction (PostgreSQL: an advisory lock).
+    _migration_lock: str | None = None
+    # Lifts the statement timeout for the rest of a transaction (PostgreSQL):
+    # dropping a generation or migrating a big table may take minutes.
+    _no_timeout: str | None = None
+
+    # -- dialect hooks -----------------------------------------------------
+
+    @abstractmethod
+    def _read(self, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    def _write(self, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    def _in(self, column: str, values: Iterable) -> tuple[str, object]: ...
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def migrate(self) -> None:
+        # One transaction per migration, each re-reading what is applied under
+        # the lock: two processes migrating at once apply each version once.
+        while self._write(self._apply_next_migration):
+            pass
+
+    def _apply_next_migration(self, tx: Tx) -> bool:
+        if self._no_timeout:
+            tx.run(self._no_timeout)
+        if self._migration_lock:
+            tx.one(self._migration_lock)
+        tx.script(migrations.CREATE_VERSIONS_TABLE)
+        applied = {v for (v,) in tx.all("SELECT version FROM schema_migrations")}
+        newer = {v for v in applied if v > migrations.latest_version()}
+        if newer:
+            # A newer release migrated already (a rolling upgrade): carry on with
+            # the schema we know, which migrations only ever extend.
+            log.warning("schema has versions %s this slatrack does not know", sorted(newer))
+        migration = migrations.next_pending(applied)
+        if migration is None:
+            return False
+        log.info("applying schema migration %d: %s", migration.version, migration.name)
+        tx.script(migration.script(self.dialect))
+        tx.run(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, int(time.time())),
+        )
+        return True
+
+    def schema_versions(self) -> list[int]:
+        """Applied migration versions, ascending (for tests and operators)."""
+        return [
+            v for (v,) in self._read(lambda tx: tx.all("SELECT version FROM schema_migrations ORDER BY 1"))
+        ]
+
+    # -- generations -------------------------------------------------------
+
+    def active_generation(self) -> int | None:
+        row = self._read(lambda tx: tx.one(ACTIVE))
+        return None if row is None else row[0]
+
+    def create_generation(self, reason: str) -> int:
+        row = self._write(
+            lambda tx: tx.one(
+                "INSERT INTO generations (reason, created_at) VALUES (?, ?) RETURNING generation",
+                (reason, int(time.time())),
+            )
+        )
+        assert row is not None
+        return row[0]
+
+    def activate_generation(self, generation: int) -> None:
+        def activate(tx: Tx) -> None:
+            if tx.one(GENERATION_EXISTS, (generation,)) is None:
+                raise StoreError(f"no generation {generation}")
+            # Waits on PostgreSQL for batches in flight (they hold the row FOR SHARE).
+            tx.run(
+                "INSERT INTO active_generation (id, generation) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
+                (generation,),
+            )
+            tx.run(
+                "UPDATE generations SET activated_at = ? WHERE generation = ?",
+                (int(time.time()), generation),
+            )
+
+        self._write(activate)
+
+    def drop_generation(self, generation: int) -> None:
+        def drop(tx: Tx) -> None:
+            if self._no_timeout:
+                tx.run(self._no_timeout)
+            active = tx.one(ACTIVE + self._for_update)
+            if active is not None and active[0] == generation:
+                raise StoreError(f"generation {generation} is active; activate another before dropping it")
+            # The generations row goes first: deleting it waits for batches in
+            # flight to it (they hold it FOR SHARE) and makes later ones fail
+            # with GenerationChanged, so nothing lands after the data is gone.
+            tx.run("DELETE FROM generations WHERE generation = ?", (generation,))
+            for table in ("events", "tickets", "customers", "offsets"):
+                tx.run(f"DELETE FROM {table} WHERE generation = ?", (generation,))  # noqa: S608
+
+        self._write(drop)
+
+    def generations(self) -> list[dict[str, object]]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT g.generation, g.reason, g.created_at, a.generation IS NOT NULL "
+                "FROM generations g LEFT JOIN active_generation a ON a.generation = g.generation "
+                "ORDER BY g.generation"
+            )
+        )
+        return [
+            {"generation": g, "reason": reason, "created_at": created, "active": bool(active)}
+            for g, reason, created, active in rows
+        ]
+
+    # -- the projector -----------------------------------------------------
+
+    def stored_offsets(self, generation: int, topic: str) -> dict[int, int]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT log_partition, next_offset FROM offsets WHERE generation = ? AND topic = ?",
+                (generation, topic),
+            )
+        )
+        return dict(rows)
+
+    def commit_batch(self, generation: int, batch: BatchWrite, *, must_be_active: bool = True) -> None:
+        for partition, (start, end) in batch.offsets.items():
+            if end < start:
+                raise ValueError(f"partition {partition}: batch ends ({end}) before it starts ({start})")
+        events = [(generation, *_event_values(e)) for e in batch.events]
+        tickets = [(generation, *_ticket_values(t)) for t in batch.tickets]
+        customers = [(generation, *_customer_values(c)) for c in batch.customers]
+        now = int(time.time())
+        signals = [(s.signal_id, s.key, s.body, now) for s in batch.signals]
+
+        def commit(tx: Tx) -> None:
+            self._check_generation(tx, generation, must_be_active)
+            # Offsets first, in partition order: a stale batch fails before any
+            # bulk write, and two writers lock partitions in the same order.
+            for partition, (start, end) in sorted(batch.offsets.items()):
+                claimed = tx.one(CLAIM_OFFSETS, (generation, batch.topic, partition, end, start))
+                if claimed is None:
+                    raise StaleBatch(
+                        f"{batch.topic}[{partition}] in generation {generation}: "
+                        f"stored offset is not {start}, where the batch starts"
+                    )
+            tx.bulk(EVENT_ROWS, events)
+            tx.bulk(TICKET_ROWS, tickets)
+            tx.bulk(CUSTOMER_ROWS, customers)
+            tx.many(self._insert_signal, signals)  # few, and their order is the outbox order
+
+        self._write(commit)
+
+    def _check_generation(self, tx: Tx, generation: int, must_be_active: bool) -> None:
+        # The lock (PostgreSQL) holds off a switch or a drop until this commits.
+        if must_be_active:
+            row = tx.one(ACTIVE + self._for_share)
+            if row is None or row[0] != generation:
+                raise GenerationChanged(f"generation {generation} is not active (active: {row and row[0]})")
+        elif tx.one(GENERATION_EXISTS + self._for_share, (generation,)) is None:
+            raise GenerationChanged(f"generation {generation} does not exist (dropped?)")
+
+    def events_of_tickets(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
+        ids = list(dict.fromkeys(ticket_ids))
+        found: dict[str, list[StoredEvent]] = {tid: [] for tid in ids}
+        if not ids:
+            return found
+        where, param = self._in("ticket_id", ids)
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {where} "  # noqa: S608
+                "ORDER BY ticket_id, log_partition, log_offset",
+                (generation, param),
+            )
+        )
+        for row in rows:
+            found[row[1]].append(stored_event(row))
+        return found
+
+    def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT log_offset, event_id FROM events "
+                "WHERE generation = ? AND log_partition = ? AND log_offset < ? ORDER BY log_offset, event_id",
+                (generation, partition, below),
+            )
+        )
+        return [(offset, event_id) for offset, event_id in rows]
+
+    def account_events_of(self, generation: int, customer_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
+        ids = list(dict.fromkeys(customer_ids))
+        found: dict[str, list[StoredEvent]] = {cid: [] for cid in ids}
+        if not ids:
+            return found
+        where, param = self._in("customer_id", ids)
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {EVENTS} FROM events "  # noqa: S608
+                f"WHERE generation = ? AND ticket_id IS NULL AND {where} "
+                "ORDER BY customer_id, log_partition, log_offset",
+                (generation, param),
+            )
+        )
+        for row in rows:
+            found[row[2]].append(stored_event(row))
+        return found
+
+    def open_tickets_of(self, generation: int, customer_ids: Iterable[str]) -> list[str]:
+        ids = list(dict.fromkeys(customer_ids))
+        if not ids:
+            return []
+        where, param = self._in("customer_id", ids)
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT ticket_id FROM tickets WHERE generation = ? AND {where} "  # noqa: S608
+                "AND state <> 'closed'",
+                (generation, param),
+            )
+        )
+        # Sorted here: an ORDER BY ticket_id tempts SQLite into walking the
+        # whole generation in key order instead of probing the customer index.
+        return sorted(tid for (tid,) in rows)
+
+    def tickets_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
+        return self._changing_by("tickets", "ticket_id", generation, instant, partitions)
+
+    def customers_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
+        return self._changing_by("customers", "customer_id", generation, instant, partitions)
+
+    def _changing_by(
+        self, table: str, key: str, generation: int, instant: int, partitions: Sequence[int]
+    ) -> list[str]:
+        if not partitions:
+            return []
+        where, param = self._in("log_partition", sorted(set(partitions)))
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {key} FROM {table} WHERE generation = ? AND {where} "  # noqa: S608
+                "AND next_change_at <= ? ORDER BY next_change_at, " + key,
+                (generation, param, instant),
+            )
+        )
+        return [k for (k,) in rows]
+
+    def next_change(self, generation: int, partitions: Sequence[int]) -> int | None:
+        parts = sorted(set(partitions))
+        if not parts:
+            return None
+        # One min() per (table, partition): each is a single index probe,
+        # where a min() over "partition IN (...)" would scan those partitions.
+        probe = (
+            "SELECT (SELECT min(next_change_at) FROM {table} WHERE generation = ? "
+            "AND log_partition = ? AND next_change_at IS NOT NULL) AS t"
+        )
+        probes, params = [], []
+        for table in ("tickets", "customers"):
+            for p in parts:
+                probes.append(probe.format(table=table))
+                params += [generation, p]
+        sql = "SELECT min(t) FROM (" + " UNION ALL ".join(probes) + ") AS probes"  # noqa: S608
+        row = self._read(lambda tx: tx.one(sql, params))
+        return None if row is None else row[0]
+
+    def ticket_rows(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, TicketRow]:
+        ids = list(dict.fromkeys(ticket_ids))
+        if not ids:
+            return {}
+        where, param = self._in("ticket_id", ids)
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND {where}",  # noqa: S608
+                (generation, param),
+            )
+        )
+        return {row[0]: ticket_row(row) for row in rows}
+
+    # -- the signal outbox -------------------------------------------------
+
+    def pending_signals(self, limit: int = 500) -> list[Signal]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT signal_id, message_key, body FROM signals WHERE NOT sent ORDER BY seq LIMIT ?",
+                (max(0, limit),),
+            )
+        )
+        return [Signal(sid, key, bytes(body)) for sid, key, body in rows]
+
+    def mark_signals_sent(self, signal_ids: Iterable[str]) -> None:
+        ids = list(dict.fromkeys(signal_ids))
+        if not ids:
+            return
+        where, param = self._in("signal_id", ids)
+        self._write(lambda tx: tx.run(f"UPDATE signals SET sent = TRUE WHERE {where}", (param,)))  # noqa: S608
+
+    def signal_ids(self) -> list[str]:
+        return [sid for (sid,) in self._read(lambda tx: tx.all("SELECT signal_id FROM signals ORDER BY seq"))]
+
+    # -- queries -----------------------------------------------------------
+
+    def ticket(self, generation: int, ticket_id: str) -> TicketRow | None:
+        row = self._read(
+            lambda tx: tx.one(
+                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND ticket_id = ?",  # noqa: S608
+                (generation, ticket_id),
+            )
+        )
+        return None if row is None else ticket_row(row)
+
+    def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
+        where, params = ticket_filter(query)
+        sql = (
+            f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} "  # noqa: S608
+            "ORDER BY ticket_id LIMIT ?"
+        )
+        rows = self._read(lambda tx: tx.all(sql, (generation, *params, max(0, query.limit))))
+        return [ticket_row(row) for row in rows]
+
+    def customer(self, generation: int, customer_id: str) -> CustomerRow | None:
+        row = self._read(
+            lambda tx: tx.one(
+                f"SELECT {CUSTOMERS} FROM customers WHERE generation = ? AND customer_id = ?",  # noqa: S608
+                (generation, customer_id),
+            )
+        )
+        return None if row is None else customer_row(row)
+
+    def billing(self, generation: int, customer_id: str, month: str) -> list[TicketRow]:
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {TICKETS} FROM tickets "  # noqa: S608
+                "WHERE generation = ? AND customer_id = ? AND billing_month = ? ORDER BY ticket_id",
+                (generation, customer_id, month),
+            )
+        )
+        return [ticket_row(row) for row in rows]
+
+    def counts(self, generation: int) -> dict[str, int]:
+        row = self._read(
+            lambda tx: tx.one(
+                "SELECT (SELECT count(*) FROM events WHERE generation = ?), "
+                "(SELECT count(*) FROM tickets WHERE generation = ?), "
+                "(SELECT count(*) FROM customers WHERE generation = ?)",
+                (generation, generation, generation),
+            )
+        )
+        assert row is not None
+        return {"events": row[0], "tickets": row[1], "customers": row[2]}
+
+
+PAUSED = "response_status = 'paused' OR resolution_status = 'paused'"
+
+
+def ticket_filter(query: TicketQuery) -> tuple[str, list]:
+    """The WHERE terms (after ``generation = ?``) and parameters of a ticket query.
+
+    Booleans are spelled out as literals, not parameters: only then can the
+    planners match the partial indexes on ``breached`` and ``at_risk``.
+    """
+    terms: list[str] = []
+    params: list = []
+
+    def term(sql: str, *values: object) -> None:
+        terms.append(sql)
+        params.extend(values)
+
+    if query.state is not None:
+        term("state = ?", query.state)
+    if query.priority is not None:
+        term("priority = ?", query.priority)
+    if query.clock_status == "paused":
+        term(f"({PAUSED})")  # the partial index's own predicate, so it is used
+    elif query.clock_status is not None:
+        term("(response_status = ? OR resolution_status = ?)", query.clock_status, query.clock_status)
+    if query.breached is not None:
+        term("breached" if query.breached else "NOT breached")
+    if query.at_risk is not None:
+        term("at_risk" if query.at_risk else "NOT at_risk")
+    if query.due_before is not None:
+        term("next_due_at <= ?", query.due_before)
+    if query.customer_id is not None:
+        term("customer_id = ?", query.customer_id)
+    if query.escalation_level is not None:
+        term("escalation_level >= ?", query.escalation_level)
+        if query.escalation_level > 0:
+            term("escalation_level > 0")  # the partial index's own predicate, so it is used
+    if query.after is not None:
+        term("ticket_id > ?", query.after)
+    return "".join(" AND " + t for t in terms), params

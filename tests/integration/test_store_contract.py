@@ -1,0 +1,934 @@
+"""The read-model store contract: one abstract test class, run against SQLite
+and against PostgreSQL. A backend passes only if it passes every test here.
+
+Each concrete class provides ``new_store``: a factory of store objects (not yet
+migrated) on a database of the test's own — a file in ``tmp_path`` for SQLite,
+a fresh schema for PostgreSQL, dropped afterwards.
+"""
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from services.config import Settings
+from services.store import (
+    SQLITE_FILE,
+    BatchWrite,
+    CustomerRow,
+    GenerationChanged,
+    ReadModelStore,
+    Signal,
+    StaleBatch,
+    StoredEvent,
+    StoreError,
+    TicketQuery,
+    TicketRow,
+    open_store,
+)
+from services.store.migrations import latest_version
+from services.store.postgres import PostgresStore
+from services.store.sqlite import SqliteStore
+
+TOPIC = "ticket-events"
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+StoreFactory = Callable[[], ReadModelStore]
+
+
+# -- builders ----------------------------------------------------------------
+
+
+def event(
+    event_id: str,
+    ticket_id: str | None = "t1",
+    customer_id: str = "c1",
+    partition: int = 0,
+    offset: int = 0,
+    body: bytes | None = None,
+) -> StoredEvent:
+    return StoredEvent(
+        event_id=event_id,
+        ticket_id=ticket_id,
+        customer_id=customer_id,
+        partition=partition,
+        offset=offset,
+        occurred_at=T0 + offset,
+        body=body if body is not None else f'{{"event_id":"{event_id}"}}'.encode(),
+    )
+
+
+def ticket(ticket_id: str, **changes: object) -> TicketRow:
+    row = TicketRow(
+        ticket_id=ticket_id,
+        customer_id="c1",
+        partition=0,
+        priority="P2",
+        category="incident",
+        state="open",
+        status="new",
+        escalation_level=0,
+        response_status="running",
+        resolution_status="running",
+        breached=False,
+        at_risk=False,
+        response_due_at=T0 + 3600,
+        resolution_due_at=T0 + 86400,
+        next_due_at=T0 + 3600,
+        next_change_at=T0 + 2880,
+        billing_rule="standard",
+        billing_status="pending",
+        billing_month=None,
+        amount_cents=0,
+        billable_seconds=0,
+        opened_at=T0,
+        evaluated_at=T0,
+        view=f'{{"ticket_id":"{ticket_id}"}}'.encode(),
+        signals=b'["sig-1"]',
+    )
+    return replace(row, **changes)
+
+
+def customer(customer_id: str, **changes: object) -> CustomerRow:
+    row = CustomerRow(
+        customer_id=customer_id,
+        partition=0,
+        delinquent=False,
+        dashboard_suspended=False,
+        next_change_at=None,
+        evaluated_at=T0,
+        view=f'{{"customer_id":"{customer_id}"}}'.encode(),
+    )
+    return replace(row, **changes)
+
+
+def signal(signal_id: str, key: str = "c1", body: bytes | None = None) -> Signal:
+    return Signal(signal_id, key, body if body is not None else f'{{"id":"{signal_id}"}}'.encode())
+
+
+def batch(
+    offsets: dict[int, tuple[int, int]], events=(), tickets=(), customers=(), signals=(), topic: str = TOPIC
+) -> BatchWrite:
+    return BatchWrite(topic, dict(offsets), list(events), list(tickets), list(customers), list(signals))
+
+
+def ids(rows) -> list[str]:
+    return [r.ticket_id for r in rows]
+
+
+def snapshot(store: ReadModelStore, generation: int) -> tuple:
+    """Everything a batch could have changed, to show that a refused one changed nothing."""
+    tickets = store.list_tickets(generation, TicketQuery(limit=10_000))
+    customers = [store.customer(generation, c) for c in ("c1", "c2", "c3")]
+    events = store.events_of_tickets(generation, [t.ticket_id for t in tickets] + ["t1", "t2", "t9"])
+    account = store.account_events_of(generation, ["c1", "c2"])
+    return (
+        store.counts(generation),
+        store.stored_offsets(generation, TOPIC),
+        tickets,
+        customers,
+        events,
+        account,
+        store.signal_ids(),
+        store.pending_signals(),
+    )
+
+
+def commit_concurrently(
+    stores: list[ReadModelStore], generation: int, write: BatchWrite, before: Callable[[], None] | None = None
+) -> list[str]:
+    """Each store commits ``write`` from its own thread; returns the outcomes, sorted."""
+    barrier = threading.Barrier(len(stores))
+    outcomes: list[str] = []
+
+    def commit(store: ReadModelStore) -> None:
+        barrier.wait()
+        try:
+            store.commit_batch(generation, write)
+            outcomes.append("committed")
+        except StaleBatch:
+            outcomes.append("stale")
+        except Exception as exc:  # reported below, not lost in the thread
+            outcomes.append(repr(exc))
+
+    threads = [threading.Thread(target=commit, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    if before is not None:
+        before()
+    for t in threads:
+        t.join(timeout=30)
+    return sorted(outcomes)
+
+
+# -- the contract --------------------------------------------------------------
+
+
+class StoreContract:
+    """Every test of the store interface. Subclasses provide ``new_store``."""
+
+    @pytest.fixture
+    def new_store(self) -> StoreFactory:
+        raise NotImplementedError("a backend's test class provides new_store")
+
+    @pytest.fixture
+    def store(self, new_store: StoreFactory) -> ReadModelStore:
+        store = new_store()
+        store.migrate()
+        return store
+
+    @pytest.fixture
+    def gen(self, store: ReadModelStore) -> int:
+        """An active generation."""
+        generation = store.create_generation("test")
+        store.activate_generation(generation)
+        return generation
+
+    # -- migrations ------------------------------------------------------------
+
+    def test_migrate_twice_is_harmless(self, store, new_store):
+        generation = store.create_generation("before")
+        store.migrate()
+        again = new_store()
+        again.migrate()
+        assert store.schema_versions() == list(range(1, latest_version() + 1))
+        assert [g["generation"] for g in again.generations()] == [generation]
+
+    def test_concurrent_migrations_apply_each_version_once(self, new_store):
+        stores = [new_store(), new_store()]
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(2)
+
+        def migrate(store: ReadModelStore) -> None:
+            barrier.wait()
+            try:
+                store.migrate()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=migrate, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert stores[0].schema_versions() == list(range(1, latest_version() + 1))
+
+    # -- generations -------------------------------------------------------------
+
+    def test_generations_lifecycle(self, store):
+        assert store.active_generation() is None
+        assert store.generations() == []
+        before = int(time.time())
+        first = store.create_generation("initial")
+        second = store.create_generation("rebuild")
+        assert second > first
+        assert store.active_generation() is None  # created, not active
+
+        store.activate_generation(first)
+        assert store.active_generation() == first
+        listed = store.generations()
+        assert [(g["generation"], g["reason"], g["active"]) for g in listed] == [
+            (first, "initial", True),
+            (second, "rebuild", False),
+        ]
+        assert all(before <= g["created_at"] <= time.time() + 1 for g in listed)
+
+        store.activate_generation(second)
+        assert store.active_generation() == second
+        assert [g["active"] for g in store.generations()] == [False, True]
+
+        with pytest.raises(StoreError):
+            store.drop_generation(second)  # the active one
+        store.drop_generation(first)
+        assert [g["generation"] for g in store.generations()] == [second]
+        with pytest.raises(StoreError):
+            store.activate_generation(first)  # gone
+        assert store.create_generation("next") > second  # numbers are never reused
+
+    def test_drop_generation_deletes_its_rows_only(self, store, gen):
+        store.commit_batch(
+            gen, batch({0: (0, 1)}, [event("e1")], [ticket("t1")], [customer("c1")], [signal("s1")])
+        )
+        building = store.create_generation("rebuild")
+        store.commit_batch(
+            building,
+            batch(
+                {0: (0, 2)},
+                [event("e1"), event("e2", None, offset=1)],
+                [ticket("t1")],
+                [customer("c1")],
+                [signal("s1"), signal("s2")],
+            ),
+            must_be_active=False,
+        )
+        kept = snapshot(store, gen)
+
+        store.drop_generation(building)
+        assert store.counts(building) == {"events": 0, "tickets": 0, "customers": 0}
+        assert store.stored_offsets(building, TOPIC) == {}
+        assert store.ticket(building, "t1") is None
+        assert snapshot(store, gen) == kept
+        assert store.signal_ids() == ["s1", "s2"]  # the outbox belongs to no generation
+        with pytest.raises(GenerationChanged):
+            store.commit_batch(building, batch({0: (2, 3)}), must_be_active=False)
+
+    # -- commit_batch ------------------------------------------------------------
+
+    def test_commit_batch_writes_everything(self, store, gen):
+        events = [
+            event("e1", offset=10),
+            event("e2", offset=11),
+            event("a1", None, offset=12),
+            event("e3", "t2", "c2", partition=1, offset=7),
+        ]
+        tickets = [
+            ticket("t1", breached=True, billing_month="2026-01", response_due_at=None, signals=b"[]"),
+            ticket("t2", customer_id="c2", partition=1, at_risk=True, next_due_at=None, next_change_at=None),
+        ]
+        customers = [
+            customer("c1", delinquent=True, next_change_at=T0 + 60),
+            customer("c2", partition=1, dashboard_suspended=True),
+        ]
+        signals = [signal("s1"), signal("s2", "c2")]
+        store.commit_batch(gen, batch({0: (10, 13), 1: (7, 8)}, events, tickets, customers, signals))
+
+        assert store.stored_offsets(gen, TOPIC) == {0: 13, 1: 8}
+        assert store.events_of_tickets(gen, ["t1", "t2"]) == {"t1": events[:2], "t2": [events[3]]}
+        assert store.account_events_of(gen, ["c1"]) == {"c1": [events[2]]}
+        assert store.ticket(gen, "t1") == tickets[0]
+        assert store.ticket(gen, "t2") == tickets[1]
+        assert store.ticket_rows(gen, ["t1", "t2"]) == {"t1": tickets[0], "t2": tickets[1]}
+        assert store.customer(gen, "c1") == customers[0]
+        assert store.customer(gen, "c2") == customers[1]
+        assert store.customer(gen, "c3") is None
+        assert store.pending_signals() == signals
+        assert store.counts(gen) == {"events": 4, "tickets": 2, "customers": 2}
+
+    def test_rows_are_replaced_offsets_advance(self, store, gen):
+        store.commit_batch(gen, batch({0: (0, 1)}, [event("e1")], [ticket("t1")], [customer("c1")]))
+        newer_ticket = ticket(
+            "t1",
+            state="resolved",
+            status="resolved",
+            escalation_level=2,
+            amount_cents=1234,
+            next_change_at=None,
+            view=b'{"v":2}',
+        )
+        newer_customer = customer("c1", delinquent=True, view=b'{"v":2}')
+        store.commit_batch(gen, batch({0: (1, 2)}, [event("e2", offset=1)], [newer_ticket], [newer_customer]))
+        assert store.ticket(gen, "t1") == newer_ticket
+        assert store.customer(gen, "c1") == newer_customer
+        assert store.stored_offsets(gen, TOPIC) == {0: 2}
+        assert store.counts(gen) == {"events": 2, "tickets": 1, "customers": 1}
+
+    def test_replayed_batch_is_stale_and_writes_nothing(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 2)},
+                [event("e1"), event("e2", offset=1)],
+                [ticket("t1")],
+                [customer("c1")],
+                [signal("s1")],
+            ),
+        )
+        before = snapshot(store, gen)
+        replay = batch(
+            {0: (0, 2)},
+            [event("e1", body=b"other"), event("e9", offset=1)],
+            [ticket("t1", state="closed"), ticket("t9")],
+            [customer("c1", delinquent=True)],
+            [signal("s9")],
+        )
+        with pytest.raises(StaleBatch):
+            store.commit_batch(gen, replay)
+        assert snapshot(store, gen) == before
+
+    def test_batch_after_a_gap_is_stale_and_writes_nothing(self, store, gen):
+        store.commit_batch(gen, batch({0: (0, 3), 1: (0, 1)}, [event("e1")]))
+        before = snapshot(store, gen)
+        with pytest.raises(StaleBatch):
+            store.commit_batch(gen, batch({0: (5, 8)}, [event("e5", offset=5)], [ticket("t1")]))
+        # One stale partition spoils the batch: the good partition does not advance either.
+        with pytest.raises(StaleBatch):
+            store.commit_batch(
+                gen,
+                batch(
+                    {0: (3, 4), 1: (2, 3)}, [event("e3", offset=3)], [ticket("t1")], signals=[signal("s3")]
+                ),
+            )
+        assert snapshot(store, gen) == before
+        store.commit_batch(gen, batch({0: (3, 4), 1: (1, 2)}, [event("e3", offset=3)]))
+        assert store.stored_offsets(gen, TOPIC) == {0: 4, 1: 2}
+
+    def test_an_unseen_partition_starts_anywhere_and_topics_are_apart(self, store, gen):
+        store.commit_batch(gen, batch({2: (42, 50)}))
+        store.commit_batch(gen, batch({2: (0, 5)}, topic="other-topic"))
+        assert store.stored_offsets(gen, TOPIC) == {2: 50}
+        assert store.stored_offsets(gen, "other-topic") == {2: 5}
+        assert store.stored_offsets(gen, "unknown") == {}
+
+    def test_generation_changed_after_a_switch(self, store, gen):
+        store.commit_batch(gen, batch({0: (0, 1)}, [event("e1")], [ticket("t1")]))
+        rebuilt = store.create_generation("rebuild")
+        # A rebuild writes to its generation before it is active ...
+        store.commit_batch(rebuilt, batch({0: (0, 1)}, [event("e1")], [ticket("t1")]), must_be_active=False)
+        # ... but a worker may not.
+        with pytest.raises(GenerationChanged):
+            store.commit_batch(rebuilt, batch({0: (1, 2)}, [event("e2", offset=1)]))
+        store.activate_generation(rebuilt)
+        before = snapshot(store, gen)
+        with pytest.raises(GenerationChanged):
+            store.commit_batch(
+                gen, batch({0: (1, 2)}, [event("e2", offset=1)], [ticket("t2")], signals=[signal("s2")])
+            )
+        assert snapshot(store, gen) == before
+        store.commit_batch(rebuilt, batch({0: (1, 2)}, [event("e2", offset=1)]))
+        assert store.stored_offsets(rebuilt, TOPIC) == {0: 2}
+        assert store.counts(rebuilt) == {"events": 2, "tickets": 1, "customers": 0}
+
+    def test_no_active_generation_means_generation_changed(self, store):
+        building = store.create_generation("first")
+        with pytest.raises(GenerationChanged):
+            store.commit_batch(building, batch({0: (0, 1)}))
+        with pytest.raises(GenerationChanged):
+            store.commit_batch(building + 100, batch({0: (0, 1)}), must_be_active=False)
+
+    def test_a_batch_ending_before_it_starts_is_refused(self, store, gen):
+        with pytest.raises(ValueError):
+            store.commit_batch(gen, batch({0: (5, 4)}))
+        assert store.stored_offsets(gen, TOPIC) == {}
+
+    def test_duplicate_event_ids_keep_the_first(self, store, gen):
+        first, repeat = event("e1", body=b"first"), event("e1", offset=1, body=b"repeat")
+        store.commit_batch(gen, batch({0: (0, 2)}, [first, repeat]))
+        store.commit_batch(gen, batch({0: (2, 3)}, [event("e1", offset=2, body=b"later")]))
+        assert store.events_of_tickets(gen, ["t1"]) == {"t1": [first]}
+        assert store.counts(gen)["events"] == 1
+
+    def test_a_large_batch_with_repeats_and_awkward_values(self, store, gen):
+        """Large enough for a backend's bulk path (PostgreSQL: COPY), with what could trip it."""
+        awkward = "tab\there, newline\nhere, back\\slash, quote' \" and é"
+        body = bytes(range(256)) + b"\\N\t\n"  # every byte, and COPY's own escapes
+        events = [
+            event(f"e{i:03d}", f"t{i % 40:02d}", offset=i, body=body + bytes([i % 256])) for i in range(300)
+        ]
+        repeats = [event(f"e{i:03d}", "t00", offset=300 + i, body=b"repeat") for i in range(0, 300, 7)]
+        tickets = [
+            ticket(f"t{i % 40:02d}", category=awkward, evaluated_at=T0 + i, billing_rule=None, view=body)
+            for i in range(120)
+        ]
+        store.commit_batch(gen, batch({0: (0, 343)}, events + repeats, tickets))
+        assert store.counts(gen) == {"events": 300, "tickets": 40, "customers": 0}
+        stored = store.events_of_tickets(gen, [f"t{i:02d}" for i in range(40)])
+        assert sorted((e for es in stored.values() for e in es), key=lambda e: e.offset) == events
+        rows = store.ticket_rows(gen, [f"t{i:02d}" for i in range(40)])
+        assert rows == {t.ticket_id: t for t in tickets[80:]}  # the last of each ticket wins
+
+    def test_duplicate_signal_ids_keep_the_first_across_generations(self, store, gen):
+        store.commit_batch(
+            gen, batch({0: (0, 1)}, signals=[signal("s1", body=b"first"), signal("s1", body=b"repeat")])
+        )
+        store.commit_batch(gen, batch({0: (1, 2)}, signals=[signal("s1", body=b"later"), signal("s2")]))
+        assert store.pending_signals() == [signal("s1", body=b"first"), signal("s2")]
+        store.mark_signals_sent(["s1", "s2"])
+        # A rebuild meets the same causes again: nothing new to send.
+        rebuilt = store.create_generation("rebuild")
+        store.commit_batch(
+            rebuilt, batch({0: (0, 2)}, signals=[signal("s1"), signal("s2")]), must_be_active=False
+        )
+        assert store.pending_signals() == []
+        assert store.signal_ids() == ["s1", "s2"]
+
+    # -- projector reads -------------------------------------------------------
+
+    def test_events_of_tickets_in_partition_offset_order(self, store, gen):
+        # Committed out of order, across batches and partitions.
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (5, 9)},
+                [
+                    event("e8", offset=8),
+                    event("e5", offset=5),
+                    event("x6", "t2", offset=6),
+                    event("a7", None, offset=7),
+                ],
+            ),
+        )
+        store.commit_batch(
+            gen, batch({1: (0, 2)}, [event("e1", partition=1, offset=1), event("e0", partition=1, offset=0)])
+        )
+        store.commit_batch(gen, batch({0: (9, 10)}, [event("e9", offset=9)]))
+        found = store.events_of_tickets(gen, ["t1", "t2", "t3"])
+        assert [e.event_id for e in found["t1"]] == ["e5", "e8", "e9", "e0", "e1"]
+        assert [e.event_id for e in found["t2"]] == ["x6"]
+        assert found["t3"] == []  # asked for, none stored
+        assert store.events_of_tickets(gen, []) == {}
+        other = store.create_generation("other")
+        assert store.events_of_tickets(other, ["t1"]) == {"t1": []}
+
+    def test_event_positions_of_a_partition_below_an_offset(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 4), 1: (0, 1)},
+                [
+                    event("e3", offset=3),
+                    event("a1", None, offset=1),
+                    event("e0", "t2", offset=0),
+                    event("p1", partition=1, offset=0),
+                    event("e2", offset=2),
+                ],
+            ),
+        )
+        assert store.event_positions(gen, 0, 3) == [(0, "e0"), (1, "a1"), (2, "e2")]
+        assert store.event_positions(gen, 0, 100) == [(0, "e0"), (1, "a1"), (2, "e2"), (3, "e3")]
+        assert store.event_positions(gen, 1, 1) == [(0, "p1")]
+        assert store.event_positions(gen, 0, 0) == []
+        assert store.event_positions(gen, 2, 10) == []
+
+    def test_account_events_of_in_offset_order(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 6)},
+                [
+                    event("a3", None, "c1", offset=3),
+                    event("a1", None, "c1", offset=1),
+                    event("t-ev", "t1", "c1", offset=2),
+                    event("b4", None, "c2", offset=4),
+                    event("a5", None, "c1", offset=5),
+                ],
+            ),
+        )
+        found = store.account_events_of(gen, ["c1", "c2", "c3"])
+        assert [e.event_id for e in found["c1"]] == ["a1", "a3", "a5"]
+        assert [e.event_id for e in found["c2"]] == ["b4"]
+        assert found["c3"] == []
+        assert all(e.ticket_id is None for e in found["c1"])
+
+    def test_open_tickets_of(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1)},
+                tickets=[
+                    ticket("t3", state="open"),
+                    ticket("t1", state="resolved"),
+                    ticket("t2", state="closed"),
+                    ticket("t4", customer_id="c2"),
+                    ticket("t5", customer_id="c3"),
+                ],
+            ),
+        )
+        assert store.open_tickets_of(gen, ["c1", "c2"]) == ["t1", "t3", "t4"]
+        assert store.open_tickets_of(gen, []) == []
+        assert store.open_tickets_of(gen, ["nobody"]) == []
+
+    def test_changes_due_are_restricted_to_partitions(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1), 1: (0, 1), 2: (0, 1)},
+                tickets=[
+                    ticket("t0a", partition=0, next_change_at=T0 + 10),
+                    ticket("t0b", partition=0, next_change_at=T0 + 50),
+                    ticket("t0c", partition=0, next_change_at=None),
+                    ticket("t1a", partition=1, next_change_at=T0 + 5),
+                    ticket("t2a", partition=2, next_change_at=T0 + 1),
+                ],
+                customers=[
+                    customer("c0", partition=0, next_change_at=T0 + 7),
+                    customer("c1", partition=1, next_change_at=T0 + 3),
+                    customer("c2", partition=2, next_change_at=None),
+                ],
+            ),
+        )
+        assert store.tickets_changing_by(gen, T0 + 10, [0]) == ["t0a"]
+        assert store.tickets_changing_by(gen, T0 + 9, [0]) == []
+        assert store.tickets_changing_by(gen, T0 + 60, [0, 1]) == ["t1a", "t0a", "t0b"]
+        assert store.tickets_changing_by(gen, T0 + 60, []) == []
+        assert store.customers_changing_by(gen, T0 + 7, [0, 1]) == ["c1", "c0"]
+        assert store.customers_changing_by(gen, T0 + 7, [2]) == []
+        assert store.next_change(gen, [0]) == T0 + 7  # a customer's change comes first
+        assert store.next_change(gen, [0, 1]) == T0 + 3
+        assert store.next_change(gen, [2]) == T0 + 1
+        assert store.next_change(gen, [3]) is None
+        assert store.next_change(gen, []) is None
+
+    def test_ticket_rows_leave_out_missing_ids(self, store, gen):
+        rows = [ticket("t1"), ticket("t2", state="closed")]
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
+        assert store.ticket_rows(gen, ["t2", "t1", "t9"]) == {"t1": rows[0], "t2": rows[1]}
+        assert store.ticket_rows(gen, []) == {}
+        assert store.ticket(gen, "t9") is None
+
+    # -- queries -----------------------------------------------------------------
+
+    @pytest.fixture
+    def desk(self, store, gen) -> int:
+        """Tickets with every filtered column varied; returns the generation."""
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1)},
+                tickets=[
+                    ticket("a1", priority="P1", at_risk=True, next_due_at=T0 + 100),
+                    ticket(
+                        "a2",
+                        customer_id="c2",
+                        response_status="stopped",
+                        resolution_status="paused",
+                        breached=True,
+                        next_due_at=None,
+                        escalation_level=1,
+                    ),
+                    ticket(
+                        "a3",
+                        priority="P1",
+                        state="resolved",
+                        response_status="stopped",
+                        resolution_status="stopped",
+                        breached=True,
+                        next_due_at=None,
+                        escalation_level=2,
+                    ),
+                    ticket(
+                        "a4",
+                        customer_id="c2",
+                        priority="P3",
+                        state="closed",
+                        response_status="stopped",
+                        resolution_status="stopped",
+                        next_due_at=None,
+                    ),
+                    ticket(
+                        "a5",
+                        customer_id="c3",
+                        priority="P1",
+                        resolution_status="paused",
+                        next_due_at=T0 + 300,
+                    ),
+                    ticket(
+                        "a6",
+                        priority="P1",
+                        response_status="paused",
+                        at_risk=True,
+                        next_due_at=T0 + 200,
+                        escalation_level=3,
+                    ),
+                ],
+            ),
+        )
+        other = store.create_generation("other")  # rows elsewhere must never show
+        store.commit_batch(
+            other,
+            batch({0: (0, 1)}, tickets=[ticket("a0"), ticket("a7", priority="P1")]),
+            must_be_active=False,
+        )
+        return gen
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (TicketQuery(), ["a1", "a2", "a3", "a4", "a5", "a6"]),
+            (TicketQuery(state="open"), ["a1", "a2", "a5", "a6"]),
+            (TicketQuery(priority="P1"), ["a1", "a3", "a5", "a6"]),
+            (TicketQuery(state="open", priority="P1"), ["a1", "a5", "a6"]),
+            (TicketQuery(clock_status="paused"), ["a2", "a5", "a6"]),
+            (TicketQuery(clock_status="stopped"), ["a2", "a3", "a4"]),
+            (TicketQuery(clock_status="running", state="open", priority="P1"), ["a1", "a5", "a6"]),
+            (TicketQuery(breached=True), ["a2", "a3"]),
+            (TicketQuery(breached=False), ["a1", "a4", "a5", "a6"]),
+            (TicketQuery(at_risk=True), ["a1", "a6"]),
+            (TicketQuery(at_risk=False, breached=False), ["a4", "a5"]),
+            (TicketQuery(due_before=T0 + 200), ["a1", "a6"]),
+            (TicketQuery(due_before=T0 + 99), []),
+            (TicketQuery(customer_id="c2"), ["a2", "a4"]),
+            (TicketQuery(escalation_level=1), ["a2", "a3", "a6"]),
+            (TicketQuery(escalation_level=3), ["a6"]),
+            (TicketQuery(escalation_level=0), ["a1", "a2", "a3", "a4", "a5", "a6"]),
+            (TicketQuery(after="a3"), ["a4", "a5", "a6"]),
+            (TicketQuery(priority="P1", after="a3"), ["a5", "a6"]),
+            (TicketQuery(limit=2), ["a1", "a2"]),
+            (TicketQuery(limit=0), []),
+            (TicketQuery(state="closed", breached=True), []),
+        ],
+    )
+    def test_list_tickets_filters(self, store, desk, query, expected):
+        assert ids(store.list_tickets(desk, query)) == expected
+
+    def test_list_tickets_returns_whole_rows(self, store, desk):
+        [row] = store.list_tickets(desk, TicketQuery(escalation_level=3))
+        assert row == store.ticket(desk, "a6")
+
+    def test_list_tickets_pages_by_keyset(self, store, gen):
+        tickets = [ticket(f"p{i:02d}", priority="P1" if i % 2 else "P2") for i in range(11)]
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=list(reversed(tickets))))
+        for query, expected in [
+            (TicketQuery(limit=3), [t.ticket_id for t in tickets]),
+            (TicketQuery(priority="P1", limit=2), [t.ticket_id for t in tickets if t.priority == "P1"]),
+        ]:
+            pages, after = [], None
+            while True:
+                page = ids(store.list_tickets(gen, replace(query, after=after)))
+                assert len(page) <= query.limit
+                if not page:
+                    break
+                pages.append(page)
+                after = page[-1]
+            assert [tid for page in pages for tid in page] == expected
+            assert all(len(page) == query.limit for page in pages[:-1])
+
+    def test_billing_by_customer_and_month(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1)},
+                tickets=[
+                    ticket("b2", billing_month="2026-01", amount_cents=500),
+                    ticket("b1", billing_month="2026-01", amount_cents=700),
+                    ticket("b3", billing_month="2026-02", amount_cents=100),
+                    ticket("b4", customer_id="c2", billing_month="2026-01"),
+                    ticket("b5", billing_month=None),
+                ],
+            ),
+        )
+        january = store.billing(gen, "c1", "2026-01")
+        assert [(t.ticket_id, t.amount_cents) for t in january] == [("b1", 700), ("b2", 500)]
+        assert ids(store.billing(gen, "c1", "2026-02")) == ["b3"]
+        assert store.billing(gen, "c1", "2026-03") == []
+        assert ids(store.billing(gen, "c2", "2026-01")) == ["b4"]
+
+    def test_counts_per_generation(self, store, gen):
+        assert store.counts(gen) == {"events": 0, "tickets": 0, "customers": 0}
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 3)},
+                [event("e1"), event("e2", offset=1), event("a", None, offset=2)],
+                [ticket("t1"), ticket("t2")],
+                [customer("c1")],
+            ),
+        )
+        assert store.counts(gen) == {"events": 3, "tickets": 2, "customers": 1}
+        assert store.counts(store.create_generation("empty")) == {"events": 0, "tickets": 0, "customers": 0}
+
+    # -- the outbox ----------------------------------------------------------------
+
+    def test_outbox_oldest_first_until_sent(self, store, gen):
+        store.commit_batch(gen, batch({0: (0, 1)}, signals=[signal("z-first"), signal("a-second", "c2")]))
+        store.commit_batch(gen, batch({0: (1, 2)}, signals=[signal("m-third")]))
+        assert [s.signal_id for s in store.pending_signals()] == ["z-first", "a-second", "m-third"]
+        assert store.pending_signals()[1] == signal("a-second", "c2")
+        assert [s.signal_id for s in store.pending_signals(limit=2)] == ["z-first", "a-second"]
+        store.mark_signals_sent(["z-first", "m-third", "unknown"])
+        assert [s.signal_id for s in store.pending_signals()] == ["a-second"]
+        store.mark_signals_sent([])
+        store.mark_signals_sent(["a-second"])
+        assert store.pending_signals() == []
+        assert store.signal_ids() == ["z-first", "a-second", "m-third"]
+
+    # -- concurrency -------------------------------------------------------------
+
+    @pytest.mark.parametrize("first_for_partition", [True, False], ids=["first-batch", "later-batch"])
+    def test_two_stores_commit_the_same_batch_once(self, store, gen, new_store, first_for_partition):
+        other = new_store()
+        start = 0
+        if not first_for_partition:
+            store.commit_batch(gen, batch({0: (0, 10)}))
+            start = 10
+        for round_ in range(5):
+            write = batch(
+                {0: (start, start + 2)},
+                [event(f"e{round_}-a", offset=start), event(f"e{round_}-b", offset=start + 1)],
+                [ticket("t1", evaluated_at=T0 + round_)],
+                signals=[signal(f"s{round_}")],
+            )
+            assert commit_concurrently([store, other], gen, write) == ["committed", "stale"]
+            start += 2
+            assert store.stored_offsets(gen, TOPIC) == {0: start}
+        assert store.counts(gen)["events"] == 10
+        assert len(store.signal_ids()) == 5
+
+
+class TestSqliteStore(StoreContract):
+    @pytest.fixture
+    def new_store(self, tmp_path) -> Iterator[StoreFactory]:
+        opened: list[ReadModelStore] = []
+
+        def make() -> ReadModelStore:
+            opened.append(SqliteStore(tmp_path / SQLITE_FILE))
+            return opened[-1]
+
+        yield make
+        for store in opened:
+            store.close()
+
+    def test_wal_mode(self, store):
+        assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+
+
+# -- PostgreSQL ------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_schema(dsn: str, **extra: str) -> Iterator[str]:
+    """A conninfo whose search_path is a new schema of its own, dropped afterwards."""
+    schema = f"slatrack_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield make_conninfo(dsn, options=f"-csearch_path={schema}", **extra)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.postgres
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def conninfo(self, postgres_dsn) -> Iterator[str]:
+        with fresh_schema(postgres_dsn) as conninfo:
+            yield conninfo
+
+    @pytest.fixture
+    def new_store(self, conninfo) -> Iterator[StoreFactory]:
+        opened: list[ReadModelStore] = []
+
+        def make() -> ReadModelStore:
+            opened.append(PostgresStore(conninfo))
+            return opened[-1]
+
+        yield make
+        for store in opened:
+            store.close()
+
+    @pytest.mark.parametrize("first_for_partition", [True, False], ids=["first-batch", "later-batch"])
+    def test_commits_racing_on_one_partition(self, store, gen, new_store, conninfo, first_for_partition):
+        """Both commits are held at the offsets table, then let go together: one wins."""
+        other = new_store()
+        start = 0
+        if not first_for_partition:
+            store.commit_batch(gen, batch({0: (0, 10)}))
+            start = 10
+        write = batch(
+            {0: (start, start + 1)}, [event("e", offset=start)], [ticket("t1")], signals=[signal("s")]
+        )
+        with psycopg.connect(conninfo) as locker, psycopg.connect(conninfo, autocommit=True) as watcher:
+            locker.execute("LOCK TABLE offsets IN EXCLUSIVE MODE")
+
+            def release_when_both_wait() -> None:
+                def waiting() -> int:
+                    row = watcher.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'offsets'::regclass"
+                    ).fetchone()
+                    return row[0] if row else 0
+
+                wait_for(lambda: waiting() == 2)
+                locker.commit()
+
+            outcomes = commit_concurrently([store, other], gen, write, before=release_when_both_wait)
+        assert outcomes == ["committed", "stale"]
+        assert store.stored_offsets(gen, TOPIC) == {0: start + 1}
+        assert store.counts(gen)["events"] == 1
+
+    def test_reconnects_after_the_connection_broke(self, store, gen, postgres_dsn):
+        def kill_connection() -> None:
+            pid = store._conn.info.backend_pid
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+                wait_for(
+                    lambda: (
+                        admin.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]
+                        ).fetchone()
+                        == (0,)
+                    )
+                )
+
+        kill_connection()
+        assert store.active_generation() == gen  # a read is repeated on a new connection
+        kill_connection()
+        store.commit_batch(gen, batch({0: (0, 1)}, [event("e1")]))  # a write that had not begun, too
+        assert store.stored_offsets(gen, TOPIC) == {0: 1}
+
+    def test_a_switch_waits_for_a_batch_in_flight(self, store, gen, new_store):
+        """activate_generation cannot slip between a batch's generation check and its commit."""
+        rebuilt = store.create_generation("rebuild")
+        switcher = new_store()
+        entered, release = threading.Event(), threading.Event()
+        real_write = store._write
+
+        def slow_write(fn):
+            def held(tx):
+                result = fn(tx)
+                entered.set()
+                assert release.wait(10)
+                return result
+
+            return real_write(held)
+
+        store._write = slow_write  # type: ignore[method-assign]
+        committer = threading.Thread(target=store.commit_batch, args=(gen, batch({0: (0, 1)}, [event("e1")])))
+        committer.start()
+        assert entered.wait(10)
+        switched = threading.Thread(target=switcher.activate_generation, args=(rebuilt,))
+        switched.start()
+        time.sleep(0.3)
+        assert switched.is_alive()  # waiting for the batch's transaction
+        release.set()
+        committer.join(10)
+        switched.join(10)
+        assert switcher.active_generation() == rebuilt
+        assert store.counts(gen)["events"] == 1
+
+
+# -- open_store ----------------------------------------------------------------
+
+
+def test_open_store_defaults_to_sqlite_in_the_data_dir(tmp_path):
+    settings = Settings(data_dir=tmp_path / "nested" / "data")
+    store = open_store(settings)
+    try:
+        assert isinstance(store, SqliteStore)
+        assert store.path == tmp_path / "nested" / "data" / SQLITE_FILE
+        assert store.path.exists()
+        assert store.generations() == []  # migrated
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_open_store_uses_the_database_url_and_never_logs_it(postgres_dsn, caplog):
+    password = conninfo_to_dict(postgres_dsn).get("password")
+    extra = {} if password else {"password": "never-logged-s3cret"}  # trust auth ignores it
+    secret = password or extra["password"]
+    with fresh_schema(postgres_dsn, **extra) as conninfo:
+        caplog.set_level("DEBUG")
+        store = open_store(Settings(database_url=conninfo))
+        try:
+            assert isinstance(store, PostgresStore)
+            assert store.generations() == []  # migrated
+        finally:
+            store.close()
+    assert "read models: PostgreSQL at" in caplog.text
+    assert str(secret) not in caplog.text
