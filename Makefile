@@ -29,6 +29,7 @@ test: install
 # Benchmarks, not timed tests: they print what they measured.
 bench: install
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/projector.py
 
 lint: install
 	$(BIN)/ruff check .

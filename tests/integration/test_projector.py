@@ -136,3 +136,34 @@ async def test_rebuild_equals_the_live_generation(store_settings):
         store.close()
     after = read_model(store_settings)
     assert set(after) == set(before)
+
+
+async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path, caplog):
+    """A fresh, empty embedded broker behind a store that has read further: say so, start over."""
+    from services.embedded_broker import EmbeddedBroker
+
+    events = simulated(tickets=50, seed=13)
+    for attempt, count in (("first broker", len(events)), ("empty broker", 20)):
+        broker = EmbeddedBroker()
+        broker.spawn()
+        try:
+            await broker.wait_ready()
+            settings = broker.settings().model_copy(
+                update={
+                    "data_dir": tmp_path,
+                    "kafka_group_id": f"g-{attempt.split()[0]}",
+                    "kafka_session_timeout_ms": 6000,
+                }
+            )
+            await project(settings, keyed(events[:count]), count)
+            store = open_store(settings)
+            generation = store.active_generation()
+            offsets = sum(store.stored_offsets(generation, settings.topic_events).values())
+            generations = store.generations()
+            store.close()
+        finally:
+            broker.stop()
+        assert offsets == count, attempt
+    assert [g["generation"] for g in generations] == [1, 2]
+    assert generations[1]["active"] and "log ended before stored offsets" in generations[1]["reason"]
+    assert "THE LOG ENDS BEFORE THE STORED OFFSETS" in caplog.text
