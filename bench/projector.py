@@ -135,10 +135,10 @@ def main() -> None:
         raw_seconds = asyncio.run(consume_raw(settings, count))
         projector_rate = run_worker(settings, count)
         started = time.perf_counter()
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - our own command
             [SLATRACK, "rebuild"],
             env=environment(settings),
-            check=True,  # noqa: S603
+            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -159,9 +159,9 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     print(
-        f"projector: {count} events; raw aiokafka {result['raw_events_per_s']} events/s, projector into SQLite "
-        f"{result['projector_events_per_s']} events/s (ratio {result['ratio']}); rebuild {rebuild_seconds:.0f} s; "
-        f"peak RSS {result['peak_rss_mb']} MB",
+        f"projector: {count} events; raw aiokafka {result['raw_events_per_s']} events/s, "
+        f"projector into SQLite {result['projector_events_per_s']} events/s (ratio {result['ratio']}); "
+        f"rebuild {rebuild_seconds:.0f} s; peak RSS {result['peak_rss_mb']} MB",
         file=sys.stderr,
     )
     print(
