@@ -72,7 +72,7 @@ def _owing(
     due: datetime | None = None
     since: datetime | None = None
     for record in records:
-        event, at = record.event, whole_second(record.event.occurred_at)
+        event, at = record.event, record.at
         if isinstance(event, AccountInvoiceDue):
             if due is not None and since is not None:
                 stretches.append((since, at, due))

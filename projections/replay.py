@@ -17,7 +17,7 @@ from projections.timeline import Recorded, history, whole_second
 
 
 def latest_instant(records: Iterable[Recorded]) -> datetime | None:
-    return max((whole_second(r.event.occurred_at) for r in records), default=None)
+    return max((r.at for r in records), default=None)
 
 
 def customer_view(

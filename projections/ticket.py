@@ -92,7 +92,7 @@ class TicketState:
         # response at the very instant of dispatch counts), then the rest in
         # recording order.
         steps: list[tuple[datetime, int, int, Any]] = [
-            (whole_second(r.event.occurred_at), 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event)
+            (r.at, 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event)
             for r in records
         ]
         if standing is not None and self._suspendable(records):

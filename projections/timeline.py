@@ -11,7 +11,7 @@ seconds, and every later computation can rely on it.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from events import Event
@@ -19,10 +19,19 @@ from events import Event
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """An event and where it was recorded (smaller ``seq`` = recorded earlier)."""
+    """An event and where it was recorded (smaller ``seq`` = recorded earlier).
+
+    ``at`` is the event's ``occurred_at`` as slatrack counts it (UTC, whole
+    seconds), computed once here: sorting and cutting histories ask for it
+    again and again.
+    """
 
     seq: int
     event: Event
+    at: datetime = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", whole_second(self.event.occurred_at))
 
 
 def whole_second(instant: datetime) -> datetime:
@@ -44,7 +53,7 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
             first[record.event.event_id] = record
     cutoff = whole_second(as_of) if as_of is not None else None
     kept_records = [
-        r for r in first.values() if cutoff is None or whole_second(r.event.occurred_at) <= cutoff
+        r for r in first.values() if cutoff is None or r.at <= cutoff
     ]
-    kept_records.sort(key=lambda r: (whole_second(r.event.occurred_at), r.seq))
+    kept_records.sort(key=lambda r: (r.at, r.seq))
     return kept_records

@@ -42,6 +42,7 @@ class ConsumedEvent:
     event: Event
     partition: int
     offset: int
+    raw: bytes = b""  # the message as it came: valid, so it decodes to ``event`` again
 
 
 @dataclass
@@ -288,7 +289,7 @@ def validate_records(
             except EventRejected as rejection:
                 rejected.append((_raw(record), rejection))
             else:
-                valid.append(ConsumedEvent(event, tp.partition, record.offset))
+                valid.append(ConsumedEvent(event, tp.partition, record.offset, record.value))
     return valid, rejected
 
 

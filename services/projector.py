@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
 
@@ -47,7 +47,6 @@ from services.store.base import (
 log = logging.getLogger(__name__)
 
 CACHE_TICKETS = 200_000
-_SECOND = timedelta(seconds=1)
 
 
 def wall_clock() -> datetime:
@@ -160,7 +159,7 @@ class Projector:
                 return
             for item in valid:
                 at = whole_second(item.event.occurred_at)
-                if at > self.watermark.get(item.partition, at - _SECOND):
+                if item.partition not in self.watermark or at > self.watermark[item.partition]:
                     self.watermark[item.partition] = at
             self.lagging = (self.lagging - set(batch.offsets)) | batch.lagging
             try:
@@ -298,8 +297,8 @@ class Projector:
                     event.customer_id,
                     item.partition,
                     item.offset,
-                    int(whole_second(event.occurred_at).timestamp()),
-                    encode_event(event),
+                    int(record.at.timestamp()),
+                    item.raw or encode_event(event),
                 )
             )
             partition_of[event.customer_id] = item.partition
@@ -360,9 +359,7 @@ class Projector:
             for name, due in dues.items()
             if due is not None and due > now and clocks[name]["status"] == "running"
         ]
-        future_events = [
-            whole_second(r.event.occurred_at) for r in records if whole_second(r.event.occurred_at) > now
-        ]
+        future_events = [r.at for r in records if r.at > now]
         upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
 
         claims = asserted(state)
@@ -474,7 +471,7 @@ def _partition_of(
 
 
 def _pending_row(ticket_id: str, owner: str | None, records: list[Recorded], as_of: datetime) -> TicketRow:
-    ahead = [whole_second(r.event.occurred_at) for r in records if whole_second(r.event.occurred_at) > as_of]
+    ahead = [r.at for r in records if r.at > as_of]
     opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
     opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
     view = {"ticket_id": ticket_id, "customer_id": owner, "state": "pending", "opens_at": opens_at}
@@ -509,7 +506,7 @@ def _pending_row(ticket_id: str, owner: str | None, records: list[Recorded], as_
 def _customer_row(
     customer: str, partition: int, standing: AccountStanding, now: datetime, accounts: list[Recorded]
 ) -> CustomerRow:
-    future = [whole_second(r.event.occurred_at) for r in accounts if whole_second(r.event.occurred_at) > now]
+    future = [r.at for r in accounts if r.at > now]
     upcoming = [t for t in (standing.next_change_at, min(future, default=None)) if t is not None]
     view = {
         "customer_id": customer,
