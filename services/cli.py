@@ -97,7 +97,7 @@ def publish(file: Path, skip_invalid: bool) -> None:
 
 
 async def _send(settings: Settings, file: Path, count: int) -> None:
-    from services.kafka import wait_until_reachable
+    from services.kafka import ensure_topics, wait_until_reachable
     from services.publisher import EventPublisher
 
     try:
@@ -105,6 +105,7 @@ async def _send(settings: Settings, file: Path, count: int) -> None:
     except TimeoutError as exc:
         hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
         raise click.ClickException(f"{exc}.{hint}") from exc
+    await ensure_topics(settings)  # never let a producer auto-create the log with default settings
     async with EventPublisher(settings) as publisher:
         with click.progressbar(length=count, label="publishing", file=sys.stderr) as bar:
             chunk: list[Event] = []
@@ -211,13 +212,14 @@ def rebuild(no_switch: bool) -> None:
 def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, seed: int) -> None:
     """Publish a simulated helpdesk's traffic to the log (run `slatrack serve` beside it)."""
     from services.demo import run_demo
-    from services.kafka import wait_until_reachable
+    from services.kafka import ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
 
     async def go() -> int:
         await wait_until_reachable(settings, timeout=60)
+        await ensure_topics(settings)
         return await run_demo(
             settings, customers=customers, tickets=tickets, days=days, speedup=speedup, rate=rate, seed=seed
         )

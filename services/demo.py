@@ -42,9 +42,14 @@ async def run_demo(
     speedup: float = 1440.0,
     rate: float = 500.0,
     seed: int = 1,
+    live: bool = True,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Publish the demo history; return how many events were sent."""
+    """Publish the demo history; return how many events were sent.
+
+    With ``live`` the events after the present are sent when their time comes
+    (the demo goes on for days unless stopped); without, it stops at the present.
+    """
     stop = stop or asyncio.Event()
     real_start = time.monotonic()
     now = datetime.now(UTC).replace(microsecond=0)
@@ -57,6 +62,8 @@ async def run_demo(
             if stop.is_set():
                 break
             event = decode_event(line)
+            if not live and event.occurred_at > now:
+                break
             wait = _until(event.occurred_at, simulated_start, now, real_start, speedup)
             # Never faster than ``rate`` events a second.
             wait = max(wait, sent / rate - (time.monotonic() - real_start))

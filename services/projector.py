@@ -46,7 +46,7 @@ from services.store.base import (
 
 log = logging.getLogger(__name__)
 
-CACHE_TICKETS = 200_000
+CACHE_TICKETS = 20_000  # decoded histories kept: about 100 MB
 
 
 def wall_clock() -> datetime:

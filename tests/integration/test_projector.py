@@ -167,3 +167,19 @@ async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path
     assert [g["generation"] for g in generations] == [1, 2]
     assert generations[1]["active"] and "log ended before stored offsets" in generations[1]["reason"]
     assert "THE LOG ENDS BEFORE THE STORED OFFSETS" in caplog.text
+
+
+async def test_demo_feed_publishes_the_simulated_history(kafka_settings):
+    from services.demo import demo_history, run_demo
+    from tests.kafka_helpers import read_all
+
+    now = datetime.now(UTC)
+    sent = await run_demo(
+        kafka_settings, customers=5, tickets=20, days=1, speedup=10_000_000, rate=100_000, live=False
+    )
+    everything = [orjson.loads(line) for line in demo_history(5, 20, 1, 1, now)]
+    past = [e for e in everything if decode_event(orjson.dumps(e)).occurred_at <= now]
+    assert len(past) <= sent < len(everything)  # the history, not the future (the demo's now is a bit later)
+    records = await read_all(kafka_settings, kafka_settings.topic_events, sent)
+    assert len(records) == sent
+    assert all(r.key == orjson.loads(r.value)["customer_id"].encode() for r in records)
