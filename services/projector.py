@@ -146,6 +146,7 @@ class Projector:
                 self.store.create_generation, f"log ended before stored offsets {partitions}"
             )
             await asyncio.to_thread(self.store.activate_generation, generation)
+            await asyncio.to_thread(keep_only, self.store, {generation, self.generation})
             self.generation = generation
             self.expected = dict.fromkeys(self.partitions)
             self._forget()
@@ -445,6 +446,13 @@ class Projector:
         if self.generation is None:
             raise RuntimeError("the projector is not open")
         return self.generation
+
+
+def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
+    """Drop every generation but these (the active one and the one before it, for a look back)."""
+    for old in store.generations():
+        if old["generation"] not in generations and not old["active"]:
+            store.drop_generation(old["generation"])
 
 
 def _decode(stored: list[StoredEvent]) -> list[Recorded]:

@@ -31,7 +31,7 @@ from projections.timeline import Recorded, history
 from services.config import Settings
 from services.consumer import ConsumedBatch, behind, validate_records
 from services.kafka import client_options
-from services.projector import Projector, seq_of
+from services.projector import Projector, keep_only, seq_of
 from services.store.base import ReadModelStore, StoredEvent, TicketQuery
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,7 @@ async def rebuild(
     if switch and not report.mismatches:
         await asyncio.to_thread(store.activate_generation, generation)
         report.switched = True
-        for old in await asyncio.to_thread(store.generations):
-            if old["generation"] not in (generation, previous):
-                await asyncio.to_thread(store.drop_generation, old["generation"])
+        await asyncio.to_thread(keep_only, store, {generation, previous})
         log.info("switched to generation %d (previous %s kept)", generation, previous)
     report.seconds = round(time.monotonic() - started, 3)
     return report

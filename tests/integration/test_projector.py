@@ -143,7 +143,7 @@ async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path
     from services.embedded_broker import EmbeddedBroker
 
     events = simulated(tickets=50, seed=13)
-    for attempt, count in (("first broker", len(events)), ("empty broker", 20)):
+    for attempt, count in (("first broker", len(events)), ("empty broker", 20), ("another empty one", 10)):
         broker = EmbeddedBroker()
         broker.spawn()
         try:
@@ -164,7 +164,8 @@ async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path
         finally:
             broker.stop()
         assert offsets == count, attempt
-    assert [g["generation"] for g in generations] == [1, 2]
+    # Each time a new generation; the one before it is kept, older ones go.
+    assert [g["generation"] for g in generations] == [2, 3]
     assert generations[1]["active"] and "log ended before stored offsets" in generations[1]["reason"]
     assert "THE LOG ENDS BEFORE THE STORED OFFSETS" in caplog.text
 
