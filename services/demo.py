@@ -16,6 +16,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+import orjson
+
 from events import decode_event
 from services.config import Settings
 from services.publisher import EventPublisher
@@ -26,8 +28,6 @@ log = logging.getLogger(__name__)
 
 def demo_history(customers: int, tickets: int, days: int, seed: int, now: datetime) -> list[bytes]:
     """The demo's events, oldest first, as JSON lines."""
-    import orjson
-
     desk = Helpdesk(seed=seed, customers=customers, start=now - timedelta(days=days), days=days)
     events = sorted(desk.history(tickets), key=lambda e: (e["occurred_at"], e["event_id"]))
     return [orjson.dumps(e) for e in events]
