@@ -61,7 +61,7 @@ def asserted(state: TicketState) -> dict[str, dict[str, Any]]:
                 "cause": escalation.cause,
                 "at": utc(escalation.at),
             }
-    billing = state.billing()
+    billing = state.billing
     if billing.rule is not None and (state.state == "closed" or state.fault_party is not None):
         sid = signal_id("billing.finalized", ticket, billing.rule, billing.status, billing.amount_cents)
         signals[sid] = {

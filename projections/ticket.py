@@ -11,6 +11,7 @@ the network: the same history, policy and instant always give the same view.
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from events.models import (
@@ -92,8 +93,7 @@ class TicketState:
         # response at the very instant of dispatch counts), then the rest in
         # recording order.
         steps: list[tuple[datetime, int, int, Any]] = [
-            (r.at, 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event)
-            for r in records
+            (r.at, 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event) for r in records
         ]
         if standing is not None and self._suspendable(records):
             for start, end in standing.suspensions:
@@ -308,7 +308,9 @@ class TicketState:
 
     # -- results -----------------------------------------------------------
 
+    @cached_property
     def billing(self) -> Billing:
+        """The charge, computed once: the view and the signals both ask (call after the replay)."""
         assert self.opened is not None and self.opened_at is not None and self.dispatch_priority
         data = self.opened.data
         rule = rule_for(
@@ -361,7 +363,7 @@ class TicketState:
 
     def view(self) -> dict[str, Any]:
         assert self.opened is not None
-        billing = self.billing()
+        billing = self.billing
         return {
             "ticket_id": self.opened.ticket_id,
             "customer_id": self.opened.customer_id,

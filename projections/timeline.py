@@ -52,8 +52,6 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
         if kept is None or record.seq < kept.seq:
             first[record.event.event_id] = record
     cutoff = whole_second(as_of) if as_of is not None else None
-    kept_records = [
-        r for r in first.values() if cutoff is None or r.at <= cutoff
-    ]
+    kept_records = [r for r in first.values() if cutoff is None or r.at <= cutoff]
     kept_records.sort(key=lambda r: (r.at, r.seq))
     return kept_records

@@ -51,7 +51,6 @@ class ConsumedBatch:
     # partition -> (first offset of the batch, next offset after it)
     offsets: dict[int, tuple[int, int]]
     rejected: int = 0
-    dead_letters: list[tuple[RawRecord, EventRejected]] = field(default_factory=list)
     # Partitions with more records after this batch (the reader is behind the log).
     lagging: set[int] = field(default_factory=set)
 
@@ -208,7 +207,7 @@ class ValidatingConsumer:
     async def _process(self, batch: Batch) -> None:
         valid, rejected = self._validate(batch)
         offsets = {tp.partition: (records[0].offset, records[-1].offset + 1) for tp, records in batch.items()}
-        consumed = ConsumedBatch(valid, offsets, len(rejected), rejected, behind(self.consumer, batch))
+        consumed = ConsumedBatch(valid, offsets, len(rejected), behind(self.consumer, batch))
         try:
             if rejected:
                 await self.publisher.dead_letter(rejected)

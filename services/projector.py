@@ -62,6 +62,11 @@ def seq_of(partition: int, offset: int) -> int:
     return offset * 1024 + partition
 
 
+def partition_of(record: Recorded) -> int:
+    """The partition a record was read from (the inverse of :func:`seq_of`)."""
+    return record.seq % 1024
+
+
 class Projector:
     """A worker's projection state. One instance per worker process (or per rebuild)."""
 
@@ -286,7 +291,7 @@ class Projector:
         write = BatchWrite(self.topic, offsets)
         new_tickets: dict[str, list[Recorded]] = {}
         new_accounts: dict[str, list[Recorded]] = {}
-        partition_of: dict[str, int] = {}
+        customer_partition: dict[str, int] = {}
         for item in valid:
             event = item.event
             record = Recorded(seq_of(item.partition, item.offset), event)
@@ -302,7 +307,7 @@ class Projector:
                     item.raw or encode_event(event),
                 )
             )
-            partition_of[event.customer_id] = item.partition
+            customer_partition[event.customer_id] = item.partition
             if ticket_id is None:
                 new_accounts.setdefault(event.customer_id, []).append(record)
             else:
@@ -330,7 +335,7 @@ class Projector:
             if not records:
                 continue
             owner = owners.get(ticket_id)
-            as_of = self._as_of(records[0].seq % 1024, now)
+            as_of = self._as_of(partition_of(records[0]), now)
             state = evaluate(records, self.policy, as_of, standing(owner, as_of) if owner else None)
             if state is None:
                 # Not opened as of now (its ticket.opened is still ahead, or
@@ -342,7 +347,9 @@ class Projector:
             write.signals.extend(signals)
         for customer in sorted(customers):
             account = accounts.get(customer, [])
-            partition = partition_of.get(customer, _partition_of(account, tickets, owners, customer))
+            partition = customer_partition.get(
+                customer, _customer_partition(account, tickets, owners, customer)
+            )
             as_of = self._as_of(partition, now)
             write.customers.append(
                 _customer_row(customer, partition, standing(customer, as_of), as_of, account)
@@ -374,7 +381,7 @@ class Projector:
             for sid, body in sorted(fresh.items())
         ]
         billing = view["billing"]
-        partition = records[0].seq % 1024 if records else 0
+        partition = partition_of(records[0]) if records else 0
         row = TicketRow(
             ticket_id=view["ticket_id"],
             customer_id=view["customer_id"],
@@ -413,7 +420,7 @@ class Projector:
         if missing:
             stored = await asyncio.to_thread(self.store.events_of_tickets, self._gen, missing)
             for ticket_id in missing:
-                self._tickets[ticket_id] = _decode(stored.get(ticket_id, []))
+                self._tickets[ticket_id] = decode_stored(stored.get(ticket_id, []))
         for ticket_id, records in new.items():
             self._tickets[ticket_id] = self._tickets[ticket_id] + records
         self._bound()
@@ -426,7 +433,7 @@ class Projector:
         if missing:
             stored = await asyncio.to_thread(self.store.account_events_of, self._gen, missing)
             for customer in missing:
-                self._accounts[customer] = _decode(stored.get(customer, []))
+                self._accounts[customer] = decode_stored(stored.get(customer, []))
         for customer, records in new.items():
             self._accounts[customer] = self._accounts[customer] + records
         return {c: self._accounts[c] for c in customers}
@@ -455,7 +462,7 @@ def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
             store.drop_generation(old["generation"])
 
 
-def _decode(stored: list[StoredEvent]) -> list[Recorded]:
+def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
     return [Recorded(seq_of(e.partition, e.offset), decode_event(e.body)) for e in stored]
 
 
@@ -467,14 +474,14 @@ def _owner(records: list[Recorded]) -> str | None:
     return records[0].event.customer_id if records else None
 
 
-def _partition_of(
+def _customer_partition(
     accounts: list[Recorded], tickets: dict[str, list[Recorded]], owners: dict[str, str | None], customer: str
 ) -> int:
     for record in accounts:
-        return record.seq % 1024
+        return partition_of(record)
     for ticket_id, owner in owners.items():
         if owner == customer and tickets.get(ticket_id):
-            return tickets[ticket_id][0].seq % 1024
+            return partition_of(tickets[ticket_id][0])
     return 0
 
 
@@ -486,7 +493,7 @@ def _pending_row(ticket_id: str, owner: str | None, records: list[Recorded], as_
     return TicketRow(
         ticket_id=ticket_id,
         customer_id=owner or "",
-        partition=records[0].seq % 1024,
+        partition=partition_of(records[0]),
         priority="",
         category="",
         state="pending",

@@ -23,16 +23,15 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events import decode_event
 from projections.account import account_standing
 from projections.policy import Policy
 from projections.ticket import evaluate
-from projections.timeline import Recorded, history
+from projections.timeline import history
 from services.config import Settings
 from services.consumer import ConsumedBatch, behind, validate_records
 from services.kafka import client_options
-from services.projector import Projector, keep_only, seq_of
-from services.store.base import ReadModelStore, StoredEvent, TicketQuery
+from services.projector import Projector, decode_stored, keep_only
+from services.store.base import ReadModelStore, TicketQuery
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +156,11 @@ def _check(
             if not events or any(e.offset >= below.get(e.partition, 0) for e in events):
                 continue  # the live generation holds more of it than was compared: not comparable
             as_of = datetime.fromtimestamp(row.evaluated_at, UTC)
-            account = [_record(e) for e in accounts.get(row.customer_id, [])]
+            account = decode_stored(accounts.get(row.customer_id, []))
             standing = account_standing(history(account, as_of), policy, as_of)
-            state = evaluate([_record(e) for e in histories[row.ticket_id]], policy, as_of, standing)
+            state = evaluate(decode_stored(histories[row.ticket_id]), policy, as_of, standing)
             if state is None or state.view() != orjson.loads(row.view):
                 report.mismatches.append(
                     f"ticket {row.ticket_id}: the live generation's events give another view"
                 )
             report.checked_tickets += 1
-
-
-def _record(event: StoredEvent) -> Recorded:
-    return Recorded(seq_of(event.partition, event.offset), decode_event(event.body))
