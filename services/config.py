@@ -53,18 +53,9 @@ class Settings(BaseSettings):
     signals_retention_ms: int = Field(
         30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
     )
-    topic_signals: str = Field("sla-signals", description="Where SLA signals go (key = customer_id).")
-    signals_retention_ms: int = Field(
-        30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
-    )
     topic_partitions: int = Field(6, ge=1, description="Partitions of topics slatrack creates.")
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor of topics slatrack creates."
-    )
-
-    # --- SLA -------------------------------------------------------------
-    policy_file: Path | None = Field(
-        None, description="The SLA policy file (TOML). Unset: the packaged default policy."
     )
 
     # --- SLA -------------------------------------------------------------
