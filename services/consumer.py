@@ -120,6 +120,20 @@ class ValidatingConsumer:
         )
         self._unchecked: set[int] = set()  # assigned partitions whose start is not yet checked
         self.assigned: set[int] = set()
+        self._next: dict[int, int] = {}  # partition -> next offset to process (once known)
+
+    def lag(self) -> dict[int, int | None]:
+        """Per assigned partition, how many records of the log are not processed yet.
+
+        From the high watermark of the latest fetch, so None until a partition
+        was fetched once (and until its start is known after a seek to the beginning).
+        """
+        lag: dict[int, int | None] = {}
+        for partition in sorted(self.assigned):
+            end = self.consumer.highwater(TopicPartition(self.topic, partition))
+            done = self._next.get(partition)
+            lag[partition] = None if end is None or done is None else max(end - done, 0)
+        return lag
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set; then finish the batch in hand, commit and leave the group."""
@@ -164,13 +178,17 @@ class ValidatingConsumer:
 
     async def _revoked(self, partitions: set[int]) -> None:
         self.assigned -= partitions
+        for partition in partitions:
+            self._next.pop(partition, None)
         self._unchecked -= partitions
         await self.handler.revoked(partitions)
 
     async def _seek(self, tp: TopicPartition, offset: int | None) -> None:
         if offset is None:
+            self._next.pop(tp.partition, None)
             await self.consumer.seek_to_beginning(tp)
         else:
+            self._next[tp.partition] = offset
             self.consumer.seek(tp, offset)
 
     async def _check_start_positions(self) -> None:
@@ -229,6 +247,8 @@ class ValidatingConsumer:
         metrics.DLQ_MESSAGES.inc(len(rejected))
         for item in valid:
             metrics.EVENTS_CONSUMED.labels(type=item.event.type).inc()
+        for partition, (_, after) in offsets.items():
+            self._next[partition] = after
         await self._commit(batch)
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:

@@ -79,3 +79,9 @@ for _code in INTAKE_CODES:
     INTAKE_REQUESTS.labels(code=_code)
 for _signal in SIGNAL_TYPES:
     SIGNALS_SENT.labels(type=_signal)
+
+REBUILD_PROGRESS = Gauge(
+    "slatrack_rebuild_progress_ratio",
+    "Progress of the rebuild running in this process (0 to 1; 1 once done).",
+    registry=REGISTRY,
+)
