@@ -64,8 +64,11 @@ LocalDate = Annotated[
     Field(strict=False, json_schema_extra={"pattern": DATE_PATTERN}),
     BeforeValidator(_iso_date),
 ]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Ids and short texts become columns of the read models and labels in logs:
+# no control characters (PostgreSQL cannot store NUL in text at all).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=PRINTABLE)]
 LongText = Annotated[str, StringConstraints(max_length=1024)]
 
 Priority = Literal["urgent", "high", "medium", "low"]
@@ -104,7 +107,7 @@ class TicketRespondedData(_Data):
 
 
 class TicketStatusChangedData(_Data):
-    status: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    status: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=PRINTABLE)]
 
 
 class TicketResolvedData(_Data):

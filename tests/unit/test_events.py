@@ -168,7 +168,19 @@ def test_occurred_at_must_not_be_a_number():
 
 @pytest.mark.parametrize("field", ["event_id", "customer_id", "ticket_id"])
 @pytest.mark.parametrize(
-    ("value", "ok"), [("", False), ("x", True), ("x" * 128, True), ("x" * 129, False), (5, False)]
+    ("value", "ok"),
+    [
+        ("", False),
+        ("x", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        (5, False),
+        ("ünïcode 工単-1", True),
+        # Control characters: NUL cannot even be stored in PostgreSQL text.
+        ("a\x00b", False),
+        ("line\nbreak", False),
+        ("del\x7f", False),
+    ],
 )
 def test_id_bounds(field, value, ok):
     event = sample("ticket.opened", **{field: value})
@@ -276,7 +288,7 @@ offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timez
 instants = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets
 ).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
-ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=128)
+ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=128)
 
 
 @given(
