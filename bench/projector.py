@@ -98,6 +98,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "SLATRACK_DATA_DIR": str(settings.data_dir),
         "SLATRACK_CONSUMER_MAX_RECORDS": str(settings.consumer_max_records),
         "SLATRACK_LOG_LEVEL": "WARNING",
+        "SLATRACK_HTTP_PORT": "0",  # the worker's health and metrics port: any free one
     }
     return env
 

@@ -38,6 +38,9 @@ class Cycle:
     elapsed: int = 0
     ended_at: datetime | None = None
     reached: dict[str, datetime] = field(default_factory=dict)
+    # (elapsed, breached) when its clock first stopped: what attainment counts
+    # once, even if a reopen resumes the cycle later.
+    first_stop: tuple[int, bool] | None = None
 
     @property
     def breached(self) -> bool:
@@ -104,6 +107,8 @@ class Clock:
         self.holds.discard(reason)
 
     def stop(self, reason: str) -> None:
+        if self.started and self.stopped_by is None and self.current.first_stop is None:
+            self.current.first_stop = (self.current.elapsed, self.current.breached)
         if self.stopped_by != "closed":
             self.stopped_by = reason
 

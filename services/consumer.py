@@ -206,6 +206,7 @@ class ValidatingConsumer:
                 continue  # not fetched yet
             self._unchecked.discard(partition)
             position = await self.consumer.position(tp)
+            self._next[partition] = position  # known now even after a seek to the beginning
             if position > end:
                 beyond[partition] = (position, end)
         if beyond:

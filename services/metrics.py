@@ -1,9 +1,22 @@
 """Prometheus metrics of the service (served at /metrics).
 
 Labels only ever take values from small fixed sets (event types, reject
-kinds, HTTP status codes): never a ticket or customer id. Every known label
+kinds, HTTP status codes, priorities, clocks, billing rules, escalation
+levels, partitions): never a ticket or customer id. Every known label
 combination starts at 0, so that rates and alerts work from the first scrape.
+
+Several workers: each exports what its own partitions did (counters) and hold
+(gauges), so sums across instances are right: ``sum by (clock, priority)``.
+A counter restarts at 0 with its process (Prometheus's ``rate`` and
+``increase`` handle a reset); nothing is counted twice, because what the SLA
+counters counted is committed with each ticket's row (see
+:mod:`services.sla_metrics`). The gauges of a worker cover only the partitions
+it holds at the scrape, so a rebalance never shows one ticket twice.
 """
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,8 +27,13 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from events import EVENT_TYPES, RejectKind
+from projections.policy import PRIORITIES, Policy, default_policy
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry()
 process_collector.ProcessCollector(registry=REGISTRY)
@@ -85,3 +103,203 @@ REBUILD_PROGRESS = Gauge(
     "Progress of the rebuild running in this process (0 to 1; 1 once done).",
     registry=REGISTRY,
 )
+
+
+# --- SLA outcomes (counted by the worker after each committed batch) ---------
+
+CLOCKS = ("response", "resolution")
+BILLING_RULES = ("new_install", "uncovered_p1")
+LEVELS = ("1", "2", "3")
+CLOCK_STATUSES = ("running", "paused", "at_risk", "breached_open")
+
+EVENTS_DUPLICATE = Counter(
+    "slatrack_events_duplicate",
+    "Valid events whose event_id the read models already held (applied once, counted here).",
+    registry=REGISTRY,
+)
+SLA_TARGETS_EVALUATED = Counter(
+    "slatrack_sla_targets_evaluated",
+    "Clock cycles with a target, counted once when their clock first stops (a cycle ended "
+    "by a priority change counts only if it had breached). Attainment = met / evaluated.",
+    ["clock", "priority"],
+    registry=REGISTRY,
+)
+SLA_TARGETS_MET = Counter(
+    "slatrack_sla_targets_met",
+    "Of slatrack_sla_targets_evaluated_total, the cycles that had not breached when they stopped.",
+    ["clock", "priority"],
+    registry=REGISTRY,
+)
+SLA_BREACHES = Counter(
+    "slatrack_sla_breaches",
+    "Breaches as they happen (elapsed time passed the target), by clock and cycle priority.",
+    ["clock", "priority"],
+    registry=REGISTRY,
+)
+SLA_BREACH_REVOCATIONS = Counter(
+    "slatrack_sla_breach_revocations",
+    "Breaches counted earlier that a late event took back (sla.breach_revoked signals).",
+    registry=REGISTRY,
+)
+ESCALATIONS = Counter(
+    "slatrack_escalations",
+    "Escalation levels raised (automatic or requested, entitled only), by level.",
+    ["level"],
+    registry=REGISTRY,
+)
+BILLABLE_SECONDS = Counter(
+    "slatrack_billable_seconds",
+    "Billable seconds of finalized charges (closed or fault determined), by rule; an increase "
+    "of a finalized charge adds the difference.",
+    ["rule"],
+    registry=REGISTRY,
+)
+BILLED_AMOUNT = Counter(
+    "slatrack_billed_amount_cents",
+    "Amounts of finalized charges in cents, by rule; an increase adds the difference.",
+    ["rule"],
+    registry=REGISTRY,
+)
+BILLABLE_CREDITED_SECONDS = Counter(
+    "slatrack_billable_credited_seconds",
+    "Billable seconds taken back from finalized charges (a later event lowered them), by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
+BILLED_CREDITED = Counter(
+    "slatrack_billed_amount_credited_cents",
+    "Cents taken back from finalized charges (a later event lowered them), by rule. "
+    "Net billed = billed - credited.",
+    ["rule"],
+    registry=REGISTRY,
+)
+
+for _clock in CLOCKS:
+    for _priority in PRIORITIES:
+        for _counter in (SLA_TARGETS_EVALUATED, SLA_TARGETS_MET, SLA_BREACHES):
+            _counter.labels(clock=_clock, priority=_priority)
+for _level in LEVELS:
+    ESCALATIONS.labels(level=_level)
+for _rule in BILLING_RULES:
+    for _counter in (BILLABLE_SECONDS, BILLED_AMOUNT, BILLABLE_CREDITED_SECONDS, BILLED_CREDITED):
+        _counter.labels(rule=_rule)
+
+
+def target_buckets(policy: Policy) -> tuple[float, ...]:
+    """The policy's targets (seconds), so that ``le="<target>"`` counts exactly the cycles that met it."""
+    targets = {policy.targets(priority).clock(clock).target for priority in PRIORITIES for clock in CLOCKS}
+    return tuple(sorted(float(t) for t in targets if t is not None))
+
+
+class _Elapsed:
+    """``slatrack_sla_elapsed_seconds``: its buckets come from the policy the worker runs."""
+
+    NAME = "slatrack_sla_elapsed_seconds"
+
+    def __init__(self) -> None:
+        self.histogram: Histogram | None = None
+        self.buckets: tuple[float, ...] = ()
+
+    def install(self, policy: Policy) -> None:
+        buckets = target_buckets(policy)
+        if self.histogram is not None and buckets == self.buckets:
+            return
+        if self.histogram is not None:
+            REGISTRY.unregister(self.histogram)
+        self.buckets = buckets
+        self.histogram = Histogram(
+            self.NAME,
+            "Open seconds a clock cycle had counted when its clock first stopped; the bucket "
+            "bounds are the policy's targets.",
+            ["clock", "priority"],
+            buckets=buckets,
+            registry=REGISTRY,
+        )
+        for clock in CLOCKS:
+            for priority in PRIORITIES:
+                self.histogram.labels(clock=clock, priority=priority)
+
+    def observe(self, clock: str, priority: str, seconds: int) -> None:
+        assert self.histogram is not None
+        self.histogram.labels(clock=clock, priority=priority).observe(seconds)
+
+
+SLA_ELAPSED = _Elapsed()
+SLA_ELAPSED.install(default_policy())
+
+
+# --- what a worker holds now (read at each scrape) ---------------------------
+
+Held = Callable[[], tuple[int | None, tuple[int, ...]]]  # (generation, partitions) of the worker
+Lag = Callable[[], dict[int, int | None]]
+
+
+class _WorkerCollector(Collector):
+    """Gauges read at scrape time from the worker of this process, if any.
+
+    ``slatrack_sla_clocks`` counts from the read models, restricted to the
+    partitions this worker holds; ``slatrack_projector_lag_events`` has one
+    series per held partition. A process without a worker exports the clock
+    gauge at 0 and no lag.
+
+    :meth:`prepare` takes the worker's partitions and lag on the event loop
+    (where they change); :meth:`collect` may then run in a thread, so that
+    the store query does not hold up the loop.
+    """
+
+    def __init__(self) -> None:
+        self.store: ClockCounter | None = None
+        self.held: Held | None = None
+        self.lag: Lag | None = None
+        self._snapshot: tuple[int | None, tuple[int, ...], dict[int, int | None]] = (None, (), {})
+
+    def attach(self, store: "ClockCounter", held: Held, lag: Lag) -> None:
+        self.store, self.held, self.lag = store, held, lag
+
+    def detach(self) -> None:
+        self.store = self.held = self.lag = None
+        self._snapshot = (None, (), {})
+
+    def prepare(self) -> None:
+        if self.held is not None and self.lag is not None:
+            generation, partitions = self.held()
+            self._snapshot = (generation, partitions, self.lag())
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        generation, partitions, lag_now = self._snapshot
+        clocks = GaugeMetricFamily(
+            "slatrack_sla_clocks",
+            "Clocks of open tickets in this worker's partitions: running or paused (not stopped), "
+            "at_risk (past the warning threshold), breached_open (breached, ticket still open). "
+            "at_risk and breached_open overlap the first two.",
+            labels=["clock", "priority", "status"],
+        )
+        counts = dict.fromkeys(((c, p, s) for c in CLOCKS for p in PRIORITIES for s in CLOCK_STATUSES), 0)
+        if self.store is not None and generation is not None and partitions:
+            try:
+                for clock, priority, status, count in self.store.clock_counts(generation, partitions):
+                    counts[clock, priority, status] = count
+            except Exception:  # a scrape must not fail because the store blinked
+                log.exception("could not count open clocks for /metrics")
+        for labels, count in sorted(counts.items()):
+            clocks.add_metric(list(labels), count)
+        yield clocks
+
+        lag = GaugeMetricFamily(
+            "slatrack_projector_lag_events",
+            "Records of the log not yet projected, per partition this worker holds "
+            "(from the latest fetch's high watermark).",
+            labels=["partition"],
+        )
+        for partition, behind in sorted(lag_now.items()):
+            if behind is not None:
+                lag.add_metric([str(partition)], behind)
+        yield lag
+
+
+class ClockCounter(Protocol):
+    def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]: ...
+
+
+WORKER = _WorkerCollector()
+REGISTRY.register(WORKER)

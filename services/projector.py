@@ -33,6 +33,7 @@ from projections.ticket import TicketState, evaluate
 from projections.timeline import Recorded, history, whole_second
 from services import metrics
 from services.consumer import ConsumedBatch, ConsumedEvent, Rewind
+from services.sla_metrics import Tally
 from services.store.base import (
     BatchWrite,
     CustomerRow,
@@ -79,6 +80,7 @@ class Projector:
         clock: Callable[[], datetime] = wall_clock,
         generation: int | None = None,
         must_be_active: bool = True,
+        count_metrics: bool = True,
     ):
         self.store = store
         self.policy = policy
@@ -86,6 +88,10 @@ class Projector:
         self.clock = clock
         self.generation = generation
         self.must_be_active = must_be_active
+        # The SLA counters of this process (a rebuild counts nothing: the live workers did).
+        self.count_metrics = count_metrics
+        if count_metrics:
+            metrics.SLA_ELAPSED.install(policy)
         self.partitions: set[int] = set()
         self.expected: dict[int, int | None] = {}  # partition -> next offset this generation wants
         self.lock = asyncio.Lock()  # batches and timer passes write one at a time
@@ -169,7 +175,7 @@ class Projector:
                     self.watermark[item.partition] = at
             self.lagging = (self.lagging - set(batch.offsets)) | batch.lagging
             try:
-                write = await self._project(valid, offsets)
+                write, tally = await self._project(valid, offsets)
                 await asyncio.to_thread(
                     self.store.commit_batch, self._gen, write, must_be_active=self.must_be_active
                 )
@@ -187,6 +193,7 @@ class Projector:
             for partition, (_, after) in offsets.items():
                 self.expected[partition] = after
             self.applied_events += len(valid)
+            self._publish(tally)
         await self._notify()
         metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
         if valid:
@@ -259,13 +266,14 @@ class Projector:
             if not tickets and not customers:
                 return 0
             try:
-                write = await self._project([], {}, tickets, customers)
+                write, tally = await self._project([], {}, tickets, customers)
                 await asyncio.to_thread(
                     self.store.commit_batch, gen, write, must_be_active=self.must_be_active
                 )
             except BaseException:
                 self._forget()
                 raise
+            self._publish(tally)
         await self._notify()
         return len(tickets)
 
@@ -273,6 +281,10 @@ class Projector:
         if partition in self.lagging and partition in self.watermark:
             return min(now, self.watermark[partition])
         return now
+
+    def _publish(self, tally: Tally) -> None:
+        if self.count_metrics:
+            tally.publish()
 
     async def _notify(self) -> None:
         async with self.committed:
@@ -286,9 +298,10 @@ class Projector:
         offsets: dict[int, tuple[int, int]],
         also_tickets: Iterable[str] = (),
         also_customers: Iterable[str] = (),
-    ) -> BatchWrite:
+    ) -> tuple[BatchWrite, Tally]:
         now = self.clock()
         write = BatchWrite(self.topic, offsets)
+        tally = Tally()
         new_tickets: dict[str, list[Recorded]] = {}
         new_accounts: dict[str, list[Recorded]] = {}
         customer_partition: dict[str, int] = {}
@@ -317,10 +330,10 @@ class Projector:
         affected = set(new_tickets) | set(also_tickets)
         if customers:
             affected |= set(await asyncio.to_thread(self.store.open_tickets_of, self._gen, customers))
-        tickets = await self._histories(affected, new_tickets)
+        tickets = await self._histories(affected, new_tickets, tally)
         owners = {t: _owner(records) for t, records in tickets.items()}
         customers |= {c for c in owners.values() if c is not None}
-        accounts = await self._account_histories(customers, new_accounts)
+        accounts = await self._account_histories(customers, new_accounts, tally)
         previous = await asyncio.to_thread(self.store.ticket_rows, self._gen, affected)
         standings: dict[tuple[str, datetime], AccountStanding] = {}
 
@@ -342,7 +355,7 @@ class Projector:
                 # missing): a placeholder row keeps the instant to look again.
                 write.tickets.append(_pending_row(ticket_id, owner, records, as_of))
                 continue
-            row, signals = self._ticket_row(state, records, previous.get(ticket_id), as_of)
+            row, signals = self._ticket_row(state, records, previous.get(ticket_id), as_of, tally)
             write.tickets.append(row)
             write.signals.extend(signals)
         for customer in sorted(customers):
@@ -354,10 +367,15 @@ class Projector:
             write.customers.append(
                 _customer_row(customer, partition, standing(customer, as_of), as_of, account)
             )
-        return write
+        return write, tally
 
     def _ticket_row(
-        self, state: TicketState, records: list[Recorded], before: TicketRow | None, now: datetime
+        self,
+        state: TicketState,
+        records: list[Recorded],
+        before: TicketRow | None,
+        now: datetime,
+        tally: Tally,
     ) -> tuple[TicketRow, list[Signal]]:
         view = state.view()
         clocks = view["clocks"]
@@ -380,6 +398,7 @@ class Projector:
             Signal(sid, view["customer_id"], orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
             for sid, body in sorted(fresh.items())
         ]
+        marks = tally.count_ticket(state, before.marks if before is not None else None, list(fresh.values()))
         billing = view["billing"]
         partition = partition_of(records[0]) if records else 0
         row = TicketRow(
@@ -408,13 +427,18 @@ class Projector:
             evaluated_at=epoch(now) or 0,
             view=orjson.dumps(view),
             signals=orjson.dumps({sid: body["type"] for sid, body in sorted(claims.items())}),
+            response_at_risk=clocks["response"]["at_risk"],
+            response_breached=clocks["response"]["breached"],
+            resolution_at_risk=clocks["resolution"]["at_risk"],
+            resolution_breached=clocks["resolution"]["breached"],
+            marks=marks,
         )
         return row, signals
 
     # -- histories (cache, then store) -------------------------------------
 
     async def _histories(
-        self, ticket_ids: set[str], new: dict[str, list[Recorded]]
+        self, ticket_ids: set[str], new: dict[str, list[Recorded]], tally: Tally
     ) -> dict[str, list[Recorded]]:
         missing = [t for t in ticket_ids if t not in self._tickets]
         if missing:
@@ -422,12 +446,13 @@ class Projector:
             for ticket_id in missing:
                 self._tickets[ticket_id] = decode_stored(stored.get(ticket_id, []))
         for ticket_id, records in new.items():
+            tally.duplicates += _repeats(self._tickets[ticket_id], records)
             self._tickets[ticket_id] = self._tickets[ticket_id] + records
         self._bound()
         return {t: self._tickets[t] for t in ticket_ids}
 
     async def _account_histories(
-        self, customers: set[str], new: dict[str, list[Recorded]]
+        self, customers: set[str], new: dict[str, list[Recorded]], tally: Tally
     ) -> dict[str, list[Recorded]]:
         missing = [c for c in customers if c not in self._accounts]
         if missing:
@@ -435,6 +460,7 @@ class Projector:
             for customer in missing:
                 self._accounts[customer] = decode_stored(stored.get(customer, []))
         for customer, records in new.items():
+            tally.duplicates += _repeats(self._accounts[customer], records)
             self._accounts[customer] = self._accounts[customer] + records
         return {c: self._accounts[c] for c in customers}
 
@@ -464,6 +490,16 @@ def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
 
 def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
     return [Recorded(seq_of(e.partition, e.offset), decode_event(e.body)) for e in stored]
+
+
+def _repeats(held: list[Recorded], new: list[Recorded]) -> int:
+    """How many of ``new`` repeat an event_id already held (or repeated within ``new``)."""
+    seen = {r.event.event_id for r in held}
+    repeats = 0
+    for record in new:
+        repeats += record.event.event_id in seen
+        seen.add(record.event.event_id)
+    return repeats
 
 
 def _owner(records: list[Recorded]) -> str | None:

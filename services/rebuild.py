@@ -66,7 +66,9 @@ async def rebuild(
     previous = await asyncio.to_thread(store.active_generation)
     generation = await asyncio.to_thread(store.create_generation, "rebuild")
     report = RebuildReport(generation, previous)
-    projector = Projector(store, policy, settings.topic_events, generation=generation, must_be_active=False)
+    projector = Projector(
+        store, policy, settings.topic_events, generation=generation, must_be_active=False, count_metrics=False
+    )
     await projector.open()
 
     await _replay_log(settings, projector, report, progress)

@@ -78,6 +78,14 @@ class TicketRow:
     evaluated_at: int  # the instant the view is as of
     view: bytes  # the ticket view, JSON
     signals: bytes = b"{}"  # JSON {signal id: type} the view asserts (to see what a late event revokes)
+    # Per clock, for the slatrack_sla_clocks gauge (the view has them too; columns let SQL count).
+    response_at_risk: bool = False
+    response_breached: bool = False
+    resolution_at_risk: bool = False
+    resolution_breached: bool = False
+    # JSON: what the SLA counters already counted for this ticket (services/sla_metrics.py),
+    # committed with the row so that a restart or a rebalance never counts it again.
+    marks: bytes = b"{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +255,15 @@ class ReadModelStore(ABC):
     @abstractmethod
     def billing(self, generation: int, customer_id: str, month: str) -> list[TicketRow]:
         """The customer's tickets charged in ``month`` (YYYY-MM), ordered by ticket_id."""
+
+    @abstractmethod
+    def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]:
+        """Open tickets' clocks of these partitions: (clock, priority, status, count), sorted.
+
+        status is running or paused (a clock not stopped), at_risk, or
+        breached_open (breached in any cycle, on a ticket still open). The
+        last two overlap the first two: they are not a partition of the clocks.
+        """
 
     @abstractmethod
     def counts(self, generation: int) -> dict[str, int]:

@@ -246,6 +246,34 @@ CREATE INDEX signals_pending ON signals (seq) WHERE NOT sent;
 """
 
 
+# Per-clock flags for the open-clocks gauge, and what the SLA counters have
+# counted per ticket (see services/sla_metrics.py).
+_TICKET_COLUMNS_2 = (
+    ("response_at_risk", "{bool} NOT NULL DEFAULT {false}"),
+    ("response_breached", "{bool} NOT NULL DEFAULT {false}"),
+    ("resolution_at_risk", "{bool} NOT NULL DEFAULT {false}"),
+    ("resolution_breached", "{bool} NOT NULL DEFAULT {false}"),
+    ("marks", "{blob} NOT NULL DEFAULT {empty}"),
+)
+
+
+def _add_ticket_columns(bool_type: str, false: str, blob: str, empty: str) -> str:
+    return "\n".join(
+        f"ALTER TABLE tickets ADD COLUMN {name} "
+        + kind.format(bool=bool_type, false=false, blob=blob, empty=empty)
+        + ";"
+        for name, kind in _TICKET_COLUMNS_2
+    )
+
+
+_OPEN_CLOCKS_INDEX = """
+-- The open-clocks gauge counts open tickets by partition at every scrape.
+CREATE INDEX tickets_open_by_partition ON tickets (generation, log_partition, priority) WHERE state = 'open';
+"""
+SQLITE_2 = _add_ticket_columns("INTEGER", "0", "BLOB", "X'7B7D'") + _OPEN_CLOCKS_INDEX
+POSTGRES_2 = _add_ticket_columns("BOOLEAN", "FALSE", "BYTEA", "'\\x7b7d'::bytea") + _OPEN_CLOCKS_INDEX
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -259,6 +287,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "read models, generations, offsets, outbox", SQLITE_1, POSTGRES_1),
+    Migration(2, "per-clock flags and metric marks of tickets", SQLITE_2, POSTGRES_2),
 )
 
 CREATE_VERSIONS_TABLE = """

@@ -503,6 +503,29 @@ class SqlStore(ReadModelStore):
         )
         return [ticket_row(row) for row in rows]
 
+    def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]:
+        parts = sorted(set(partitions))
+        if not parts:
+            return []
+        where, param = self._in("log_partition", parts)
+        totals: dict[tuple[str, str, str], int] = {}
+        for clock in ("response", "resolution"):
+            rows = self._read(
+                lambda tx, clock=clock: tx.all(
+                    f"SELECT priority, {clock}_status, {clock}_at_risk, {clock}_breached, count(*) "  # noqa: S608
+                    f"FROM tickets WHERE generation = ? AND {where} AND state = 'open' "
+                    f"GROUP BY priority, {clock}_status, {clock}_at_risk, {clock}_breached",
+                    (generation, param),
+                )
+            )
+            for priority, status, at_risk, breached, count in rows:
+                labels = [status] if status in ("running", "paused") else []
+                labels += ["at_risk"] if at_risk else []
+                labels += ["breached_open"] if breached else []
+                for label in labels:
+                    totals[clock, priority, label] = totals.get((clock, priority, label), 0) + count
+        return sorted((*key, count) for key, count in totals.items())
+
     def counts(self, generation: int) -> dict[str, int]:
         row = self._read(
             lambda tx: tx.one(

@@ -724,6 +724,47 @@ class StoreContract:
         assert store.counts(gen) == {"events": 3, "tickets": 2, "customers": 1}
         assert store.counts(store.create_generation("empty")) == {"events": 0, "tickets": 0, "customers": 0}
 
+    def test_clock_counts_of_open_tickets_in_given_partitions(self, store, gen):
+        rows = [
+            ticket("o1", priority="urgent"),  # both clocks running
+            ticket(
+                "o2",
+                priority="urgent",
+                response_status="stopped",
+                response_breached=True,
+                resolution_status="paused",
+                resolution_at_risk=True,
+            ),
+            ticket("o3", priority="low", partition=1, resolution_status="paused", resolution_breached=True),
+            ticket("c1", priority="urgent", state="closed", response_breached=True),  # closed: not counted
+            ticket("r1", priority="urgent", state="resolved", resolution_status="stopped"),  # not open
+            ticket("p9", priority="high", partition=2),  # a partition not asked for
+        ]
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
+        assert store.clock_counts(gen, [0, 1]) == [
+            ("resolution", "low", "breached_open", 1),
+            ("resolution", "low", "paused", 1),
+            ("resolution", "urgent", "at_risk", 1),
+            ("resolution", "urgent", "paused", 1),
+            ("resolution", "urgent", "running", 1),
+            ("response", "low", "running", 1),
+            ("response", "urgent", "breached_open", 1),
+            ("response", "urgent", "running", 1),
+        ]
+        assert store.clock_counts(gen, [2]) == [
+            ("resolution", "high", "running", 1),
+            ("response", "high", "running", 1),
+        ]
+        assert store.clock_counts(gen, []) == []
+
+    def test_per_clock_flags_and_marks_round_trip(self, store, gen):
+        row = ticket(
+            "t1", response_at_risk=True, resolution_breached=True, marks=b'{"cycles":["response:1"]}'
+        )
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=[row]))
+        assert store.ticket(gen, "t1") == row
+        assert store.ticket_rows(gen, ["t1"]) == {"t1": row}
+
     # -- the outbox ----------------------------------------------------------------
 
     def test_outbox_oldest_first_until_sent(self, store, gen):

@@ -3,21 +3,14 @@ killed with SIGKILL mid-stream and restarted, two of them sharing the
 partitions through PostgreSQL, and deadlines passing with no event."""
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
-import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 import orjson
-import psycopg
 import pytest
-from pydantic import SecretStr
 
 from projections.policy import default_policy, load_policy
 from services.rebuild import rebuild
@@ -25,49 +18,9 @@ from services.simulator import Helpdesk
 from services.store import open_store
 from services.store.base import TicketQuery
 from tests.kafka_helpers import produce, read_all
+from tests.worker_helpers import applied, assignments, postgres_database, wait_for, worker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
-
-SLATRACK = Path(sys.executable).parent / "slatrack"
-
-
-def worker(settings, log: Path, *extra: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLATRACK_")}
-    env |= {
-        "SLATRACK_KAFKA_BOOTSTRAP": settings.bootstrap(),
-        "SLATRACK_TOPIC_EVENTS": settings.topic_events,
-        "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
-        "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
-        "SLATRACK_KAFKA_GROUP_ID": settings.kafka_group_id,
-        "SLATRACK_KAFKA_SESSION_TIMEOUT_MS": "6000",
-        "SLATRACK_DATA_DIR": str(settings.data_dir),
-    }
-    if settings.database_url is not None:
-        env["SLATRACK_DATABASE_URL"] = settings.database_url.get_secret_value()
-    if settings.policy_file is not None:
-        env["SLATRACK_POLICY_FILE"] = str(settings.policy_file)
-    out = open(log, "ab")  # the child keeps it open
-    return subprocess.Popen(
-        [str(SLATRACK), "serve", "--role", "worker", *extra], env=env, stdout=out, stderr=subprocess.STDOUT
-    )
-
-
-def applied(settings) -> int:
-    store = open_store(settings)
-    try:
-        generation = store.active_generation()
-        return (
-            0 if generation is None else sum(store.stored_offsets(generation, settings.topic_events).values())
-        )
-    finally:
-        store.close()
-
-
-async def wait_for(condition, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(interval)
 
 
 def simulated(tickets: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -147,22 +100,8 @@ async def test_sigkill_at_random_points_ends_like_a_clean_rebuild(sqlite_setting
 
 @pytest.fixture
 def postgres_settings(kafka_settings, postgres_dsn, tmp_path):
-    name = f"slatrack_workers_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = postgres_dsn.rsplit("/", 1)[0] + "/" + name
-    yield kafka_settings.model_copy(update={"database_url": SecretStr(url), "data_dir": tmp_path / "data"})
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def assignments(log: Path) -> set[int]:
-    """The partitions of the worker's latest assignment, from its log."""
-    latest = [line for line in log.read_text().splitlines() if "assigned partitions [" in line]
-    if not latest:
-        return set()
-    inside = latest[-1].split("assigned partitions [", 1)[1].split("]", 1)[0]
-    return {int(p) for p in inside.split(",") if p.strip()}
+    with postgres_database(kafka_settings, postgres_dsn, tmp_path) as settings:
+        yield settings
 
 
 @pytest.mark.postgres

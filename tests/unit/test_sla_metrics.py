@@ -1,0 +1,153 @@
+"""What the SLA counters count for a ticket, given what its row already counted (the marks).
+
+The worker calls ``Tally.count_ticket`` with the ticket's new state, its stored
+marks and the signals recorded for the first time; these tests replay the
+same story step by step, the way batches arrive, and check each step's counts.
+"""
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from projections.signals import asserted
+from services.sla_metrics import Tally, finalized_charge, stopped_cycles
+from tests.engine_helpers import Story, ny
+
+MON = "2026-11-02"  # a Monday; business hours are 08:00-17:00 New York in the default policy
+
+
+def step(story: Story, as_of: datetime, marks: bytes | None, had: set[str]) -> tuple[Tally, bytes, set[str]]:
+    """One batch: count what is new since ``marks`` / ``had`` (the signal ids recorded before)."""
+    state = story.state(as_of)
+    claims = asserted(state)
+    fresh = [body for sid, body in claims.items() if sid not in had]
+    tally = Tally()
+    new_marks = tally.count_ticket(state, marks, fresh)
+    return tally, new_marks, had | set(claims)
+
+
+def test_a_response_in_time_is_evaluated_and_met_once():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "urgent")
+    story.responded(ny(f"{MON} 09:30"))
+    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, set())
+    assert tally.evaluated == {("response", "urgent"): 1}
+    assert tally.met == {("response", "urgent"): 1}
+    assert tally.elapsed == [("response", "urgent", 1800)]
+    assert orjson.loads(marks)["cycles"] == ["response:1"]
+
+    story.closed(ny(f"{MON} 10:00"))  # urgent resolution has no target: never evaluated
+    again, marks, _ = step(story, ny(f"{MON} 10:00"), marks, had)
+    assert again.evaluated == {} and again.met == {} and again.elapsed == []
+
+
+def test_a_late_response_counts_a_breach_when_it_happens_and_a_miss_when_it_stops():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "urgent")
+    tally, marks, had = step(story, ny(f"{MON} 10:30"), None, set())  # breached, still running
+    assert tally.breaches == {("response", "urgent"): 1}
+    assert tally.evaluated == {}
+    story.responded(ny(f"{MON} 11:00"))
+    tally, marks, had = step(story, ny(f"{MON} 11:00"), marks, had)
+    assert tally.breaches == {}  # counted once, when it happened
+    assert tally.evaluated == {("response", "urgent"): 1}
+    assert tally.met == {("response", "urgent"): 0}
+    assert tally.elapsed == [("response", "urgent", 7200)]
+
+
+def test_a_reopened_ticket_is_evaluated_at_its_first_resolution_only():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "medium")
+    story.responded(ny(f"{MON} 09:10"))
+    story.resolved(ny(f"{MON} 10:00"))
+    tally, marks, had = step(story, ny(f"{MON} 10:00"), None, set())
+    assert tally.evaluated == {("response", "medium"): 1, ("resolution", "medium"): 1}
+    story.reopened(ny(f"{MON} 11:00"))
+    story.resolved(ny(f"{MON} 16:00"))
+    tally, marks, had = step(story, ny(f"{MON} 16:00"), marks, had)
+    assert tally.evaluated == {}
+    # The same counts from the final state alone (a rebuild writes these marks): equal.
+    _, rebuilt, _ = step(story, ny(f"{MON} 16:00"), None, set())
+    assert orjson.loads(rebuilt)["cycles"] == orjson.loads(marks)["cycles"]
+    assert [c[:2] for c in stopped_cycles(story.state(ny(f"{MON} 16:00")))] == [
+        ("response:1", "response"),
+        ("resolution:1", "resolution"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change_at", "counted", "met"),
+    [
+        # Changed before the medium response target (4 business hours): superseded, not evaluated.
+        # The urgent cycle (1 h from 10:00) is answered at 14:00: missed.
+        ("10:00", {("response", "urgent"): 1}, {("response", "urgent"): 0}),
+        # Changed after the medium response breached: that cycle counts, as missed; the urgent
+        # cycle from 13:30 is answered in time.
+        (
+            "13:30",
+            {("response", "medium"): 1, ("response", "urgent"): 1},
+            {("response", "medium"): 0, ("response", "urgent"): 1},
+        ),
+    ],
+)
+def test_a_cycle_ended_by_a_priority_change_counts_only_if_it_breached(change_at, counted, met):
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "medium")
+    story.priority(ny(f"{MON} {change_at}"), "urgent")
+    story.responded(ny(f"{MON} 14:00"))
+    tally, _, _ = step(story, ny(f"{MON} 14:00"), None, set())
+    assert tally.evaluated == counted
+    assert tally.met == met
+
+
+def test_a_finalized_charge_is_counted_then_only_its_changes():
+    story = Story()
+    sat = "2026-11-07"  # outside business hours: an urgent call-out is billed (uncovered P1)
+    story.opened(ny(f"{sat} 03:00"), "urgent")
+    story.responded(ny(f"{sat} 03:10"))
+    story.work(ny(f"{sat} 03:00"), ny(f"{sat} 05:00"))
+    tally, marks, had = step(story, ny(f"{sat} 05:00"), None, set())
+    assert tally.billed_cents == {}  # pending review: not final until the fault is determined
+    story.fault(ny(f"{sat} 05:30"), "customer")
+    tally, marks, had = step(story, ny(f"{sat} 05:30"), marks, had)
+    assert finalized_charge(story.state(ny(f"{sat} 05:30"))) == ["uncovered_p1", 7200, 25_000]
+    assert tally.billed_seconds == {"uncovered_p1": 7200}
+    assert tally.billed_cents == {"uncovered_p1": 25_000}
+
+    story.closed(ny(f"{sat} 06:00"))
+    again, marks, had = step(story, ny(f"{sat} 06:00"), marks, had)  # closing changed nothing
+    assert again.billed_cents == {} and again.credited_cents == {}
+
+    # A late work log adds an hour to the closed ticket: the difference is added.
+    story.work(ny(f"{sat} 05:00"), ny(f"{sat} 06:00"))
+    tally, marks, had = step(story, ny(f"{sat} 07:00"), marks, had)
+    assert tally.billed_seconds == {"uncovered_p1": 3600}
+    assert tally.billed_cents == {"uncovered_p1": 12_500}
+
+    # The provider's fault waives it: everything billed is credited back.
+    story.fault(ny(f"{sat} 08:00"), "provider")  # the fault, reviewed again
+    tally, marks, _ = step(story, ny(f"{sat} 08:00"), marks, had)
+    assert tally.billed_cents == {}
+    assert tally.credited_cents == {"uncovered_p1": 37_500}
+    assert tally.credited_seconds == {"uncovered_p1": 10_800}
+
+
+def test_escalations_and_revocations_come_from_fresh_signals():
+    tally = Tally()
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "urgent")
+    state = story.state(ny(f"{MON} 09:00"))
+    tally.count_ticket(
+        state,
+        None,
+        [
+            {"type": "escalation.raised", "level": 2},
+            {"type": "escalation.raised", "level": 2},
+            {"type": "sla.breach_revoked", "revokes": "x"},
+            {"type": "sla.warning", "clock": "response", "priority": "urgent"},
+        ],
+    )
+    assert tally.escalations == {2: 2}
+    assert tally.revocations == 1
+    assert tally.breaches == {}

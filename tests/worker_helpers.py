@@ -1,0 +1,87 @@
+"""Worker processes for integration tests: start `slatrack serve` as production
+runs it, wait for conditions, read what it stored or logged."""
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+from pydantic import SecretStr
+
+from services.store import open_store
+
+SLATRACK = Path(sys.executable).parent / "slatrack"
+
+
+def worker(
+    settings, log: Path, *extra: str, role: str = "worker", http_port: int | None = None
+) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLATRACK_")}
+    env |= {
+        "SLATRACK_KAFKA_BOOTSTRAP": settings.bootstrap(),
+        "SLATRACK_TOPIC_EVENTS": settings.topic_events,
+        "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
+        "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_KAFKA_GROUP_ID": settings.kafka_group_id,
+        "SLATRACK_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "SLATRACK_DATA_DIR": str(settings.data_dir),
+    }
+    # Every role listens (a worker for health and metrics): any free port unless told.
+    env["SLATRACK_HTTP_PORT"] = str(http_port if http_port is not None else 0)
+    if settings.database_url is not None:
+        env["SLATRACK_DATABASE_URL"] = settings.database_url.get_secret_value()
+    if settings.policy_file is not None:
+        env["SLATRACK_POLICY_FILE"] = str(settings.policy_file)
+    out = open(log, "ab")  # the child keeps it open
+    return subprocess.Popen(
+        [str(SLATRACK), "serve", "--role", role, *extra], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+
+
+def applied(settings) -> int:
+    store = open_store(settings)
+    try:
+        generation = store.active_generation()
+        return (
+            0 if generation is None else sum(store.stored_offsets(generation, settings.topic_events).values())
+        )
+    finally:
+        store.close()
+
+
+async def wait_for(condition, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(interval)
+
+
+@contextlib.contextmanager
+def postgres_database(kafka_settings, postgres_dsn: str, tmp_path: Path) -> Iterator:
+    """Settings with a PostgreSQL database of their own, dropped afterwards."""
+    name = f"slatrack_workers_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_dsn.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield kafka_settings.model_copy(
+            update={"database_url": SecretStr(url), "data_dir": tmp_path / "data"}
+        )
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def assignments(log: Path) -> set[int]:
+    """The partitions of the worker's latest assignment, from its log."""
+    latest = [line for line in log.read_text().splitlines() if "assigned partitions [" in line]
+    if not latest:
+        return set()
+    inside = latest[-1].split("assigned partitions [", 1)[1].split("]", 1)[0]
+    return {int(p) for p in inside.split(",") if p.strip()}
