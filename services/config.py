@@ -4,17 +4,73 @@ Every setting has a sane default for a developer machine; ``slatrack serve
 --help`` lists them all with their descriptions.
 """
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SLATRACK_"
 
+Role = Literal["reader", "publisher", "admin"]
+ROLES: tuple[Role, ...] = ("reader", "publisher", "admin")
+MIN_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token of the HTTP API and the roles it grants (roles do not imply one another).
+
+    The token is a :class:`SecretStr`: it shows as ``'**********'`` in a repr or a log line.
+    """
+
+    name: str
+    token: SecretStr
+    roles: frozenset[Role]
+
+
+class _TokenEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    token: Annotated[SecretStr, Field(min_length=MIN_TOKEN_CHARS, max_length=512)]
+    roles: Annotated[list[Role], Field(min_length=1)]
+
+
+def parse_api_tokens(text: str, source: str) -> list[ApiToken]:
+    """``[{"name", "token", "roles"}]`` from JSON text; errors never quote the text (it holds secrets)."""
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        # The position only: the message of a JSON error may quote the document.
+        raise ValueError(f"{source} is not valid JSON (line {getattr(exc, 'lineno', '?')})") from None
+    if not isinstance(document, list):
+        raise ValueError(f'{source} must be a JSON array of {{"name", "token", "roles"}} objects')
+    tokens: list[ApiToken] = []
+    for index, item in enumerate(document):
+        try:
+            entry = _TokenEntry.model_validate(item)
+        except ValidationError as exc:
+            problems = "; ".join(_problem(error) for error in exc.errors())
+            raise ValueError(f"{source}[{index}]: {problems}") from None
+        tokens.append(ApiToken(entry.name, entry.token, frozenset(entry.roles)))
+    return tokens
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(p) for p in error["loc"]) or "entry"
+    if where == "token" and error["type"] == "too_short":
+        return f"token: must be at least {MIN_TOKEN_CHARS} characters"
+    if where == "token" and error["type"] == "too_long":
+        return "token: must be at most 512 characters"
+    return f"{where}: {error['msg']}"
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # hide_input_in_errors: a configuration error never echoes a value (tokens, passwords, URLs).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True)
 
     # --- Kafka -----------------------------------------------------------
     kafka_bootstrap: str | None = Field(
@@ -70,6 +126,27 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port).")
 
+    # --- HTTP API access ---------------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        None,
+        description='Bearer tokens of the HTTP API, as JSON: [{"name": "ops", "token": "...", '
+        '"roles": ["reader"]}] (roles: reader, publisher, admin; tokens of at least 16 characters; never '
+        "logged). Unset, with no SLATRACK_API_TOKENS_FILE either: the API is open, and `serve` listens "
+        "only on a loopback address unless given --insecure.",
+    )
+    api_tokens_file: Path | None = Field(
+        None, description="A file holding the same JSON as SLATRACK_API_TOKENS (both may be given)."
+    )
+    metrics_public: bool = Field(
+        True, description="/metrics, /healthz and /readyz need no token. false: they need the reader role."
+    )
+    ready_max_lag: int = Field(
+        1000,
+        ge=0,
+        description="/readyz answers 503 while the worker of this process has more unprocessed events "
+        "than this in any partition.",
+    )
+
     # --- Embedded broker -------------------------------------------------
     embedded_port: int = Field(
         9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port)."
@@ -85,6 +162,33 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @model_validator(mode="after")
+    def _api_tokens_are_valid(self) -> "Settings":
+        self.tokens  # noqa: B018 - reads and checks them: a bad token file fails at start, not later
+        return self
+
+    @property
+    def tokens(self) -> list[ApiToken]:
+        """The API tokens of SLATRACK_API_TOKENS and SLATRACK_API_TOKENS_FILE (read at each call)."""
+        tokens: list[ApiToken] = []
+        if self.api_tokens is not None and self.api_tokens.get_secret_value().strip():
+            tokens += parse_api_tokens(self.api_tokens.get_secret_value(), f"{ENV_PREFIX}API_TOKENS")
+        if self.api_tokens_file is not None:
+            try:
+                text = self.api_tokens_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"{ENV_PREFIX}API_TOKENS_FILE: cannot read {self.api_tokens_file}: {type(exc).__name__}"
+                ) from None
+            tokens += parse_api_tokens(text, str(self.api_tokens_file))
+        names = [t.name for t in tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("API token names must be unique")
+        secrets = [t.token.get_secret_value() for t in tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("API tokens must be distinct")
+        return tokens
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> "Settings":

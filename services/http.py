@@ -1,17 +1,116 @@
-"""The service's ASGI app: intake, health, metrics (later issues add queries)."""
+"""The service's ASGI app: intake, queries, admin, health, readiness, metrics.
 
-from typing import Any
+Access: see :mod:`services.auth` (bearer tokens with roles). Every error is
+JSON ``{"error": ..., "detail": ...}`` (a request that fails validation also
+lists ``errors``).
+"""
 
-from fastapi import FastAPI, Response
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import EVENT_ADAPTER
-from projections.policy import Policy
+from projections.policy import Policy, default_policy
+from projections.ticket import utc
 from services import intake, metrics, queries
+from services.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
 from services.config import Settings
 from services.publisher import EventPublisher
 from services.store.base import ReadModelStore
+
+log = logging.getLogger(__name__)
+
+Lag = Callable[[], dict[int, int | None]]
+
+READY_STORE_TIMEOUT_S = 5.0
+
+DESCRIPTION = """
+Event-sourced SLA tracking for support desks.
+
+**Access.** Every operation but `/docs`, `/openapi.json` (and, unless
+`SLATRACK_METRICS_PUBLIC=false`, `/metrics`, `/healthz`, `/readyz`) needs
+`Authorization: Bearer <token>` with a token configured in
+`SLATRACK_API_TOKENS` or `SLATRACK_API_TOKENS_FILE`, holding the operation's
+role: **reader** (queries), **publisher** (`POST /v1/events`), **admin**
+(`/v1/admin/*`). Roles do not imply one another. 401: no token or an unknown
+one; 403: the token lacks the role. With no token configured at all, the API
+is open (development only: `slatrack serve` then listens on loopback only
+unless given `--insecure`).
+
+**Errors** are JSON `{"error": "<code>", "detail": "<text>"}`.
+
+**As of.** A stored view is as of the instant the worker evaluated it, given
+in the `X-Slatrack-Evaluated-At` header (RFC 3339, UTC), or per item in list
+answers (`evaluated_at`). `?as_of=` recomputes a ticket's view (or its audit
+trail) at an earlier instant from the stored events.
+"""
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    generation: int | None = Field(description="The active read-model generation")
+    lag: dict[str, int | None] | None = Field(
+        description="partition -> events of the log the worker of this process has not processed "
+        "(null: not known yet); null when this process runs no worker"
+    )
+
+
+class NotReady(BaseModel):
+    error: Literal["not_ready"]
+    detail: str
+    reasons: list[str]
+    lag: dict[str, int | None] | None
+
+
+class RebuildStatus(BaseModel):
+    status: Literal["idle", "running", "done", "failed"] = Field(
+        description="done: finished (see report.switched and report.mismatches); failed: see error"
+    )
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: float = Field(0.0, description="0 to 1 (also the gauge slatrack_rebuild_progress_ratio)")
+    report: dict[str, Any] | None = Field(None, description="What `slatrack rebuild` prints, once done")
+    error: str | None = None
+
+
+@dataclass
+class RebuildJob:
+    """The rebuild this API process runs or ran last (one at a time)."""
+
+    status: Literal["idle", "running", "done", "failed"] = "idle"
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: float = 0.0
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return RebuildStatus(
+            status=self.status,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            progress=self.progress,
+            report=self.report,
+            error=self.error,
+        ).model_dump()
 
 
 def create_app(
@@ -19,36 +118,241 @@ def create_app(
     publisher: EventPublisher,
     store: ReadModelStore | None = None,
     policy: Policy | None = None,
+    lag: Lag | None = None,
+    api: bool = True,
 ) -> FastAPI:
+    """The app. ``lag`` is the worker's lag (``ValidatingConsumer.lag``) when this process runs one.
+
+    ``api=False`` (``serve --role worker``) serves only /healthz, /readyz and /metrics.
+    """
     app = FastAPI(
         title="slatrack",
         version="1",
         summary="Event-sourced SLA tracking for support desks",
+        description=DESCRIPTION,
     )
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.store = store
     app.state.policy = policy
-    app.include_router(intake.router)
-    if store is not None:
+    app.state.lag = lag
+    app.state.created = time.monotonic()
+    app.state.worker_assigned = False  # the worker had partitions once (see _readiness)
+    app.state.auth = Authenticator(settings.tokens)
+    app.state.rebuild = RebuildJob()
+    _error_handlers(app)
+    if api:
+        app.include_router(intake.router)
+    if api and store is not None:
         app.include_router(queries.router)
+        app.include_router(admin)
 
-    @app.get("/healthz", summary="Alive")
+    operations = APIRouter(
+        dependencies=[] if settings.metrics_public else [require("reader")],
+        responses={} if settings.metrics_public else AUTH_RESPONSES,
+    )
+
+    @operations.get("/healthz", summary="Alive", response_model=Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    @operations.get(
+        "/readyz",
+        summary="Ready to serve",
+        response_model=Readiness,
+        responses={503: {"model": NotReady, "description": "Not ready: `reasons` says why"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the read models can be reached and have an active generation, and, in a
+        process that runs the worker, once the worker was assigned its partitions (or three
+        session timeouts passed without any) and none has more than `SLATRACK_READY_MAX_LAG`
+        unprocessed events (nor an unknown lag)."""
+        return await _readiness(request.app)
 
+    @operations.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "The text exposition format"}},
+    )
+    async def prometheus_metrics() -> Response:
+        metrics.WORKER.prepare()  # the worker's partitions, read on the loop that changes them
+        body = await asyncio.to_thread(generate_latest, metrics.REGISTRY)  # counting clocks reads the store
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(operations)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+# -- readiness -------------------------------------------------------------------
+
+
+async def _readiness(app: FastAPI) -> JSONResponse:
+    reasons: list[str] = []
+    generation = None
+    store: ReadModelStore | None = app.state.store
+    if store is not None:
+        try:
+            generation = await asyncio.wait_for(
+                asyncio.to_thread(store.active_generation), READY_STORE_TIMEOUT_S
+            )
+        except (TimeoutError, *queries.STORE_ERRORS) as exc:
+            reasons.append(f"the read models cannot be reached ({type(exc).__name__})")
+        else:
+            if generation is None:
+                reasons.append("no read models yet: no active generation")
+    lag: dict[str, int | None] | None = None
+    if app.state.lag is not None:
+        partitions: dict[int, int | None] = app.state.lag()
+        lag = {str(p): behind for p, behind in sorted(partitions.items())}
+        bound = app.state.settings.ready_max_lag
+        if partitions:
+            app.state.worker_assigned = True
+        elif not app.state.worker_assigned and time.monotonic() - app.state.created < _join_grace(app):
+            # Just started: not in its group yet, so what it has to catch up on is not known. (A
+            # worker that stays without partitions, one more than there are partitions, is ready
+            # once the grace has passed.)
+            reasons.append("the worker has not been assigned partitions yet")
+        unknown = [p for p, behind in sorted(partitions.items()) if behind is None]
+        over = {
+            p: behind for p, behind in sorted(partitions.items()) if behind is not None and behind > bound
+        }
+        if unknown:
+            reasons.append(f"the worker's lag is not known yet in partitions {unknown}")
+        if over:
+            reasons.append(
+                f"the worker is behind by more than {bound} events (SLATRACK_READY_MAX_LAG) in "
+                f"partitions {sorted(over)}: up to {max(over.values())}"
+            )
+    if reasons:
+        body = {"error": "not_ready", "detail": "; ".join(reasons), "reasons": reasons, "lag": lag}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "generation": generation, "lag": lag})
+
+
+def _join_grace(app: FastAPI) -> float:
+    """How long a starting worker may take to join its group: three session timeouts."""
+    return 3 * app.state.settings.kafka_session_timeout_ms / 1000
+
+
+# -- admin: the rebuild ----------------------------------------------------------
+
+admin = APIRouter(prefix="/v1/admin", dependencies=[require("admin")], responses=AUTH_RESPONSES)
+
+
+@admin.post(
+    "/rebuild",
+    status_code=202,
+    summary="Start a rebuild of the read models (replay, check, switch)",
+    response_model=RebuildStatus,
+    responses={409: error("A rebuild is running already")},
+)
+async def start_rebuild(request: Request) -> JSONResponse:
+    """Replays the whole log into a new generation in the background of this API process,
+    checks it against the live one and switches to it (as `slatrack rebuild`). One at a
+    time: 409 while one runs. Follow it with `GET /v1/admin/rebuild` (or the gauge
+    `slatrack_rebuild_progress_ratio`)."""
+    job: RebuildJob = request.app.state.rebuild
+    if job.task is not None and not job.task.done():
+        raise ApiError(409, "rebuild_running", f"a rebuild is running since {job.started_at}")
+    app = request.app
+    fresh = RebuildJob(status="running", started_at=_now())
+    fresh.task = asyncio.create_task(_run_rebuild(app, fresh), name="rebuild")
+    app.state.rebuild = fresh
+    metrics.REBUILD_PROGRESS.set(0)
+    log.info("rebuild started through the API")
+    return JSONResponse(fresh.as_dict(), status_code=202)
+
+
+@admin.get("/rebuild", summary="The status of the rebuild running or run last", response_model=RebuildStatus)
+async def rebuild_status(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.rebuild.as_dict())
+
+
+async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
+    from services.rebuild import rebuild
+
+    def progress(done: int, total: int) -> None:
+        job.progress = round(min(done / total, 1.0), 4) if total else 0.0
+        metrics.REBUILD_PROGRESS.set(job.progress)
+
+    started = time.monotonic()
+    try:
+        policy = app.state.policy if app.state.policy is not None else default_policy()
+        report = await rebuild(app.state.settings, app.state.store, policy, progress, switch=True)
+    except Exception as exc:
+        log.exception("rebuild failed after %.1f s", time.monotonic() - started)
+        job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"[:1000]
+    else:
+        job.status, job.report, job.progress = "done", report.as_dict(), 1.0
+        metrics.REBUILD_PROGRESS.set(1.0)
+        log.info(
+            "rebuild done: generation %d, %d events, switched %s",
+            report.generation,
+            report.events,
+            report.switched,
+        )
+    finally:
+        job.finished_at = _now()
+
+
+def _now() -> str:
+    return utc(datetime.now(UTC).replace(microsecond=0)) or ""
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "error"
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = exc.error if isinstance(exc, ApiError) else _code(exc.status_code)
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(part) for part in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "the request is not valid"
+        return JSONResponse({"error": "invalid_request", "detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %r", request.method, request.url.path, exc, exc_info=exc)
+        return JSONResponse(
+            {"error": "internal_error", "detail": "an unexpected error (it is logged)"}, status_code=500
+        )
+
+
+# -- the OpenAPI document --------------------------------------------------------
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema plus the event contract, which the intake reads by hand."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
         event = EVENT_ADAPTER.json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(event.pop("$defs", {}))

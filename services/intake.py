@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from events import Event, EventRejected, RejectKind, decode_event
 from services import metrics
+from services.auth import AUTH_RESPONSES, require
 from services.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ _REQUEST_BODY = {
     status_code=202,
     summary="Publish ticket and account events to the log",
     openapi_extra={"requestBody": _REQUEST_BODY},
+    dependencies=[require("publisher")],
     responses={
+        **AUTH_RESPONSES,
         202: {"description": 'Every event is in the log: `{"accepted": [event ids]}`'},
         413: {"description": "The body is over 1 MiB"},
         422: {"description": "Not valid: `errors` lists each bad item; nothing was sent"},
@@ -78,7 +81,8 @@ async def _handle(request: Request) -> JSONResponse:
 
     events, errors = _validate(items, request.app.state.settings.max_event_bytes)
     if errors:
-        return JSONResponse({"error": "invalid_events", "errors": errors}, status_code=422)
+        detail = f"{len(errors)} of {len(items)} events are invalid; nothing was sent"
+        return JSONResponse({"error": "invalid_events", "detail": detail, "errors": errors}, status_code=422)
 
     publisher: EventPublisher = request.app.state.publisher
     timeout = request.app.state.settings.kafka_request_timeout_ms / 1000 + 5

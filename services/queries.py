@@ -1,49 +1,423 @@
-"""Read endpoints over the read models: one ticket, one customer."""
+"""The query API over the read models (role ``reader``).
+
+- ``GET /v1/tickets/{id}``: the stored view, or (``?as_of=``) the view at an
+  earlier instant recomputed from the stored events, as ``slatrack replay``
+  computes it;
+- ``GET /v1/tickets``: filtered, keyset-paginated (``cursor``, ``limit``);
+- ``GET /v1/tickets/{id}/timeline``: the audit trail (``projections.explain``);
+- ``GET /v1/customers/{id}``: standing and billing by month;
+- ``GET /v1/customers/{id}/billing?month=YYYY-MM``: per-ticket lines and the total.
+
+A stored view is as of the instant the worker evaluated it; single-object
+answers say which in the ``X-Slatrack-Evaluated-At`` header (RFC 3339, UTC),
+list items in their ``evaluated_at`` field.
+"""
 
 import asyncio
-from typing import Any
+import base64
+import binascii
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from services.store.base import ReadModelStore, TicketQuery
+from events.models import RFC3339_PATTERN, Instant, Priority
+from projections.account import account_standing
+from projections.explain import explain
+from projections.policy import Policy, default_policy
+from projections.ticket import evaluate, utc
+from projections.timeline import Recorded, history, whole_second
+from services.auth import AUTH_RESPONSES, ApiError, error, require
+from services.projector import decode_stored
+from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
 
-router = APIRouter()
+log = logging.getLogger(__name__)
+
+router = APIRouter(dependencies=[require("reader")], responses=AUTH_RESPONSES)
+
 PAGE = 500
+MAX_LIMIT = 500
+MAX_ID = 128  # as the event contract's ids
+EVALUATED_AT = "X-Slatrack-Evaluated-At"
+INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
+T = TypeVar("T")
+
+try:  # psycopg is a dependency, but only PostgreSQL deployments use it
+    from psycopg import Error as _PostgresError
+except ImportError:  # pragma: no cover
+    _PostgresError = StoreError  # type: ignore[assignment,misc]
+
+# What a store raises when it cannot answer (a database down, a lock held too long).
+STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, sqlite3.Error, _PostgresError, OSError)
+
+TicketId = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID, description="The ticket id (1 to 128 characters).")
+]
+CustomerId = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID, description="The customer id (1 to 128 characters).")
+]
+AsOf = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        pattern=RFC3339_PATTERN,
+        description="An earlier instant, RFC 3339 with an offset (e.g. `2026-11-02T10:00:00-05:00`); "
+        "not in the future. The view is recomputed from the stored events as of then.",
+    ),
+]
 
 
-def _store(request: Request) -> tuple[ReadModelStore, int]:
+# -- documentation models (the handlers answer JSON bytes as stored) ------------
+
+
+class TicketView(BaseModel):
+    """A ticket's view as the SLA engine computes it (see docs/sla-semantics.md).
+
+    A ticket whose ``ticket.opened`` is not yet in force has the placeholder
+    ``{"ticket_id", "customer_id", "state": "pending", "opens_at"}``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    ticket_id: str
+    customer_id: str | None
+    state: str = Field(description="open, resolved, closed (or pending, see above)")
+    priority: str | None = None
+    category: str | None = None
+    status: str | None = None
+    opened_at: str | None = None
+    clocks: dict[str, Any] | None = Field(None, description="response and resolution clocks")
+    escalation: dict[str, Any] | None = None
+    billing: dict[str, Any] | None = None
+    flags: list[str] | None = None
+    policy_version: str | None = None
+
+
+class TicketItem(BaseModel):
+    evaluated_at: str = Field(description="The instant the view is as of (RFC 3339, UTC)")
+    view: TicketView
+
+
+class TicketPage(BaseModel):
+    items: list[TicketItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page (opaque)"
+    )
+
+
+class CustomerView(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    delinquent: bool
+    dashboard_suspended: bool
+    billing: dict[str, dict[str, int]] = Field(
+        description="YYYY-MM -> {amount_cents, billable_seconds}, over the customer's tickets"
+    )
+
+
+class BillingLine(BaseModel):
+    ticket_id: str
+    priority: str
+    category: str
+    rule: str | None
+    status: str
+    billable_seconds: int
+    amount_cents: int
+    evaluated_at: str
+
+
+class BillingTotal(BaseModel):
+    tickets: int
+    billable_seconds: int
+    amount_cents: int
+
+
+class CustomerBilling(BaseModel):
+    customer_id: str
+    month: str
+    lines: list[BillingLine]
+    total: BillingTotal = Field(description="The sums of the lines")
+
+
+def _evaluated_header(description: str) -> dict[str, Any]:
+    return {EVALUATED_AT: {"description": description, "schema": {"type": "string"}}}
+
+
+_STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: error("No read models yet (no active generation), or the store cannot be reached"),
+}
+
+
+# -- helpers --------------------------------------------------------------------
+
+
+def _policy(request: Request) -> Policy:
+    policy: Policy | None = request.app.state.policy
+    return policy if policy is not None else default_policy()
+
+
+async def _read(function: Callable[..., T], *args: Any) -> T:
+    """A store call in a thread; a store that cannot answer is a 503, not a 500."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except STORE_ERRORS as exc:
+        log.error("read models: %s failed: %s", getattr(function, "__name__", "query"), type(exc).__name__)
+        raise ApiError(503, "store_unavailable", "the read models cannot be reached; retry") from None
+
+
+async def _generation(request: Request) -> tuple[ReadModelStore, int]:
     store: ReadModelStore = request.app.state.store
-    generation = store.active_generation()
+    generation = await _read(store.active_generation)
     if generation is None:
-        raise HTTPException(503, "no read models yet")
+        raise ApiError(503, "no_read_models", "no read models yet: no active generation")
     return store, generation
 
 
-def _json(document: Any) -> Response:
-    return Response(orjson.dumps(document), media_type="application/json")
+def _storable(text: str) -> bool:
+    """Text a store can hold (PostgreSQL refuses NUL): other text matches no row."""
+    return "\x00" not in text
 
 
-@router.get("/v1/tickets/{ticket_id}", summary="A ticket's current view")
-async def get_ticket(ticket_id: str, request: Request) -> Response:
-    store, generation = await asyncio.to_thread(_store, request)
-    row = await asyncio.to_thread(store.ticket, generation, ticket_id)
+def _instant(value: str, name: str) -> datetime:
+    try:
+        return whole_second(INSTANT.validate_python(value))
+    except (ValidationError, ValueError, OverflowError):
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"{name}: must be an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00-05:00",
+        ) from None
+
+
+def _as_of(value: str) -> datetime:
+    instant = _instant(value, "as_of")
+    if instant > datetime.now(UTC):
+        raise ApiError(422, "invalid_parameter", "as_of: must not be in the future")
+    return instant
+
+
+def _stamp(epoch: int) -> str:
+    return utc(datetime.fromtimestamp(epoch, UTC)) or ""
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(document), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+async def _ticket_row(request: Request, ticket_id: str) -> tuple[ReadModelStore, int, TicketRow]:
+    store, generation = await _generation(request)
+    row = await _read(store.ticket, generation, ticket_id) if _storable(ticket_id) else None
     if row is None:
-        raise HTTPException(404, f"no ticket {ticket_id!r}")
-    return Response(row.view, media_type="application/json")
+        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}")
+    return store, generation, row
 
 
-@router.get("/v1/customers/{customer_id}", summary="A customer's standing and billing by month")
-async def get_customer(customer_id: str, request: Request) -> Response:
-    store, generation = await asyncio.to_thread(_store, request)
-    row = await asyncio.to_thread(store.customer, generation, customer_id)
+def _histories(
+    store: ReadModelStore, generation: int, ticket_id: str, as_of: datetime
+) -> tuple[list[Recorded], list[Recorded], str | None]:
+    """The ticket's stored events, its customer's account events, and that customer (None if not
+    opened by ``as_of``). The customer is the one of the ``ticket.opened`` in force, as in a replay."""
+    records = decode_stored(store.events_of_tickets(generation, [ticket_id]).get(ticket_id, []))
+    opened = next((r.event for r in history(records, as_of) if r.event.type == "ticket.opened"), None)
+    if opened is None:
+        return records, [], None
+    customer = opened.customer_id
+    account = decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
+    return records, account, customer
+
+
+def view_as_of(
+    store: ReadModelStore, generation: int, policy: Policy, ticket_id: str, as_of: datetime
+) -> dict[str, Any] | None:
+    """The ticket's view as of ``as_of`` from the stored events (None if not opened by then)."""
+    records, account, customer = _histories(store, generation, ticket_id, as_of)
+    if customer is None:
+        return None
+    standing = account_standing(history(account, as_of), policy, as_of)
+    state = evaluate(records, policy, as_of, standing)
+    return None if state is None else state.view()
+
+
+def encode_cursor(ticket_id: str) -> str:
+    return base64.urlsafe_b64encode(ticket_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        text = ""
+    if not 1 <= len(text) <= MAX_ID or not _storable(text) or encode_cursor(text) != cursor:
+        raise ApiError(422, "bad_cursor", "cursor: not a cursor this API gave; start again without it")
+    return text
+
+
+# -- tickets --------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/tickets",
+    summary="Tickets, filtered, a page at a time",
+    response_model=TicketPage,
+    responses={422: error("A parameter is not valid (a bad cursor: `bad_cursor`)"), **_STORE_RESPONSES},
+)
+async def list_tickets(
+    request: Request,
+    state: Annotated[
+        Literal["open", "resolved", "closed", "pending"] | None,
+        Query(description="The ticket's state (pending: its ticket.opened is not in force yet)"),
+    ] = None,
+    priority: Annotated[Priority | None, Query(description="The current priority")] = None,
+    clock_status: Annotated[
+        Literal["running", "paused", "stopped"] | None,
+        Query(description="Either clock (response or resolution) has this status"),
+    ] = None,
+    breached: Annotated[bool | None, Query(description="Any clock breached, in any cycle")] = None,
+    at_risk: Annotated[bool | None, Query(description="Any clock past its warning, not breached")] = None,
+    due_before: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            pattern=RFC3339_PATTERN,
+            description="A running clock falls due at or before this instant (RFC 3339 with an offset)",
+        ),
+    ] = None,
+    customer_id: Annotated[
+        str | None, Query(min_length=1, max_length=MAX_ID, description="The ticket's customer")
+    ] = None,
+    min_escalation_level: Annotated[
+        int | None, Query(ge=0, le=1000, description="The escalation level is at least this")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="`next_cursor` of the previous page"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Tickets per page")] = 100,
+) -> Response:
+    """Tickets matching every given filter, ordered by ticket id. Walk the pages with
+    `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
+    repeated (a ticket that changes meanwhile is seen as it is when its page is read)."""
+    after = decode_cursor(cursor) if cursor is not None else None
+    due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
+    store, generation = await _generation(request)
+    if customer_id is not None and not _storable(customer_id):
+        return _json({"items": [], "next_cursor": None})
+    query = TicketQuery(
+        state=state,
+        priority=priority,
+        clock_status=clock_status,
+        breached=breached,
+        at_risk=at_risk,
+        due_before=due,
+        customer_id=customer_id,
+        escalation_level=min_escalation_level,
+        after=after,
+        limit=limit + 1,
+    )
+    rows = await _read(store.list_tickets, generation, query)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = b",".join(
+        b'{"evaluated_at":' + orjson.dumps(_stamp(row.evaluated_at)) + b',"view":' + row.view + b"}"
+        for row in rows
+    )
+    next_cursor = encode_cursor(rows[-1].ticket_id) if more else None
+    body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/v1/tickets/{ticket_id}",
+    summary="A ticket's view, now or as of an earlier instant",
+    response_model=TicketView,
+    responses={
+        200: {"headers": _evaluated_header("The instant the view is as of (RFC 3339, UTC)")},
+        404: error("No such ticket, or (with as_of) not opened by then"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def get_ticket(ticket_id: TicketId, request: Request, as_of: AsOf = None) -> Response:
+    """The stored view, as of the instant in `X-Slatrack-Evaluated-At`. With `as_of`, the view
+    recomputed from the stored events as of that instant: the same as `slatrack replay
+    --as-of` over the same events."""
+    instant = _as_of(as_of) if as_of is not None else None
+    store, generation, row = await _ticket_row(request, ticket_id)
+    if instant is None:
+        return Response(
+            row.view, media_type="application/json", headers={EVALUATED_AT: _stamp(row.evaluated_at)}
+        )
+    view = await _read(view_as_of, store, generation, _policy(request), ticket_id, instant)
+    if view is None:
+        raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {utc(instant)}")
+    return _json(view, headers={EVALUATED_AT: utc(instant) or ""})
+
+
+@router.get(
+    "/v1/tickets/{ticket_id}/timeline",
+    summary="A ticket's audit trail: every event and every rule that applied",
+    responses={
+        200: {
+            "description": "The audit trail (projections.explain)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "headers": _evaluated_header("The instant the trail is as of (RFC 3339, UTC)"),
+        },
+        404: error("No such ticket, or (with as_of) not opened by then"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def get_timeline(ticket_id: TicketId, request: Request, as_of: AsOf = None) -> Response:
+    """The audit trail up to `as_of`; by default as of the instant the stored view is
+    (`X-Slatrack-Evaluated-At`), so that it explains exactly that view."""
+    instant = _as_of(as_of) if as_of is not None else None
+    store, generation, row = await _ticket_row(request, ticket_id)
+    if instant is None:
+        instant = datetime.fromtimestamp(row.evaluated_at, UTC)
+    policy = _policy(request)
+
+    def trail() -> dict[str, Any] | None:
+        records, account, _ = _histories(store, generation, ticket_id, instant)
+        return explain(records, account, policy, instant)
+
+    document = await _read(trail)
+    if document is None:
+        raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {utc(instant)}")
+    return _json(document, headers={EVALUATED_AT: utc(instant) or ""})
+
+
+# -- customers ------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/customers/{customer_id}",
+    summary="A customer's standing and billing by month",
+    response_model=CustomerView,
+    responses={
+        200: {"headers": _evaluated_header("The instant the standing is as of (RFC 3339, UTC)")},
+        404: error("No such customer"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def get_customer(customer_id: CustomerId, request: Request) -> Response:
+    store, generation = await _generation(request)
+    row = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
     if row is None:
-        raise HTTPException(404, f"no customer {customer_id!r}")
+        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
     months: dict[str, dict[str, int]] = {}
     after = None
     while True:
-        page = await asyncio.to_thread(
+        page = await _read(
             store.list_tickets, generation, TicketQuery(customer_id=customer_id, after=after, limit=PAGE)
         )
         for ticket in page:
@@ -54,4 +428,52 @@ async def get_customer(customer_id: str, request: Request) -> Response:
         if len(page) < PAGE:
             break
         after = page[-1].ticket_id
-    return _json({**orjson.loads(row.view), "billing": dict(sorted(months.items()))})
+    return _json(
+        {**orjson.loads(row.view), "billing": dict(sorted(months.items()))},
+        headers={EVALUATED_AT: _stamp(row.evaluated_at)},
+    )
+
+
+@router.get(
+    "/v1/customers/{customer_id}/billing",
+    summary="A customer's charges of one month: a line per ticket, and the total",
+    response_model=CustomerBilling,
+    responses={
+        404: error("No such customer"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def get_billing(
+    customer_id: CustomerId,
+    request: Request,
+    month: Annotated[
+        str, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="The month charged, YYYY-MM")
+    ],
+) -> Response:
+    """The tickets charged in `month` (the month of dispatch in the policy's month calendar, see
+    docs/sla-semantics.md), as their stored views have it; a month with no charge has no lines."""
+    store, generation = await _generation(request)
+    customer = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
+    if customer is None:
+        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
+    rows = await _read(store.billing, generation, customer_id, month)
+    lines = [
+        {
+            "ticket_id": row.ticket_id,
+            "priority": row.priority,
+            "category": row.category,
+            "rule": row.billing_rule,
+            "status": row.billing_status,
+            "billable_seconds": row.billable_seconds,
+            "amount_cents": row.amount_cents,
+            "evaluated_at": _stamp(row.evaluated_at),
+        }
+        for row in rows
+    ]
+    total = {
+        "tickets": len(lines),
+        "billable_seconds": sum(line["billable_seconds"] for line in lines),
+        "amount_cents": sum(line["amount_cents"] for line in lines),
+    }
+    return _json({"customer_id": customer_id, "month": month, "lines": lines, "total": total})

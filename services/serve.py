@@ -5,6 +5,7 @@ process by default; ``--role worker`` or ``--role api`` runs one side only.
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import socket
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import uvicorn
 
 from projections.policy import Policy, default_policy, load_policy
+from services import metrics
 from services.config import Settings
 from services.consumer import ValidatingConsumer
 from services.embedded_broker import EmbeddedBroker
@@ -40,6 +42,28 @@ class _Server(uvicorn.Server):
 
 def policy_of(settings: Settings) -> Policy:
     return load_policy(settings.policy_file) if settings.policy_file else default_policy()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (a name other than localhost is not assumed to be)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(settings: Settings, role: Role, insecure: bool) -> str | None:
+    """Why ``serve`` must not start as configured: an open API (no token) off loopback."""
+    if role == "worker" or insecure or settings.tokens or is_loopback(settings.http_host):
+        return None
+    return (
+        f"refusing to serve an open API on {settings.http_host}: no API token is configured, so anyone "
+        "who reaches it could publish events and start rebuilds. Configure SLATRACK_API_TOKENS or "
+        "SLATRACK_API_TOKENS_FILE, listen on a loopback address (SLATRACK_HTTP_HOST=127.0.0.1), or pass "
+        "--insecure to serve it open anyway."
+    )
 
 
 def run(settings: Settings, role: Role = "all") -> None:
@@ -72,36 +96,60 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
     stop = asyncio.Event()
     _on_signals(stop)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
-    server: _Server | None = None
+    consumer: ValidatingConsumer | None = None
     async with EventPublisher(settings) as publisher:
         if role in ("all", "worker"):
             projector = Projector(store, policy, settings.topic_events)
             generation = await projector.open()
             log.info("worker: policy %s, read models generation %d", policy.version, generation)
-            jobs["consumer"] = ValidatingConsumer(settings, publisher, projector).run(stop)
+            consumer = ValidatingConsumer(settings, publisher, projector)
+            metrics.WORKER.attach(
+                store, lambda: (projector.generation, tuple(sorted(projector.partitions))), consumer.lag
+            )
+            jobs["consumer"] = consumer.run(stop)
             jobs["timers"] = projector.run_timers(stop)
             jobs["signals"] = relay_signals(store, publisher, stop)
-        if role in ("all", "api"):
-            await asyncio.to_thread(store.migrate)
-            sock = _listen(settings.http_host, settings.http_port)
-            host, port = sock.getsockname()[:2]
-            app = create_app(settings, publisher, store, policy)
-            server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-            jobs["http"] = server.serve(sockets=[sock])
-            log.info("slatrack listening on http://%s:%d", host, port)
+        # Every role listens: a worker serves /healthz, /readyz and /metrics only.
+        await asyncio.to_thread(store.migrate)
+        sock = _listen(settings.http_host, settings.http_port)
+        host, port = sock.getsockname()[:2]
+        app = create_app(
+            settings, publisher, store, policy, lag=consumer.lag if consumer else None, api=role != "worker"
+        )
+        if role == "worker":
+            log.info("worker: HTTP serves /healthz, /readyz and /metrics only")
+        else:
+            _log_access(settings, host)
+        server = _Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+        jobs["http"] = server.serve(sockets=[sock])
+        log.info("slatrack listening on http://%s:%d", host, port)
         tasks = [asyncio.create_task(job, name=name) for name, job in jobs.items()]
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        if server is not None:
-            server.should_exit = True
+        server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
         stopping.cancel()
+    metrics.WORKER.detach()
     await asyncio.to_thread(store.close)
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
     log.info("slatrack stopped")
+
+
+def _log_access(settings: Settings, host: str) -> None:
+    """Who may use the API (token names only, never a token)."""
+    tokens = settings.tokens
+    if tokens:
+        names = ", ".join(f"{t.name} ({'+'.join(sorted(t.roles))})" for t in tokens)
+        log.info("api: %d bearer tokens: %s", len(tokens), names)
+    elif is_loopback(host):
+        log.warning("api: no token configured: the API is open (listening on loopback only)")
+    else:
+        log.warning("api: NO TOKEN CONFIGURED AND --insecure: the API is open to anyone who reaches %s", host)
+    if not settings.metrics_public:
+        log.info("api: /metrics, /healthz and /readyz need the reader role")
 
 
 def _on_signals(stop: asyncio.Event) -> None:

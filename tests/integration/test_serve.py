@@ -130,6 +130,7 @@ async def test_invalid_requests_send_nothing(served):
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid_events"
+    assert body["detail"] == "2 of 3 events are invalid; nothing was sent"
     assert [(e["index"], e["event_id"], e["kind"]) for e in body["errors"]] == [
         (1, "never-2", "invalid_event"),
         (2, None, "unknown_type"),
