@@ -41,11 +41,19 @@ def customer_view(
 
 
 def replay(
-    records: list[Recorded], policy: Policy, as_of: datetime | None = None, rejected: int = 0
+    records: list[Recorded],
+    policy: Policy,
+    as_of: datetime | None = None,
+    rejected: int = 0,
+    *,
+    breaches: bool = False,
 ) -> dict[str, Any]:
     """``{"as_of", "policy_version", "tickets", "customers", "rejected"}`` for a whole history.
 
-    ``as_of`` defaults to the latest ``occurred_at`` in the history.
+    ``as_of`` defaults to the latest ``occurred_at`` in the history. With
+    ``breaches``, the document also lists every breached cycle (``"breaches"``:
+    ticket, customer, clock, cycle, instant), which the views do not show and
+    a what-if comparison (:mod:`projections.compare`) needs.
     """
     as_of = whole_second(as_of) if as_of is not None else latest_instant(history(records))
     tickets: dict[str, list[Recorded]] = {}
@@ -60,24 +68,23 @@ def replay(
         else:
             tickets.setdefault(event.ticket_id, []).append(record)
     if as_of is None:
-        return {
-            "as_of": None,
-            "policy_version": policy.version,
-            "tickets": [],
-            "customers": [],
-            "rejected": rejected,
-        }
+        empty = {"as_of": None, "policy_version": policy.version, "tickets": [], "customers": []}
+        return {**empty, "rejected": rejected} | ({"breaches": []} if breaches else {})
 
     standings = {
         customer: account_standing(history(accounts.get(customer, ()), as_of), policy, as_of)
         for customer in sorted(customers)
     }
-    views = []
+    views, breached = [], []
     for ticket_id in sorted(tickets):
         ordered = history(tickets[ticket_id], as_of)
         state = evaluate(ordered, policy, as_of, _standing_of(ordered, standings))
         if state is not None:
-            views.append(state.view())
+            view = state.view()
+            views.append(view)
+            if breaches:
+                ids = {"ticket_id": view["ticket_id"], "customer_id": view["customer_id"]}
+                breached += [{**ids, **breach} for breach in state.breaches()]
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for view in views:
         by_customer.setdefault(view["customer_id"], []).append(view)
@@ -87,7 +94,7 @@ def replay(
         "tickets": views,
         "customers": [customer_view(c, standings[c], by_customer.get(c, [])) for c in sorted(customers)],
         "rejected": rejected,
-    }
+    } | ({"breaches": breached} if breaches else {})
 
 
 def _standing_of(ordered: list[Recorded], standings: dict[str, AccountStanding]) -> AccountStanding | None:

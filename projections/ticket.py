@@ -45,13 +45,25 @@ def utc(instant: datetime | None) -> str | None:
 
 @dataclass
 class Effect:
+    """Something the replay did to the ticket, and why (see docs/audit.md for every kind)."""
+
     at: datetime
     kind: str
     detail: dict[str, Any] = field(default_factory=dict)
     event_id: str | None = None
+    # Index in TicketState.steps of the step (event or suspension boundary)
+    # being applied; None when time passing did it (a threshold reached).
+    step: int | None = None
 
     def as_view(self) -> dict[str, Any]:
-        return {"at": utc(self.at), "effect": self.kind, "event_id": self.event_id, **self.detail}
+        """JSON-ready: instants in the detail are kept as datetimes (cheap) and printed here."""
+        detail = {k: utc(v) if isinstance(v, datetime) else v for k, v in self.detail.items()}
+        return {"at": utc(self.at), "effect": self.kind, "event_id": self.event_id, **detail}
+
+
+def due_from_start(cycle: Cycle) -> datetime | None:
+    """When a cycle that ran from its start without a pause reaches its target."""
+    return None if cycle.target is None else cycle.calendar.add_open_seconds(cycle.started_at, cycle.target)
 
 
 @dataclass
@@ -82,6 +94,12 @@ class TicketState:
         self.fault_party: str | None = None
         self.escalations: list[Escalation] = []
         self.effects: list[Effect] = []
+        # What was applied, in order: (instant, event or suspension boundary).
+        self.steps: list[tuple[datetime, Any]] = []
+        self._step: int | None = None  # the step being applied, for _effect
+        # Per clock, the due instant last known while it ran (see _due_moved); a
+        # Cycle stands for "projected from that cycle's start", computed only if asked.
+        self._due: dict[str, datetime | Cycle | None] = {}
         self.suspended = False
         self.boundaries_ahead: list[datetime] = []  # suspension starts and ends after as_of
         self.applied = 0  # events that counted
@@ -110,12 +128,15 @@ class TicketState:
                 elif end is not None:
                     self.boundaries_ahead.append(end)
         steps.sort(key=lambda step: step[:3])
-        for at, _, _, step in steps:
-            self._advance(at)
+        self.steps = [(at, step) for at, _, _, step in steps]
+        for index, (at, step) in enumerate(self.steps):
+            self._advance(at)  # thresholds reached before this step: effects with step None
+            self._step = index
             if isinstance(step, str):
                 self._suspension(at, step)
             else:
                 self._apply(at, step)
+            self._step = None
         self._advance(self.as_of)
 
     def _suspendable(self, records: list[Recorded]) -> bool:
@@ -154,6 +175,8 @@ class TicketState:
             self._effect(at, "escalated", {"level": self.level, "cause": cause})
         elif not entitled:
             self._effect(at, "escalation_not_entitled", {"level_requested": level, "cause": cause})
+        else:  # listed in the reasons, but the level was already that high
+            self._effect(at, "escalation_recorded", {"level": level, "cause": cause, "current_level": before})
 
     @property
     def _third_party_disconnect(self) -> bool:
@@ -171,6 +194,7 @@ class TicketState:
 
     def _suspension(self, at: datetime, step: str) -> None:
         self.suspended = step == _SUSPEND
+        self._effect(at, step, {"clocks": list(self.policy.suspension.paused_clocks)})
         for name in self.policy.suspension.paused_clocks:
             clock = self.clocks[name]
             if self.suspended:
@@ -194,7 +218,11 @@ class TicketState:
                 if response.stopped_by is None:
                     response.stop("responded")
                     self._effect(at, "clock_stopped", {"clock": "response", "by": "responded"}, event)
+                else:
+                    reason = f"the response clock is already stopped ({response.stopped_by})"
+                    self._effect(at, "ignored", {"reason": reason}, event)
             case TicketStatusChanged():
+                self._effect(at, "status_changed", {"from": self.status, "to": event.data.status}, event)
                 self.status = event.data.status
                 resolution = self.clocks["resolution"]
                 if event.data.status in self.policy.clocks.resolution_pause_statuses:
@@ -206,14 +234,10 @@ class TicketState:
                     self.state = "resolved"
                     self.clocks["resolution"].stop("resolved")
                     self._effect(at, "clock_stopped", {"clock": "resolution", "by": "resolved"}, event)
+                else:
+                    self._effect(at, "ignored", {"reason": f"the ticket is {self.state}"}, event)
             case TicketReopened():
-                if self.state == "resolved":
-                    self.state = "open"
-                    resolution = self.clocks["resolution"]
-                    resolution.resume()
-                    self._effect(
-                        at, "clock_resumed", {"clock": "resolution", "status": resolution.status}, event
-                    )
+                self._reopen(at, event)
             case TicketClosed():
                 if self.state != "closed":
                     self.state = "closed"
@@ -221,13 +245,10 @@ class TicketState:
                         if clock.stopped_by is None:
                             self._effect(at, "clock_stopped", {"clock": clock.name, "by": "closed"}, event)
                         clock.stop("closed")
+                else:
+                    self._effect(at, "ignored", {"reason": "the ticket is already closed"}, event)
             case TicketWorkLogged():
-                # Work is billed up to as_of at most: a log cannot bill the future.
-                start = whole_second(event.data.started_at)
-                end = min(whole_second(event.data.ended_at), self.as_of)
-                if start < end:
-                    self.work.append((start, end))
-                    self._effect(at, "work_logged", {"seconds": (end - start) // _SECOND}, event)
+                self._work(at, event)
             case TicketFaultDetermined():
                 self.fault_party = event.data.party
                 self._effect(at, "fault_determined", {"party": event.data.party}, event)
@@ -238,6 +259,28 @@ class TicketState:
                     cause = f"requested_by_{event.data.requested_by}"
                     self._escalate(event.data.level, at, cause, automatic=False)
 
+    def _reopen(self, at: datetime, event: TicketReopened) -> None:
+        if self.state != "resolved":
+            reason = "closed is final" if self.state == "closed" else "the ticket is not resolved"
+            self._effect(at, "ignored", {"reason": reason}, event)
+            return
+        self.state = "open"
+        resolution = self.clocks["resolution"]
+        resolution.resume()
+        self._effect(at, "clock_resumed", {"clock": "resolution", "status": resolution.status}, event)
+        self._due_moved(resolution, at)
+
+    def _work(self, at: datetime, event: TicketWorkLogged) -> None:
+        # Work is billed up to as_of at most: a log cannot bill the future.
+        start = whole_second(event.data.started_at)
+        end = min(whole_second(event.data.ended_at), self.as_of)
+        if start >= end:
+            self._effect(at, "ignored", {"reason": "no whole second of the work by the as-of instant"}, event)
+            return
+        self.work.append((start, end))
+        detail = {"seconds": (end - start) // _SECOND, "started_at": start, "ended_at": end}
+        self._effect(at, "work_logged", detail, event)
+
     def _open(self, at: datetime, event: TicketOpened) -> None:
         if self.opened is not None:
             self._effect(at, "ignored", {"reason": "ticket already opened"}, event)
@@ -247,6 +290,7 @@ class TicketState:
         self.priority = self.dispatch_priority = event.data.priority
         for clock in self.clocks.values():
             clock.start(self._cycle(clock.name, event.data.priority, at))
+            self._due[clock.name] = clock.current if clock.status == "running" else None
             self._effect(at, "clock_started", self._cycle_detail(clock), event)
 
     def _priority(self, at: datetime, event: TicketPriorityChanged) -> None:
@@ -259,6 +303,7 @@ class TicketState:
         for clock in self.clocks.values():
             if clock.restart(self._cycle(clock.name, new, at)):
                 self._effect(at, "cycle_restarted", self._cycle_detail(clock), event)
+                self._due_moved(clock, at)
 
     def _pause(self, clock: Clock, reason: str, at: datetime, event: Any = None) -> None:
         was = clock.status
@@ -272,6 +317,27 @@ class TicketState:
         clock.release(reason)
         if clock.started and clock.status == "running":
             self._effect(at, "clock_resumed", {"clock": clock.name, "after": reason}, event)
+            self._due_moved(clock, at)
+
+    def _due_moved(self, clock: Clock, at: datetime) -> None:
+        """Say when a resume, a reopen or a new cycle changed the instant the clock falls due.
+
+        A running clock's due instant stays put while it keeps running, so
+        the one known when it last started running is the one to compare
+        with. Paused, it has none: the move shows when it runs again (a pause
+        while the calendar is closed anyway moves nothing). Computed only at
+        these steps, so the live engine pays for it rarely.
+        """
+        if clock.status != "running":
+            return
+        due, was = clock.due_at(at), self._due.get(clock.name)
+        if isinstance(was, Cycle):
+            was = due_from_start(was)
+        self._due[clock.name] = due
+        if due != was:
+            self._effect(
+                at, "due_moved", {"clock": clock.name, "cycle": len(clock.cycles), "from": was, "to": due}
+            )
 
     def _cycle(self, clock: str, priority: str, at: datetime) -> Cycle:
         settings = self.policy.targets(priority).clock(clock)
@@ -304,7 +370,11 @@ class TicketState:
         }
 
     def _effect(self, at: datetime, kind: str, detail: dict[str, Any], event: Any = None) -> None:
-        self.effects.append(Effect(at, kind, detail, getattr(event, "event_id", None)))
+        # An effect of a step belongs to the event applied (if the step is one), even when the
+        # code that produced it did not pass the event (an escalation, a due instant moving).
+        if event is None and self._step is not None:
+            event = self.steps[self._step][1]
+        self.effects.append(Effect(at, kind, detail, getattr(event, "event_id", None), self._step))
 
     # -- results -----------------------------------------------------------
 
@@ -360,6 +430,15 @@ class TicketState:
             "at_risk": at_risk,
             "cycles": len(clock.cycles),
         }
+
+    def breaches(self) -> list[dict[str, Any]]:
+        """Every breached cycle (the view only says "some cycle breached"): clock, cycle, instant."""
+        return [
+            {"clock": clock.name, "cycle": number, "at": utc(cycle.reached[BREACH])}
+            for clock in self.clocks.values()
+            for number, cycle in enumerate(clock.cycles, start=1)
+            if cycle.breached
+        ]
 
     def view(self) -> dict[str, Any]:
         assert self.opened is not None

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 import orjson
@@ -21,6 +21,8 @@ from services.config import Settings, settings_help
 if TYPE_CHECKING:
     from projections.calendar import Calendar
     from projections.policy import Policy
+    from projections.timeline import Recorded
+    from services.export import EventFilter
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 
@@ -54,16 +56,26 @@ def main() -> None:
     show_default=True,
     help="worker: consume, project, timers, signals; api: HTTP only; all: both.",
 )
-def serve(role: str) -> None:
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve the API with no token configured on a non-loopback address (open to anyone).",
+)
+def serve(role: str, insecure: bool) -> None:
     """Project the event log into the read models and serve HTTP (intake, views, /metrics).
 
     With SLATRACK_KAFKA_BOOTSTRAP unset, an embedded broker is started on
     127.0.0.1 (memory only: for development, tests and demos). Ctrl-C or
-    SIGTERM stops everything this command started.
+    SIGTERM stops everything this command started. With no API token
+    configured (SLATRACK_API_TOKENS), the API is open and listens only on a
+    loopback address unless --insecure is given.
     """
-    from services.serve import run
+    from services.serve import exposure_problem, run
 
     settings = _settings()
+    problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
+    if problem is not None:
+        raise click.UsageError(problem)
     _logging(settings)
     run(settings, role)  # type: ignore[arg-type]
 
@@ -132,6 +144,97 @@ def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | Even
                 yield lineno, decode_event(line, max_bytes=max_bytes)
             except EventRejected as rejection:
                 yield lineno, rejection
+
+
+@main.command()
+@click.option("--customer", metavar="ID", help="Only this customer's events (its tickets' and account's).")
+@click.option(
+    "--since",
+    metavar="TIME",
+    help="RFC 3339 instant: only events that occurred at or after it. This drops the history that "
+    "earlier events set up (open tickets, running clocks, unpaid invoices): a replay of a partial "
+    "export is only as good as its start.",
+)
+@click.option("--until", metavar="TIME", help="RFC 3339 instant: only events that occurred at or before it.")
+@click.option(
+    "--out",
+    metavar="FILE",
+    default="-",
+    show_default=True,
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Where to write; - is stdout. A file appears whole or not at all (written aside, then renamed).",
+)
+def export(customer: str | None, since: str | None, until: str | None, out: Path) -> None:
+    """Write the event log as JSONL: the input of `replay --events` and `explain --events`.
+
+    Reads every partition of the events topic from its beginning up to its
+    end as found at the start (events appended meanwhile wait for the next
+    export), without joining the workers' consumer group. Each valid event
+    is written as recorded, in the workers' recording order (offset, then
+    partition). Invalid messages (those dead-lettered) are reported on
+    stderr with their partition, offset and reason, and not written. A
+    progress bar and a summary go to stderr.
+    """
+    from services.export import EventFilter, output_file
+
+    settings = _settings()
+    _logging(settings)
+    keep = EventFilter(
+        customer,
+        _instant(since, "--since") if since is not None else None,
+        _instant(until, "--until") if until is not None else None,
+    )
+    if keep.since is not None and keep.until is not None and keep.since > keep.until:
+        raise click.BadParameter("is after --until", param_hint="--since")
+    try:
+        with output_file(None if str(out) == "-" else out) as sink:
+            counts = asyncio.run(_export(settings, sink, keep))
+    except OSError as exc:  # the output (Kafka's errors are dealt with in _export)
+        raise click.ClickException(f"cannot write {out}: {exc}") from exc
+    click.echo(
+        f"exported {counts['written']} events from {settings.topic_events} to "
+        f"{'stdout' if str(out) == '-' else out}; {counts['skipped']} skipped by the filter, "
+        f"{counts['invalid']} invalid (not written)",
+        err=True,
+    )
+
+
+async def _export(settings: Settings, sink: BinaryIO, keep: "EventFilter") -> dict[str, int]:
+    from contextlib import aclosing
+
+    from aiokafka.errors import KafkaError
+
+    from services.export import LogBounds, LogNotFound, jsonl_line, read_log
+    from services.kafka import wait_until_reachable
+
+    try:
+        await wait_until_reachable(settings, timeout=15)
+    except TimeoutError as exc:
+        hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
+        raise click.ClickException(f"{exc}.{hint}") from exc
+    counts = {"written": 0, "skipped": 0, "invalid": 0}
+    with click.progressbar(length=1, label="exporting", file=sys.stderr, update_min_steps=500) as bar:
+
+        def bounds(found: LogBounds) -> None:
+            bar.length = max(found.total, 1)
+
+        try:
+            async with aclosing(read_log(settings, bounds)) as records:
+                async for record in records:
+                    bar.update(1)
+                    if record.event is None:
+                        counts["invalid"] += 1
+                        click.echo(f"{settings.topic_events} {record.where}: {record.reason}", err=True)
+                    elif keep(record.event):
+                        sink.write(jsonl_line(record.value) + b"\n")
+                        counts["written"] += 1
+                    else:
+                        counts["skipped"] += 1
+        except LogNotFound as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KafkaError as exc:
+            raise click.ClickException(f"reading the log at {settings.bootstrap()} failed: {exc!r}") from exc
+    return counts
 
 
 @main.command()
@@ -228,6 +331,41 @@ def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, s
     click.echo(f"demo: published {sent} events to {settings.topic_events} at {settings.bootstrap()}")
 
 
+@main.group()
+def topics() -> None:
+    """The Kafka topics slatrack uses (events, dead letters, signals)."""
+
+
+@topics.command("create")
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for the broker.")
+def topics_create(wait: float) -> None:
+    """Create the topics that are missing, with their configs; check the others.
+
+    Safe to run again: an existing topic is left as it is (a differing
+    partition count is reported, never changed). For a deployment's one-shot
+    init job; `serve` does the same at start unless
+    SLATRACK_KAFKA_CREATE_TOPICS=false.
+    """
+    from services.kafka import ensure_topics, topic_specs, wait_until_reachable
+
+    settings = _settings().model_copy(update={"kafka_create_topics": True})
+    _logging(settings)
+
+    async def go() -> None:
+        await wait_until_reachable(settings, timeout=wait)
+        await ensure_topics(settings)
+
+    try:
+        asyncio.run(go())
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        raise click.ClickException(f"topics not ready on {settings.bootstrap()}: {exc}") from exc
+    for spec in topic_specs(settings):
+        configs = ", ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
+        click.echo(
+            f"{spec.name}: {spec.partitions} partitions, replication {spec.replication_factor}, {configs}"
+        )
+
+
 # --- the auditor's replay and the calendar questions -------------------------
 
 
@@ -269,25 +407,30 @@ def _emit(document: object) -> None:
     help="Policy file (TOML); default: the packaged default policy.",
 )
 @click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
-def replay(events_file: Path, as_of: str | None, policy_file: Path | None, output: str) -> None:
+@click.option(
+    "--compare",
+    "compare_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="What-if: print only what --policy changes (breaches, amounts) against this policy file.",
+)
+def replay(
+    events_file: Path, as_of: str | None, policy_file: Path | None, output: str, compare_file: Path | None
+) -> None:
     """Replay a history: every ticket and customer view, as of an instant.
 
     Invalid lines are reported on stderr (line number and reason) and
     counted in "rejected"; the replay goes on without them. The same input
-    gives the same output, byte for byte.
+    gives the same output, byte for byte. With --compare OLD.toml, prints
+    per customer the breaches and amounts that --policy changes against OLD.
     """
     from projections.replay import replay as replay_history
-    from projections.timeline import Recorded
 
     policy = _policy(policy_file)
     instant = _instant(as_of, "--as-of") if as_of is not None else None
-    records, rejected = [], 0
-    for lineno, outcome in _read_events(events_file, Settings.model_fields["max_event_bytes"].default):
-        if isinstance(outcome, EventRejected):
-            rejected += 1
-            click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
-        else:
-            records.append(Recorded(lineno, outcome))
+    records, rejected = _recorded(events_file)
+    if compare_file is not None:
+        _what_if(records, _policy(compare_file), policy, instant, rejected, output)
+        return
     document = replay_history(records, policy, instant, rejected)
     if output == "json":
         _emit(document)
@@ -336,6 +479,105 @@ def _clock_text(clock: dict) -> str:
     target = "none" if clock["target_seconds"] is None else hm(clock["target_seconds"])
     mark = " BREACHED" if clock["breached"] else " at risk" if clock["at_risk"] else ""
     return f"{clock['status']:<7} {hm(clock['elapsed_seconds'])}/{target}{mark}"
+
+
+def _recorded(events_file: Path) -> tuple[list["Recorded"], int]:
+    """The valid events of a JSONL file (line number = recording order); bad lines reported and counted."""
+    from projections.timeline import Recorded
+
+    records, rejected = [], 0
+    for lineno, outcome in _read_events(events_file, Settings.model_fields["max_event_bytes"].default):
+        if isinstance(outcome, EventRejected):
+            rejected += 1
+            click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
+        else:
+            records.append(Recorded(lineno, outcome))
+    return records, rejected
+
+
+def _what_if(
+    records: list["Recorded"],
+    old: "Policy",
+    new: "Policy",
+    as_of: datetime | None,
+    rejected: int,
+    output: str,
+) -> None:
+    from projections.compare import compare
+    from projections.replay import replay as replay_history
+    from services.audit import comparison_table
+
+    before = replay_history(records, old, as_of, rejected, breaches=True)
+    document = compare(before, replay_history(records, new, as_of, rejected, breaches=True))
+    if output == "json":
+        _emit(document)
+    else:
+        click.echo(comparison_table(document))
+
+
+@main.command()
+@click.argument("ticket")
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL file of events, as for replay; default: the read models of the configured store.",
+)
+@click.option(
+    "--as-of", "as_of", help="RFC 3339 instant; default: the latest occurred_at in --events, else now."
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file (TOML); default: SLATRACK_POLICY_FILE, else the packaged default policy.",
+)
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def explain(
+    ticket: str, events_file: Path | None, as_of: str | None, policy_file: Path | None, output: str
+) -> None:
+    """The audit trail of TICKET: every event and what it did, the final view, a digest of the inputs."""
+    from projections.explain import explain as explain_ticket
+    from projections.replay import latest_instant
+    from projections.timeline import history
+    from services.audit import UnknownTicket, explain_table, split_history
+
+    settings = _settings()
+    policy = _policy(policy_file or settings.policy_file)
+    instant = _instant(as_of, "--as-of") if as_of is not None else None
+    try:
+        if events_file is not None:
+            everything, _ = _recorded(events_file)
+            records, account = split_history(everything, ticket)
+            if not records:
+                raise UnknownTicket(f"unknown ticket {ticket!r}: no event of it in {events_file}")
+            instant = instant or latest_instant(history(everything))
+        else:
+            records, account = _stored_history(settings, ticket)
+    except UnknownTicket as exc:
+        raise click.ClickException(str(exc)) from None
+    at = instant or whole_second(datetime.now().astimezone())  # default: now, whole second
+    document = explain_ticket(records, account, policy, at)
+    if document is None:
+        raise click.ClickException(f"ticket {ticket!r} was not opened by {at:%Y-%m-%dT%H:%M:%SZ}")
+    if output == "json":
+        _emit(document)
+    else:
+        click.echo(explain_table(document))
+
+
+def _stored_history(settings: Settings, ticket: str) -> tuple[list["Recorded"], list["Recorded"]]:
+    from services.audit import histories_from_store
+    from services.store import StoreError, open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        return histories_from_store(store, ticket)
+    finally:
+        store.close()
 
 
 @main.group()

@@ -1,0 +1,58 @@
+"""`slatrack explain TICKET` without --events: the history comes from the read-model store (SQLite)."""
+
+import orjson
+from click.testing import CliRunner
+
+from events import decode_event
+from projections.timeline import whole_second
+from services.cli import main
+from services.config import Settings
+from services.store import BatchWrite, StoredEvent, open_store
+from tests.unit.test_explain import AS_OF, everything, explained
+
+TOPIC = "ticket-events"
+
+
+def fill(data_dir) -> None:
+    """Store the story's events as the projector does: one partition, offsets in recording order."""
+    store = open_store(Settings(data_dir=data_dir, database_url=None))
+    try:
+        generation = store.create_generation("test")
+        store.activate_generation(generation)
+        rows = []
+        for offset, event in enumerate(everything().dicts):
+            body = orjson.dumps(event)
+            decoded = decode_event(body)
+            at = int(whole_second(decoded.occurred_at).timestamp())
+            ticket_id = getattr(decoded, "ticket_id", None)
+            rows.append(StoredEvent(decoded.event_id, ticket_id, decoded.customer_id, 0, offset, at, body))
+        store.commit_batch(generation, BatchWrite(TOPIC, {0: (0, len(rows))}, rows))  # repeats are ignored
+    finally:
+        store.close()
+
+
+def test_explain_from_the_store(tmp_path):
+    fill(tmp_path)
+    env = {"SLATRACK_DATA_DIR": str(tmp_path), "SLATRACK_DATABASE_URL": None, "SLATRACK_POLICY_FILE": None}
+    runner = CliRunner()
+    args = ["explain", "T-1", "--as-of", "2026-11-13T12:00:00-05:00", "--format", "json"]
+    result = runner.invoke(main, args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document = orjson.loads(result.stdout)
+    expected = explained(everything().records, as_of=AS_OF)
+    # The same events and policy as the file: the same digest, view and effects; only the
+    # recording positions differ (offset x 1024 + partition), and the store kept one copy of e-6.
+    assert document["digest"] == expected["digest"]
+    assert document["view"] == expected["view"]
+    strip = [{k: v for k, v in e.items() if k != "position"} for e in expected["entries"]]
+    duplicate = strip.pop(9)
+    assert duplicate["effects"][0]["effect"] == "ignored"
+    assert [{k: v for k, v in e.items() if k != "position"} for e in document["entries"]] == strip
+    assert document["entries"][1]["position"] == 2 * 1024  # e-3, offset 2
+
+    table = runner.invoke(main, ["explain", "T-1"], env=env, catch_exceptions=False)  # as of now
+    assert table.exit_code == 0 and table.stdout.startswith("ticket T-1   customer acme")
+
+    unknown = runner.invoke(main, ["explain", "T-404"], env=env)
+    assert unknown.exit_code == 1
+    assert "unknown ticket 'T-404': no event of it in the read models" in unknown.stderr
