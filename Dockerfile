@@ -41,7 +41,7 @@ WORKDIR /var/lib/slatrack
 USER ${UID}:${UID}
 EXPOSE 8000
 # Slim has no curl: ask /healthz with Python's urllib (any error or non-2xx fails).
-# A `--role worker` process listens on no port, so this check needs `--role all` or `api`.
+# Every role listens on SLATRACK_HTTP_PORT (a worker serves health and metrics only).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('SLATRACK_HTTP_PORT', '8000'), timeout=4)"]
 ENTRYPOINT ["slatrack"]
