@@ -448,8 +448,9 @@ class Projector:
         for ticket_id, records in new.items():
             tally.duplicates += _repeats(self._tickets[ticket_id], records)
             self._tickets[ticket_id] = self._tickets[ticket_id] + records
-        self._bound()
-        return {t: self._tickets[t] for t in ticket_ids}
+        histories = {t: self._tickets[t] for t in ticket_ids}
+        self._bound()  # after taking them: bounding may empty the cache
+        return histories
 
     async def _account_histories(
         self, customers: set[str], new: dict[str, list[Recorded]], tally: Tally

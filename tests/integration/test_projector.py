@@ -108,6 +108,15 @@ async def test_read_model_equals_replay(store_settings):
     assert_equals_replay(read_model(store_settings), events)
 
 
+async def test_a_small_history_cache_changes_nothing(kafka_settings, tmp_path, monkeypatch):
+    """More tickets than the cache holds: it empties itself now and then, mid-batch included."""
+    monkeypatch.setattr("services.projector.CACHE_TICKETS", 7)
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path, "consumer_max_records": 50})
+    events = simulated(tickets=150, seed=13)
+    await project(settings, keyed(events), len(events))
+    assert_equals_replay(read_model(settings), events)
+
+
 async def test_shuffled_and_duplicated_input_gives_the_same_read_model(store_settings):
     events = simulated(seed=9)
     # Per customer the log keeps the publishing order; across customers any
