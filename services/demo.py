@@ -9,6 +9,13 @@ clock runs ``speedup`` times faster than the real one, until it reaches the
 present; from then on events are published when their time comes. So the
 read models fill with days of history in minutes, and then clocks run, warn
 and breach live.
+
+While the history is compressed its events arrive late: a worker that is
+caught up evaluates as of now, so a ticket opened two simulated days ago
+shows breached until its answer (a few real seconds later) arrives and the
+breach is revoked (``sla.breach_revoked``, and
+``slatrack_sla_breach_revocations_total``). That is what a real late event
+does; once the demo is live, breaches are the real ones.
 """
 
 import asyncio
