@@ -9,10 +9,11 @@ field before we read it.
 """
 
 import re
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -34,6 +35,13 @@ _DATE = re.compile(DATE_PATTERN)
 
 MAX_WORK_LOG = timedelta(hours=24)
 
+# Instants and dates outside these years are typing mistakes, and near the
+# ends of Python's calendar (years 1 and 9999) arithmetic on them overflows:
+# rejected here, so that such an event goes to the dead-letter topic instead
+# of stopping a worker.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
+
 
 def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
@@ -44,6 +52,18 @@ def _rfc3339(value: Any) -> Any:
         "must be an RFC 3339 date-time with an explicit offset, "
         "e.g. 2026-10-30T15:30:00-04:00 or 2026-10-30T19:30:00Z"
     )
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must lie between 1970-01-01T00:00:00Z and 2999-12-31T23:59:59Z")
+    return value
+
+
+def _date_in_range(value: date) -> date:
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise ValueError("must lie between 1970-01-01 and 2999-12-31")
+    return value
 
 
 def _iso_date(value: Any) -> Any:
@@ -58,11 +78,13 @@ Instant = Annotated[
     AwareDatetime,
     Field(strict=False, json_schema_extra={"pattern": RFC3339_PATTERN}),
     BeforeValidator(_rfc3339),
+    AfterValidator(_in_range),
 ]
 LocalDate = Annotated[
     date,
     Field(strict=False, json_schema_extra={"pattern": DATE_PATTERN}),
     BeforeValidator(_iso_date),
+    AfterValidator(_date_in_range),
 ]
 # Ids and short texts become columns of the read models and labels in logs:
 # no control characters (PostgreSQL cannot store NUL in text at all).

@@ -313,9 +313,18 @@ class Calendar:
         """Whether the local date ``day`` has any open time (a business day)."""
         return bool(self._day(day.toordinal()))
 
-    def count_open_days(self, after: date, through: date) -> int:
-        """Local dates ``d`` with ``after < d <= through`` that have open time."""
-        return sum(1 for o in range(after.toordinal() + 1, through.toordinal() + 1) if self._day(o))
+    def count_open_days(self, after: date, through: date, at_most: int | None = None) -> int:
+        """Local dates ``d`` with ``after < d <= through`` that have open time.
+
+        With ``at_most``, counting stops there: a notice question ("fewer than
+        5 business days?") need not walk every day to a far install date.
+        """
+        count = 0
+        for ordinal in range(after.toordinal() + 1, through.toordinal() + 1):
+            if at_most is not None and count >= at_most:
+                break
+            count += bool(self._day(ordinal))
+        return count
 
     # -- internals, on epoch seconds ------------------------------------------
 
@@ -546,8 +555,9 @@ class AlwaysOpenCalendar(Calendar):
     def is_open_day(self, day: date) -> bool:
         return True
 
-    def count_open_days(self, after: date, through: date) -> int:
-        return max(0, (through - after).days)
+    def count_open_days(self, after: date, through: date, at_most: int | None = None) -> int:
+        days = max(0, (through - after).days)
+        return days if at_most is None else min(days, at_most)
 
 
 def _country_holidays(country: str, subdivision: str | None) -> Mapping[date, str]:

@@ -38,9 +38,9 @@ class Cycle:
     elapsed: int = 0
     ended_at: datetime | None = None
     reached: dict[str, datetime] = field(default_factory=dict)
-    # (elapsed, breached) when its clock first stopped: what attainment counts
-    # once, even if a reopen resumes the cycle later.
-    first_stop: tuple[int, bool] | None = None
+    # (elapsed, breached, instant) when its clock first stopped: what
+    # attainment counts once, even if a reopen resumes the cycle later.
+    first_stop: tuple[int, bool, datetime] | None = None
 
     @property
     def breached(self) -> bool:
@@ -108,7 +108,8 @@ class Clock:
 
     def stop(self, reason: str) -> None:
         if self.started and self.stopped_by is None and self.current.first_stop is None:
-            self.current.first_stop = (self.current.elapsed, self.current.breached)
+            assert self.since is not None  # counted up to the instant of the stop
+            self.current.first_stop = (self.current.elapsed, self.current.breached, self.since)
         if self.stopped_by != "closed":
             self.stopped_by = reason
 

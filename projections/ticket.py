@@ -402,7 +402,8 @@ class TicketState:
         if self.opened.data.category == "new_install" and install_date is not None:
             notice = self.policy.billing.new_install_notice
             calendar = self.policy.calendar(notice.calendar)
-            days = calendar.count_open_days(calendar.local_date(self.opened_at), install_date)
+            opened_on = calendar.local_date(self.opened_at)
+            days = calendar.count_open_days(opened_on, install_date, at_most=notice.business_days)
             if days < notice.business_days:
                 flags.append("short_install_notice")
         if any(not e.entitled for e in self.escalations):

@@ -269,21 +269,25 @@ class _WorkerCollector(Collector):
         generation, partitions, lag_now = self._snapshot
         clocks = GaugeMetricFamily(
             "slatrack_sla_clocks",
-            "Clocks of open tickets in this worker's partitions: running or paused (not stopped), "
-            "at_risk (past the warning threshold), breached_open (breached, ticket still open). "
+            "Clocks of tickets not closed in this worker's partitions: running or paused (not stopped), "
+            "at_risk (past the warning threshold), breached_open (breached, ticket not closed). "
             "at_risk and breached_open overlap the first two.",
             labels=["clock", "priority", "status"],
         )
         counts = dict.fromkeys(((c, p, s) for c in CLOCKS for p in PRIORITIES for s in CLOCK_STATUSES), 0)
+        counted = True
         if self.store is not None and generation is not None and partitions:
             try:
                 for clock, priority, status, count in self.store.clock_counts(generation, partitions):
                     counts[clock, priority, status] = count
-            except Exception:  # a scrape must not fail because the store blinked
+            except Exception:
+                # The scrape goes on without this gauge: a 0 would look like "no open clocks".
                 log.exception("could not count open clocks for /metrics")
-        for labels, count in sorted(counts.items()):
-            clocks.add_metric(list(labels), count)
-        yield clocks
+                counted = False
+        if counted:
+            for labels, count in sorted(counts.items()):
+                clocks.add_metric(list(labels), count)
+            yield clocks
 
         lag = GaugeMetricFamily(
             "slatrack_projector_lag_events",

@@ -139,8 +139,10 @@ class Projector:
     async def revoked(self, partitions: set[int]) -> None:
         async with self.lock:
             self.partitions -= partitions
+            self.lagging -= partitions
             for partition in partitions:
                 self.expected.pop(partition, None)
+                self.watermark.pop(partition, None)  # a partition that comes back starts afresh
             self._forget()
 
     async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
@@ -353,7 +355,7 @@ class Projector:
             if state is None:
                 # Not opened as of now (its ticket.opened is still ahead, or
                 # missing): a placeholder row keeps the instant to look again.
-                write.tickets.append(_pending_row(ticket_id, owner, records, as_of))
+                write.tickets.append(_pending_row(ticket_id, owner, records, as_of, previous.get(ticket_id)))
                 continue
             row, signals = self._ticket_row(state, records, previous.get(ticket_id), as_of, tally)
             write.tickets.append(row)
@@ -393,12 +395,15 @@ class Projector:
         had: dict[str, str] = orjson.loads(before.signals) if before is not None else {}
         fresh = {sid: body for sid, body in claims.items() if sid not in had}
         breaches_before = {sid for sid, kind in had.items() if kind == "sla.breached"}
-        fresh.update(revoked(breaches_before, claims, view["ticket_id"], view["customer_id"]))
+        revocations = revoked(breaches_before, claims, view["ticket_id"], view["customer_id"])
+        fresh.update(revocations)
         signals = [
             Signal(sid, view["customer_id"], orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
             for sid, body in sorted(fresh.items())
         ]
-        marks = tally.count_ticket(state, before.marks if before is not None else None, list(fresh.values()))
+        marks = tally.count_ticket(
+            state, before.marks if before is not None else None, [*claims.values(), *revocations.values()]
+        )
         billing = view["billing"]
         partition = partition_of(records[0]) if records else 0
         row = TicketRow(
@@ -522,7 +527,9 @@ def _customer_partition(
     return 0
 
 
-def _pending_row(ticket_id: str, owner: str | None, records: list[Recorded], as_of: datetime) -> TicketRow:
+def _pending_row(
+    ticket_id: str, owner: str | None, records: list[Recorded], as_of: datetime, before: TicketRow | None
+) -> TicketRow:
     ahead = [r.at for r in records if r.at > as_of]
     opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
     opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
@@ -552,6 +559,10 @@ def _pending_row(ticket_id: str, owner: str | None, records: list[Recorded], as_
         opened_at=0,
         evaluated_at=epoch(as_of) or 0,
         view=orjson.dumps(view),
+        # What the row asserted and counted before stays: it is not taken back by
+        # a view that is only not opened *yet* (evaluated as of a lagging partition's watermark).
+        signals=before.signals if before is not None else b"{}",
+        marks=before.marks if before is not None else b"{}",
     )
 
 

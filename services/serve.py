@@ -92,6 +92,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
         log.info("broker: %s (%s)", settings.bootstrap(), settings.kafka_security_protocol)
 
     policy = policy_of(settings)
+    metrics.SLA_ELAPSED.install(policy)  # every role exports the histogram with the same buckets
     store = open_store(settings)
     stop = asyncio.Event()
     _on_signals(stop)

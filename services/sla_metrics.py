@@ -1,26 +1,31 @@
 """What the SLA counters count, and when: exactly once per cause, across restarts.
 
 A worker compares each ticket's new state with the *marks* stored in its row:
-the clock cycles already counted and the finalized charge already counted.
-The new marks are written in the same transaction as the row and the batch's
-offsets, and the counters move only after that transaction commits. So a
-batch read again after a crash finds its marks already stored and counts
+the clock cycles, breaches, escalation level and finalized charge already
+counted. The new marks are written in the same transaction as the row and the
+batch's offsets, and the counters move only after that transaction commits.
+So a batch read again after a crash finds its marks already stored and counts
 nothing twice; a crash before the commit loses the counts with the process,
 which Prometheus sees as a counter reset.
 
 - A cycle with a target is counted (evaluated; met if it had not breached;
   its elapsed seconds observed) when its clock first stops. A cycle ended by
   a priority change counts only if it had breached: a cycle that was merely
-  superseded was never measured to its end. Marks of cycles are kept once
-  set, so a reopened and re-resolved ticket is not counted twice.
-- Breaches, revocations and escalations are counted from the signals the
-  batch records for the first time (their ids are derived from their causes).
+  superseded was never measured to its end. A cycle is known by its clock and
+  the instant it stopped (or ended), not by its number, which a late priority
+  change can shift; once counted, it stays counted (a reopened and
+  re-resolved ticket is not counted twice).
+- Breaches and revocations are counted by signal id (derived from the cause),
+  escalations by level reached: each once.
 - A finalized charge (closed, or fault determined) adds its seconds and cents;
   if a later event changes a finalized charge, the difference is added, or
   counted as credited when it went down.
 
-Rows carry marks in rebuilds too (a rebuild counts nothing itself), so a live
-worker that follows a rebuild's switch finds the same marks.
+Marks belong to the live counters: when a rebuild's generation becomes the
+active one, it takes over the marks of the generation it replaces (in the
+same transaction, see ``ReadModelStore.activate_generation``), so the workers
+that follow the switch count neither what they counted before nor miss what
+they skipped.
 """
 
 from collections import Counter
@@ -32,7 +37,9 @@ import orjson
 from projections.ticket import TicketState
 from services import metrics
 
-Marks = dict[str, Any]  # {"cycles": ["response:1", ...], "billing": [rule, seconds, cents] | None}
+# {"cycles": ["response@1762095600", ...], "signals": [counted breach/revocation ids],
+#  "level": highest escalation level counted, "billing": [rule, seconds, cents] | None}
+Marks = dict[str, Any]
 
 
 @dataclass
@@ -51,28 +58,38 @@ class Tally:
     credited_cents: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
 
-    def count_ticket(self, state: TicketState, before: bytes | None, fresh: list[dict[str, Any]]) -> bytes:
-        """Count what is new about this ticket; return its new marks (JSON) for the row."""
+    def count_ticket(self, state: TicketState, before: bytes | None, signals: list[dict[str, Any]]) -> bytes:
+        """Count what is new about this ticket; return its new marks (JSON) for the row.
+
+        ``signals``: every signal the state asserts, and the revocations of breaches it no longer does.
+        """
         marks: Marks = orjson.loads(before) if before else {}
-        counted = set(marks.get("cycles", []))
+        cycles = set(marks.get("cycles", []))
         for key, clock, priority, elapsed, breached in stopped_cycles(state):
-            if key in counted:
+            if key in cycles:
                 continue
-            counted.add(key)
+            cycles.add(key)
             self.evaluated[clock, priority] += 1
             self.met[clock, priority] += 0 if breached else 1
             self.elapsed.append((clock, priority, elapsed))
-        for signal in fresh:
-            kind = signal["type"]
+        counted = set(marks.get("signals", []))
+        for signal in signals:
+            kind, sid = signal["type"], signal["signal_id"]
+            if kind not in ("sla.breached", "sla.breach_revoked") or sid in counted:
+                continue
+            counted.add(sid)
             if kind == "sla.breached":
                 self.breaches[signal["clock"], signal["priority"]] += 1
-            elif kind == "sla.breach_revoked":
+            else:
                 self.revocations += 1
-            elif kind == "escalation.raised":
-                self.escalations[signal["level"]] += 1
+        level = max(marks.get("level", 0), state.level)
+        for raised in range(marks.get("level", 0) + 1, level + 1):
+            self.escalations[raised] += 1
         billing = finalized_charge(state) or marks.get("billing")
         self._charge(marks.get("billing"), billing)
-        return orjson.dumps({"billing": billing, "cycles": sorted(counted)})
+        return orjson.dumps(
+            {"billing": billing, "cycles": sorted(cycles), "level": level, "signals": sorted(counted)}
+        )
 
     def _charge(self, before: list | None, after: list | None) -> None:
         if before == after or after is None:
@@ -119,14 +136,17 @@ def stopped_cycles(state: TicketState) -> list[tuple[str, str, str, int, bool]]:
     """(key, clock, priority, elapsed, breached) of each cycle that counts for attainment."""
     found = []
     for clock in state.clocks.values():
-        for number, cycle in enumerate(clock.cycles, start=1):
+        for cycle in clock.cycles:
             if cycle.target is None:
                 continue
-            key = f"{clock.name}:{number}"
             if cycle.first_stop is not None:
-                elapsed, breached = cycle.first_stop
-                found.append((key, clock.name, cycle.priority, elapsed, breached))
+                elapsed, breached, at = cycle.first_stop
+                found.append(
+                    (f"{clock.name}@{int(at.timestamp())}", clock.name, cycle.priority, elapsed, breached)
+                )
             elif cycle is not clock.current and cycle.breached:  # ended by a priority change
+                assert cycle.ended_at is not None
+                key = f"{clock.name}@{int(cycle.ended_at.timestamp())}:ended"
                 found.append((key, clock.name, cycle.priority, cycle.elapsed, True))
     return found
 

@@ -165,7 +165,12 @@ class ReadModelStore(ABC):
 
     @abstractmethod
     def activate_generation(self, generation: int) -> None:
-        """Make ``generation`` the active one, atomically."""
+        """Make ``generation`` the active one, atomically.
+
+        In the same transaction its tickets take over the ``marks`` of the
+        generation it replaces (none where that one has no such ticket): marks
+        record what the live workers' counters counted (services/sla_metrics.py).
+        """
 
     @abstractmethod
     def drop_generation(self, generation: int) -> None:
@@ -258,10 +263,11 @@ class ReadModelStore(ABC):
 
     @abstractmethod
     def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]:
-        """Open tickets' clocks of these partitions: (clock, priority, status, count), sorted.
+        """Clocks of the tickets not closed (open or resolved) of these partitions:
+        (clock, priority, status, count), sorted.
 
         status is running or paused (a clock not stopped), at_risk, or
-        breached_open (breached in any cycle, on a ticket still open). The
+        breached_open (breached in any cycle, on a ticket not closed). The
         last two overlap the first two: they are not a partition of the clocks.
         """
 

@@ -267,8 +267,9 @@ def _add_ticket_columns(bool_type: str, false: str, blob: str, empty: str) -> st
 
 
 _OPEN_CLOCKS_INDEX = """
--- The open-clocks gauge counts open tickets by partition at every scrape.
-CREATE INDEX tickets_open_by_partition ON tickets (generation, log_partition, priority) WHERE state = 'open';
+-- The open-clocks gauge counts tickets not closed, by partition, at every scrape.
+CREATE INDEX tickets_open_by_partition ON tickets (generation, log_partition, priority)
+    WHERE state IN ('open', 'resolved');
 """
 SQLITE_2 = _add_ticket_columns("INTEGER", "0", "BLOB", "X'7B7D'") + _OPEN_CLOCKS_INDEX
 POSTGRES_2 = _add_ticket_columns("BOOLEAN", "FALSE", "BYTEA", "'\\x7b7d'::bytea") + _OPEN_CLOCKS_INDEX

@@ -239,12 +239,21 @@ class SqlStore(ReadModelStore):
         def activate(tx: Tx) -> None:
             if tx.one(GENERATION_EXISTS, (generation,)) is None:
                 raise StoreError(f"no generation {generation}")
+            previous = tx.one(ACTIVE + self._for_update)
             # Waits on PostgreSQL for batches in flight (they hold the row FOR SHARE).
             tx.run(
                 "INSERT INTO active_generation (id, generation) VALUES (1, ?) "
                 "ON CONFLICT (id) DO UPDATE SET generation = excluded.generation",
                 (generation,),
             )
+            if previous is not None and previous[0] != generation:
+                # The metric marks are the live counters' memory: they follow the switch.
+                tx.run(
+                    "UPDATE tickets SET marks = COALESCE((SELECT old.marks FROM tickets AS old "
+                    "WHERE old.generation = ? AND old.ticket_id = tickets.ticket_id), ?) "
+                    "WHERE generation = ?",
+                    (previous[0], b"{}", generation),
+                )
             tx.run(
                 "UPDATE generations SET activated_at = ? WHERE generation = ?",
                 (int(time.time()), generation),
@@ -513,7 +522,7 @@ class SqlStore(ReadModelStore):
             rows = self._read(
                 lambda tx, clock=clock: tx.all(
                     f"SELECT priority, {clock}_status, {clock}_at_risk, {clock}_breached, count(*) "  # noqa: S608
-                    f"FROM tickets WHERE generation = ? AND {where} AND state = 'open' "
+                    f"FROM tickets WHERE generation = ? AND {where} AND state IN ('open', 'resolved') "
                     f"GROUP BY priority, {clock}_status, {clock}_at_risk, {clock}_breached",
                     (generation, param),
                 )

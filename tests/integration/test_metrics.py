@@ -11,7 +11,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from projections.policy import default_policy
 from services.embedded_broker import free_port
+from services.rebuild import rebuild
+from services.store import open_store
 from tests.kafka_helpers import produce
 from tests.worker_helpers import applied, assignments, postgres_database, wait_for, worker
 
@@ -203,6 +206,34 @@ async def test_exact_values_and_a_restart_resets_without_counting_twice(sqlite_s
             'slatrack_sla_clocks{clock="response",priority="urgent",status="breached_open"}': 1,
         }
         await settled(settings, len(messages) + 1, [port], now_expected)
+    finally:
+        stop(process)
+
+
+async def test_a_rebuild_switch_counts_nothing_again(sqlite_settings, tmp_path: Path):
+    """The rebuilt rows of open tickets are as of the log's last event time; the worker brings
+    them up to now after the switch, which must not count their breaches and escalations again."""
+    settings, port = sqlite_settings, free_port()
+    messages = scenario()
+    process = worker(settings, tmp_path / "worker.log", http_port=port)
+    try:
+        await http_up(port)
+        await produce(settings, messages)
+        await settled(settings, len(messages), [port], EXPECTED | OPEN_CLOCKS)
+        store = open_store(settings)
+        try:
+            report = await rebuild(settings, store, default_policy())
+            assert report.switched and report.mismatches == []
+
+            def t5_current() -> bool:  # the worker followed the switch and re-evaluated T5 as of now
+                row = store.ticket(report.generation, "T5")
+                return row is not None and row.breached
+
+            await wait_for(t5_current, 30, "the worker to bring T5 up to date in the new generation")
+        finally:
+            store.close()
+        await asyncio.sleep(1)
+        assert picked(scrape(port), EXPECTED | OPEN_CLOCKS) == EXPECTED | OPEN_CLOCKS
     finally:
         stop(process)
 

@@ -737,7 +737,9 @@ class StoreContract:
             ),
             ticket("o3", priority="low", partition=1, resolution_status="paused", resolution_breached=True),
             ticket("c1", priority="urgent", state="closed", response_breached=True),  # closed: not counted
-            ticket("r1", priority="urgent", state="resolved", resolution_status="stopped"),  # not open
+            # Resolved, not closed: its response clock still runs (no answer yet), so it counts.
+            ticket("r1", priority="urgent", state="resolved", resolution_status="stopped"),
+            ticket("q1", priority="urgent", state="pending", response_status="", resolution_status=""),
             ticket("p9", priority="high", partition=2),  # a partition not asked for
         ]
         store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
@@ -749,13 +751,35 @@ class StoreContract:
             ("resolution", "urgent", "running", 1),
             ("response", "low", "running", 1),
             ("response", "urgent", "breached_open", 1),
-            ("response", "urgent", "running", 1),
+            ("response", "urgent", "running", 2),
         ]
         assert store.clock_counts(gen, [2]) == [
             ("resolution", "high", "running", 1),
             ("response", "high", "running", 1),
         ]
         assert store.clock_counts(gen, []) == []
+
+    def test_a_switch_carries_the_marks_of_the_generation_it_replaces(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1)}, tickets=[ticket("t1", marks=b'{"level":2}'), ticket("t2", marks=b'{"level":1}')]
+            ),
+        )
+        rebuilt = store.create_generation("rebuild")
+        store.commit_batch(
+            rebuilt,
+            batch(
+                {0: (0, 1)}, tickets=[ticket("t1", marks=b'{"level":3}'), ticket("t3", marks=b'{"level":3}')]
+            ),
+            must_be_active=False,
+        )
+        store.activate_generation(rebuilt)
+        assert store.ticket(rebuilt, "t1").marks == b'{"level":2}'  # what the live counters counted
+        assert store.ticket(rebuilt, "t3").marks == b"{}"  # never counted live: counts when it next changes
+        assert store.ticket(gen, "t2").marks == b'{"level":1}'  # the old generation is left as it was
+        store.activate_generation(rebuilt)  # activating the active one again changes nothing
+        assert store.ticket(rebuilt, "t1").marks == b'{"level":2}'
 
     def test_per_clock_flags_and_marks_round_trip(self, store, gen):
         row = ticket(

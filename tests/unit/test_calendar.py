@@ -272,6 +272,9 @@ def test_business_days_for_install_notice() -> None:
     # Thanksgiving (Thu 26 Nov) does not count.
     assert cal.count_open_days(date(2026, 11, 23), date(2026, 11, 30)) == 4
     assert cal.count_open_days(date(2026, 11, 9), date(2026, 11, 2)) == 0
+    # Stops counting at at_most: a far install date costs a few days, not centuries.
+    assert cal.count_open_days(date(2026, 11, 2), date(2026, 11, 9), at_most=3) == 3
+    assert cal.count_open_days(date(2026, 11, 2), date(2999, 12, 31), at_most=5) == 5
 
 
 # --- 24x7 -------------------------------------------------------------------------
@@ -287,6 +290,7 @@ def test_twenty_four_seven_counts_real_seconds() -> None:
     assert cal.parts(start, end) == [(start, end, True)]
     assert cal.is_open(start) and cal.next_open(start) == start
     assert cal.count_open_days(date(2026, 11, 1), date(2026, 11, 8)) == 7
+    assert cal.count_open_days(date(2026, 11, 1), date(2026, 11, 8), at_most=5) == 5
 
 
 # --- long spans and calendars without open time -----------------------------------

@@ -166,6 +166,34 @@ def test_occurred_at_must_not_be_a_number():
     assert rejected(sample("ticket.opened", occurred_at=1761852600)).kind == RejectKind.INVALID_EVENT
 
 
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("1970-01-01T00:00:00Z", True),
+        ("2999-12-31T23:59:59Z", True),
+        ("1969-12-31T23:59:59Z", False),
+        ("2999-12-31T23:00:00-05:00", False),  # 3000-01-01 in UTC
+        # Near the ends of Python's calendar, arithmetic overflows: never let one reach a worker.
+        ("9999-12-31T23:59:59-10:00", False),
+        ("0001-01-01T00:00:00+10:00", False),
+    ],
+)
+def test_instants_lie_between_1970_and_3000(text, ok):
+    event = sample("ticket.opened", occurred_at=text)
+    if ok:
+        decode(event)
+    else:
+        assert "between 1970" in rejected(event).detail
+
+
+def test_install_dates_lie_between_1970_and_3000():
+    data = {"priority": "medium", "category": "new_install"}
+    assert decode(sample("ticket.opened", data={**data, "install_date": "2999-12-31"}))
+    for bad in ("9999-12-31", "0001-01-01", "1969-12-31"):
+        event = sample("ticket.opened", data={**data, "install_date": bad})
+        assert "between 1970" in rejected(event).detail
+
+
 @pytest.mark.parametrize("field", ["event_id", "customer_id", "ticket_id"])
 @pytest.mark.parametrize(
     ("value", "ok"),

@@ -18,12 +18,14 @@ MON = "2026-11-02"  # a Monday; business hours are 08:00-17:00 New York in the d
 
 
 def step(story: Story, as_of: datetime, marks: bytes | None, had: set[str]) -> tuple[Tally, bytes, set[str]]:
-    """One batch: count what is new since ``marks`` / ``had`` (the signal ids recorded before)."""
+    """One batch as the worker runs it: every signal the state asserts, against the stored marks.
+
+    ``had`` is kept for the callers' convenience (the ids asserted so far).
+    """
     state = story.state(as_of)
     claims = asserted(state)
-    fresh = [body for sid, body in claims.items() if sid not in had]
     tally = Tally()
-    new_marks = tally.count_ticket(state, marks, fresh)
+    new_marks = tally.count_ticket(state, marks, list(claims.values()))
     return tally, new_marks, had | set(claims)
 
 
@@ -35,7 +37,8 @@ def test_a_response_in_time_is_evaluated_and_met_once():
     assert tally.evaluated == {("response", "urgent"): 1}
     assert tally.met == {("response", "urgent"): 1}
     assert tally.elapsed == [("response", "urgent", 1800)]
-    assert orjson.loads(marks)["cycles"] == ["response:1"]
+    responded = int(ny(f"{MON} 09:30").timestamp())
+    assert orjson.loads(marks)["cycles"] == [f"response@{responded}"]
 
     story.closed(ny(f"{MON} 10:00"))  # urgent resolution has no target: never evaluated
     again, marks, _ = step(story, ny(f"{MON} 10:00"), marks, had)
@@ -70,9 +73,10 @@ def test_a_reopened_ticket_is_evaluated_at_its_first_resolution_only():
     # The same counts from the final state alone (a rebuild writes these marks): equal.
     _, rebuilt, _ = step(story, ny(f"{MON} 16:00"), None, set())
     assert orjson.loads(rebuilt)["cycles"] == orjson.loads(marks)["cycles"]
-    assert [c[:2] for c in stopped_cycles(story.state(ny(f"{MON} 16:00")))] == [
-        ("response:1", "response"),
-        ("resolution:1", "resolution"),
+    keys = [c[0] for c in stopped_cycles(story.state(ny(f"{MON} 16:00")))]
+    assert keys == [
+        f"response@{int(ny(f'{MON} 09:10').timestamp())}",
+        f"resolution@{int(ny(f'{MON} 10:00').timestamp())}",
     ]
 
 
@@ -133,21 +137,39 @@ def test_a_finalized_charge_is_counted_then_only_its_changes():
     assert tally.credited_seconds == {"uncovered_p1": 10_800}
 
 
-def test_escalations_and_revocations_come_from_fresh_signals():
+def test_a_late_priority_change_does_not_count_a_response_twice():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "medium")
+    story.responded(ny(f"{MON} 09:30"))
+    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, set())
+    assert tally.evaluated == {("response", "medium"): 1}
+    story.priority(ny(f"{MON} 09:10"), "high")  # arrives late: the response now ends cycle 2
+    tally, marks, _ = step(story, ny(f"{MON} 09:40"), marks, had)
+    assert tally.evaluated == {}
+
+
+def test_escalations_count_levels_reached_once_each():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "medium")
+    story.responded(ny(f"{MON} 09:10"))
+    # Resolution runs on: breached at 8 business hours (level 1), 150 % (level 2), 200 % (level 3).
+    tally, marks, had = step(story, ny("2026-11-04 17:00"), None, set())
+    assert tally.escalations == {1: 1, 2: 1, 3: 1}
+    story.escalation_request(ny("2026-11-04 17:30"), 2)  # a level already reached: nothing new
+    again, _, _ = step(story, ny("2026-11-04 18:00"), marks, had)
+    assert again.escalations == {}
+
+
+def test_breaches_and_revocations_are_counted_once_by_id():
     tally = Tally()
     story = Story()
     story.opened(ny(f"{MON} 09:00"), "urgent")
     state = story.state(ny(f"{MON} 09:00"))
-    tally.count_ticket(
-        state,
-        None,
-        [
-            {"type": "escalation.raised", "level": 2},
-            {"type": "escalation.raised", "level": 2},
-            {"type": "sla.breach_revoked", "revokes": "x"},
-            {"type": "sla.warning", "clock": "response", "priority": "urgent"},
-        ],
-    )
-    assert tally.escalations == {2: 2}
+    breach = {"signal_id": "b1", "type": "sla.breached", "clock": "response", "priority": "urgent"}
+    revocation = {"signal_id": "r1", "type": "sla.breach_revoked", "revokes": "b1"}
+    marks = tally.count_ticket(state, None, [breach, revocation, {"signal_id": "w1", "type": "sla.warning"}])
+    assert tally.breaches == {("response", "urgent"): 1}
     assert tally.revocations == 1
-    assert tally.breaches == {}
+    again = Tally()
+    again.count_ticket(state, marks, [breach, revocation])
+    assert again.breaches == {} and again.revocations == 0
