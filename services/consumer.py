@@ -31,6 +31,7 @@ from services import metrics
 from services.config import Settings
 from services.kafka import client_options
 from services.publisher import EventPublisher, RawRecord
+from services.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class ValidatingConsumer:
         except Rewind as rewind:
             await self._rewind(rewind)
             return
-        except (KafkaError, OSError, TimeoutError):
+        except (KafkaError, OSError, TimeoutError, StoreUnavailable):
             # The broker (or the store) is unavailable: keep nothing, read the batch again.
             log.exception("batch not processed; reading it again in %.0f s", RETRY_DELAY_S)
             await self._rewind(Rewind({p: first for p, (first, _) in offsets.items()}, "retry"))

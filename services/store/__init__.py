@@ -16,6 +16,7 @@ from services.store.base import (
     StaleBatch,
     StoredEvent,
     StoreError,
+    StoreUnavailable,
     TicketQuery,
     TicketRow,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "Signal",
     "StaleBatch",
     "StoreError",
+    "StoreUnavailable",
     "StoredEvent",
     "TicketQuery",
     "TicketRow",

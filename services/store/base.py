@@ -28,6 +28,10 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached, or stayed busy too long: nothing was written; try again."""
+
+
 class StaleBatch(StoreError):
     """A partition's stored offset is not where the batch starts (applied already, or a gap)."""
 

@@ -22,12 +22,13 @@ The URL may carry a password: it is never logged, only host, port and database.
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
 import psycopg
 
+from services.store.base import StoreUnavailable
 from services.store.sql import Bulk, SqlStore, Tx
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class PostgresStore(SqlStore):
         return conn
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
-        with self._lock:
+        with self._lock, _unavailable():
             conn = self._connection()
             try:
                 return fn(_PgTx(conn))
@@ -170,7 +171,7 @@ class PostgresStore(SqlStore):
             return fn(_PgTx(self._connection()))
 
     def _write(self, fn: Callable[[Tx], T]) -> T:
-        with self._lock, ExitStack() as stack:
+        with self._lock, _unavailable(), ExitStack() as stack:
             conn = self._connection()
             try:
                 stack.enter_context(conn.transaction())
@@ -188,3 +189,12 @@ class PostgresStore(SqlStore):
 
     def _in(self, column: str, values: Iterable) -> tuple[str, object]:
         return f"{column} = ANY(?)", list(values)
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """A server down, a connection lost or a statement timed out: StoreUnavailable (try again later)."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL: {str(exc).strip()}") from exc

@@ -18,11 +18,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from services.store import migrations
+from services.store.base import StoreUnavailable
 from services.store.sql import Bulk, SqlStore, Tx
 
 log = logging.getLogger(__name__)
@@ -109,11 +111,11 @@ class SqliteStore(SqlStore):
             self._conn.close()
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
-        with self._lock:
+        with self._lock, _unavailable():
             return fn(_SqliteTx(self._conn))
 
     def _write(self, fn: Callable[[Tx], T]) -> T:
-        with self._lock:
+        with self._lock, _unavailable():
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(_SqliteTx(self._conn))
@@ -144,3 +146,19 @@ class SqliteStore(SqlStore):
         # One JSON array parameter rather than "IN (?, ?, ...)": any length
         # (SQLite caps the number of parameters) and one cached statement.
         return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))  # noqa: S608
+
+
+# What passes (another process's lock, a full disk, a failing disk) rather than
+# what a retry cannot fix (a missing table is a bug: it must stop the worker).
+_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN")
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    """Locked past the busy timeout, a full disk, an I/O error: StoreUnavailable (try again later)."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if not getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT):
+            raise
+        raise StoreUnavailable(f"SQLite: {exc}") from exc

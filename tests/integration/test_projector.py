@@ -3,7 +3,9 @@ the read models equal `slatrack replay` on the same events, whatever the
 order and however many copies; a rebuild equals the live generation."""
 
 import asyncio
+import logging
 import random
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 
@@ -114,6 +116,41 @@ async def test_a_small_history_cache_changes_nothing(kafka_settings, tmp_path, m
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path, "consumer_max_records": 50})
     events = simulated(tickets=150, seed=13)
     await project(settings, keyed(events), len(events))
+    assert_equals_replay(read_model(settings), events)
+
+
+async def test_a_store_that_is_unavailable_for_a_while_stops_nothing(
+    kafka_settings, tmp_path, monkeypatch, caplog
+):
+    """The worker waits for its store (here: another process holding the write lock) and goes on."""
+    caplog.set_level(logging.INFO, logger="services")
+    monkeypatch.setattr("services.store.sqlite.BUSY_TIMEOUT_S", 0.2)
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
+    events = simulated(tickets=60, seed=17)
+    store = open_store(settings)
+    projector = Projector(store, default_policy(), settings.topic_events, clock=lambda: AS_OF)
+    await projector.open()
+    await produce(settings, keyed(events))
+    holder = sqlite3.connect(tmp_path / "slatrack.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # before the worker starts: its first commit must wait
+    stop = asyncio.Event()
+    try:
+        async with EventPublisher(settings) as publisher:
+            task = asyncio.create_task(ValidatingConsumer(settings, publisher, projector).run(stop))
+            async with asyncio.timeout(60):  # the worker tries, fails, keeps the batch and waits
+                while caplog.text.count("batch not processed") < 2:  # noqa: ASYNC110 - a log
+                    await asyncio.sleep(0.1)
+            assert projector.applied_events == 0 and not task.done()
+            holder.execute("ROLLBACK")
+            async with asyncio.timeout(60):
+                while projector.applied_events < len(events):  # noqa: ASYNC110 - a counter
+                    await asyncio.sleep(0.1)
+            stop.set()
+            await task
+    finally:
+        holder.close()
+        store.close()
+    assert "StoreUnavailable: SQLite: database is locked" in caplog.text
     assert_equals_replay(read_model(settings), events)
 
 

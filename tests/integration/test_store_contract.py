@@ -6,6 +6,7 @@ migrated) on a database of the test's own — a file in ``tmp_path`` for SQLite,
 a fresh schema for PostgreSQL, dropped afterwards.
 """
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from services.store import (
     StaleBatch,
     StoredEvent,
     StoreError,
+    StoreUnavailable,
     TicketQuery,
     TicketRow,
     open_store,
@@ -844,6 +846,25 @@ class TestSqliteStore(StoreContract):
         assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert store._conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
 
+    def test_a_database_locked_too_long_is_unavailable_and_nothing_is_written(self, store, gen, monkeypatch):
+        monkeypatch.setattr("services.store.sqlite.BUSY_TIMEOUT_S", 0.2)
+        other = SqliteStore(store.path)
+        holder = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")  # another process writing, and not letting go
+            with pytest.raises(StoreUnavailable, match="locked"):
+                other.commit_batch(gen, batch({0: (0, 1)}, [event("e1")]))
+            holder.execute("ROLLBACK")
+            other.commit_batch(gen, batch({0: (0, 1)}, [event("e1")]))  # the same batch, once it can
+            assert store.stored_offsets(gen, TOPIC) == {0: 1}
+        finally:
+            holder.close()
+            other.close()
+
+    def test_a_missing_table_is_not_mistaken_for_unavailability(self, store):
+        with pytest.raises(sqlite3.OperationalError):
+            store._read(lambda tx: tx.all("SELECT * FROM no_such_table"))
+
 
 # -- PostgreSQL ------------------------------------------------------------------
 
@@ -915,6 +936,19 @@ class TestPostgresStore(StoreContract):
         assert outcomes == ["committed", "stale"]
         assert store.stored_offsets(gen, TOPIC) == {0: start + 1}
         assert store.counts(gen)["events"] == 1
+
+    def test_a_statement_held_past_its_timeout_is_unavailable(self, gen, conninfo):
+        store = PostgresStore(conninfo, statement_timeout_s=0.5)
+        try:
+            with psycopg.connect(conninfo, autocommit=False) as holder:
+                holder.execute("LOCK TABLE offsets IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(StoreUnavailable, match="PostgreSQL"):
+                    store.commit_batch(gen, batch({0: (0, 1)}, [event("e1")]))
+                holder.rollback()
+            store.commit_batch(gen, batch({0: (0, 1)}, [event("e1")]))
+            assert store.stored_offsets(gen, TOPIC) == {0: 1}
+        finally:
+            store.close()
 
     def test_reconnects_after_the_connection_broke(self, store, gen, postgres_dsn):
         def kill_connection() -> None:
