@@ -3,6 +3,7 @@ ticket's history, and the tables printed for people by `explain` and by the
 what-if `replay --compare` (the JSON documents are the record; see docs/audit.md).
 """
 
+from datetime import datetime
 from typing import Any
 
 from events import ACCOUNT_EVENT_TYPES
@@ -21,19 +22,31 @@ def split_history(records: list[Recorded], ticket_id: str) -> tuple[list[Recorde
     return mine, [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES]
 
 
+def stored_histories(
+    store: ReadModelStore, generation: int, ticket_id: str, as_of: datetime | None = None
+) -> tuple[list[Recorded], list[Recorded], str | None]:
+    """The ticket's stored events, its customer's account events, and that customer.
+
+    The customer is the one of the ``ticket.opened`` in force (as of ``as_of``),
+    as in a replay; None, with no account events, if it was not opened by then.
+    """
+    records = decode_stored(store.events_of_tickets(generation, [ticket_id]).get(ticket_id, []))
+    opened = next((r.event for r in history(records, as_of) if r.event.type == "ticket.opened"), None)
+    if opened is None:
+        return records, [], None
+    customer = opened.customer_id
+    return records, decode_stored(store.account_events_of(generation, [customer]).get(customer, [])), customer
+
+
 def histories_from_store(store: ReadModelStore, ticket_id: str) -> tuple[list[Recorded], list[Recorded]]:
     """The ticket's recorded events and its customer's account events, from the active generation."""
     generation = store.active_generation()
     if generation is None:
         raise UnknownTicket(f"unknown ticket {ticket_id!r}: the read models hold no generation yet")
-    records = decode_stored(store.events_of_tickets(generation, [ticket_id]).get(ticket_id, []))
+    records, account, _ = stored_histories(store, generation, ticket_id)
     if not records:
         raise UnknownTicket(f"unknown ticket {ticket_id!r}: no event of it in the read models")
-    # Its customer is the one named by the ticket.opened that counts (the first in order).
-    ordered = history(records)
-    opening = next((r.event for r in ordered if r.event.type == "ticket.opened"), ordered[0].event)
-    customer = opening.customer_id
-    return records, decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
+    return records, account
 
 
 # -- explain, for people ---------------------------------------------------------------

@@ -32,9 +32,9 @@ from projections.account import account_standing
 from projections.explain import explain
 from projections.policy import Policy, default_policy
 from projections.ticket import evaluate, utc
-from projections.timeline import Recorded, history, whole_second
+from projections.timeline import history, whole_second
+from services.audit import stored_histories
 from services.auth import AUTH_RESPONSES, ApiError, error, require
-from services.projector import decode_stored
 from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
 
 log = logging.getLogger(__name__)
@@ -186,14 +186,14 @@ def _storable(text: str) -> bool:
 
 
 def _instant(value: str, name: str) -> datetime:
+    """An instant as the event contract takes one (RFC 3339 with an offset, 1970 to 2999)."""
     try:
         return whole_second(INSTANT.validate_python(value))
-    except (ValidationError, ValueError, OverflowError):
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"{name}: must be an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00-05:00",
-        ) from None
+    except ValidationError as exc:
+        why = exc.errors()[0]["msg"].removeprefix("Value error, ")
+    except (ValueError, OverflowError):
+        why = "must be an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00-05:00"
+    raise ApiError(422, "invalid_parameter", f"{name}: {why}")
 
 
 def _as_of(value: str) -> datetime:
@@ -221,25 +221,11 @@ async def _ticket_row(request: Request, ticket_id: str) -> tuple[ReadModelStore,
     return store, generation, row
 
 
-def _histories(
-    store: ReadModelStore, generation: int, ticket_id: str, as_of: datetime
-) -> tuple[list[Recorded], list[Recorded], str | None]:
-    """The ticket's stored events, its customer's account events, and that customer (None if not
-    opened by ``as_of``). The customer is the one of the ``ticket.opened`` in force, as in a replay."""
-    records = decode_stored(store.events_of_tickets(generation, [ticket_id]).get(ticket_id, []))
-    opened = next((r.event for r in history(records, as_of) if r.event.type == "ticket.opened"), None)
-    if opened is None:
-        return records, [], None
-    customer = opened.customer_id
-    account = decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
-    return records, account, customer
-
-
 def view_as_of(
     store: ReadModelStore, generation: int, policy: Policy, ticket_id: str, as_of: datetime
 ) -> dict[str, Any] | None:
     """The ticket's view as of ``as_of`` from the stored events (None if not opened by then)."""
-    records, account, customer = _histories(store, generation, ticket_id, as_of)
+    records, account, customer = stored_histories(store, generation, ticket_id, as_of)
     if customer is None:
         return None
     standing = account_standing(history(account, as_of), policy, as_of)
@@ -386,7 +372,7 @@ async def get_timeline(ticket_id: TicketId, request: Request, as_of: AsOf = None
     policy = _policy(request)
 
     def trail() -> dict[str, Any] | None:
-        records, account, _ = _histories(store, generation, ticket_id, instant)
+        records, account, _ = stored_histories(store, generation, ticket_id, instant)
         return explain(records, account, policy, instant)
 
     document = await _read(trail)
