@@ -355,9 +355,11 @@ def topics_create(wait: float) -> None:
         await wait_until_reachable(settings, timeout=wait)
         await ensure_topics(settings)
 
+    from aiokafka.errors import KafkaError
+
     try:
         asyncio.run(go())
-    except (TimeoutError, RuntimeError, OSError) as exc:
+    except (TimeoutError, RuntimeError, OSError, KafkaError) as exc:
         raise click.ClickException(f"topics not ready on {settings.bootstrap()}: {exc}") from exc
     for spec in topic_specs(settings):
         configs = ", ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
