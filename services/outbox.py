@@ -1,13 +1,17 @@
 """The signal outbox relay: signals written with the read models go to Kafka.
 
 Signals are recorded in the store in the same transaction as the rows that
-assert them, then sent from here and marked sent. A crash between sending and
-marking sends a signal twice, with the same id: consumers deduplicate on
-``signal_id``. Nothing is ever lost.
+assert them, then sent from here and marked sent. Each worker relays the
+signals of the partitions it holds, so with several workers on one database
+each signal has one sender, and a customer's signals go out in order. A
+crash between sending and marking (or a rebalance in between) sends a signal
+twice, with the same id: consumers deduplicate on ``signal_id``. Nothing is
+ever lost.
 """
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -21,10 +25,19 @@ BATCH = 500
 IDLE_S = 0.5
 
 
-async def relay_signals(store: ReadModelStore, publisher: EventPublisher, stop: asyncio.Event) -> None:
+Partitions = Callable[[], Sequence[int]]
+
+
+async def relay_signals(
+    store: ReadModelStore,
+    publisher: EventPublisher,
+    stop: asyncio.Event,
+    partitions: Partitions | None = None,
+) -> None:
+    """Relay until ``stop``; ``partitions``: those whose signals are ours (None: every signal)."""
     while not stop.is_set():
         try:
-            sent = await relay_once(store, publisher)
+            sent = await relay_once(store, publisher, None if partitions is None else partitions())
         except Exception:
             log.exception("signal relay failed; trying again in 1 s")
             sent = 0
@@ -36,8 +49,12 @@ async def relay_signals(store: ReadModelStore, publisher: EventPublisher, stop: 
                 pass
 
 
-async def relay_once(store: ReadModelStore, publisher: EventPublisher) -> int:
-    pending = await asyncio.to_thread(store.pending_signals, BATCH)
+async def relay_once(
+    store: ReadModelStore, publisher: EventPublisher, partitions: Sequence[int] | None = None
+) -> int:
+    if partitions is not None and not partitions:
+        return 0  # no partition held (yet): nothing is ours to send
+    pending = await asyncio.to_thread(store.pending_signals, BATCH, partitions)
     if not pending:
         return 0
     await publisher.publish_signals(pending)

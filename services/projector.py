@@ -405,7 +405,12 @@ class Projector:
         revocations = revoked(breaches_before, claims, view["ticket_id"], view["customer_id"])
         fresh.update(revocations)
         signals = [
-            Signal(sid, view["customer_id"], orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+            Signal(
+                sid,
+                view["customer_id"],
+                orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+                partition_of(records[0]) if records else None,
+            )
             for sid, body in sorted(fresh.items())
         ]
         marks = tally.count_ticket(

@@ -109,7 +109,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
             )
             jobs["consumer"] = consumer.run(stop)
             jobs["timers"] = projector.run_timers(stop)
-            jobs["signals"] = relay_signals(store, publisher, stop)
+            jobs["signals"] = relay_signals(store, publisher, stop, lambda: sorted(projector.partitions))
         # Every role listens: a worker serves /healthz, /readyz and /metrics only.
         await asyncio.to_thread(store.migrate)
         sock = _listen(settings.http_host, settings.http_port)

@@ -55,6 +55,22 @@ def applied(settings) -> int:
         store.close()
 
 
+def pending_signals(settings) -> int:
+    store = open_store(settings)
+    try:
+        return len(store.pending_signals())
+    finally:
+        store.close()
+
+
+def recorded_signals(settings) -> int:
+    store = open_store(settings)
+    try:
+        return len(store.signal_ids())
+    finally:
+        store.close()
+
+
 async def wait_for(condition, timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

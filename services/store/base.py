@@ -114,6 +114,9 @@ class Signal:
     signal_id: str
     key: str  # the customer id (the Kafka key)
     body: bytes  # JSON
+    # The log partition of its customer: the worker holding that partition relays it
+    # (one sender per signal, in the customer's order). None: any worker may.
+    partition: int | None = None
 
 
 @dataclass
@@ -239,8 +242,8 @@ class ReadModelStore(ABC):
     # -- the signal outbox -------------------------------------------------
 
     @abstractmethod
-    def pending_signals(self, limit: int = 500) -> list[Signal]:
-        """Signals not yet sent, oldest first."""
+    def pending_signals(self, limit: int = 500, partitions: Sequence[int] | None = None) -> list[Signal]:
+        """Signals not yet sent, oldest first; with ``partitions``, only theirs (and those of none)."""
 
     @abstractmethod
     def mark_signals_sent(self, signal_ids: Iterable[str]) -> None: ...

@@ -275,6 +275,14 @@ SQLITE_2 = _add_ticket_columns("INTEGER", "0", "BLOB", "X'7B7D'") + _OPEN_CLOCKS
 POSTGRES_2 = _add_ticket_columns("BOOLEAN", "FALSE", "BYTEA", "'\\x7b7d'::bytea") + _OPEN_CLOCKS_INDEX
 
 
+# Each signal's partition: the worker holding it relays it (one sender per signal).
+_SIGNALS_BY_PARTITION = """
+ALTER TABLE signals ADD COLUMN log_partition INTEGER;
+CREATE INDEX signals_pending_by_partition ON signals (log_partition, seq) WHERE NOT sent;
+"""
+SQLITE_3 = POSTGRES_3 = _SIGNALS_BY_PARTITION
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -289,6 +297,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "read models, generations, offsets, outbox", SQLITE_1, POSTGRES_1),
     Migration(2, "per-clock flags and metric marks of tickets", SQLITE_2, POSTGRES_2),
+    Migration(3, "the partition of each signal", SQLITE_3, POSTGRES_3),
 )
 
 CREATE_VERSIONS_TABLE = """

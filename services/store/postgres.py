@@ -106,7 +106,8 @@ class PostgresStore(SqlStore):
     _no_timeout = "SET LOCAL statement_timeout = 0"
     _migration_lock = f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY}, hashtext(current_schema()))"
     _insert_signal = (
-        "INSERT INTO signals (signal_id, message_key, body, created_at) VALUES (?, ?, ?, ?) "
+        "INSERT INTO signals (signal_id, message_key, body, created_at, log_partition) "
+        "VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (signal_id) DO NOTHING"
     )
 

@@ -309,7 +309,7 @@ class SqlStore(ReadModelStore):
         tickets = [(generation, *_ticket_values(t)) for t in batch.tickets]
         customers = [(generation, *_customer_values(c)) for c in batch.customers]
         now = int(time.time())
-        signals = [(s.signal_id, s.key, s.body, now) for s in batch.signals]
+        signals = [(s.signal_id, s.key, s.body, now, s.partition) for s in batch.signals]
 
         def commit(tx: Tx) -> None:
             self._check_generation(tx, generation, must_be_active)
@@ -454,14 +454,16 @@ class SqlStore(ReadModelStore):
 
     # -- the signal outbox -------------------------------------------------
 
-    def pending_signals(self, limit: int = 500) -> list[Signal]:
-        rows = self._read(
-            lambda tx: tx.all(
-                "SELECT signal_id, message_key, body FROM signals WHERE NOT sent ORDER BY seq LIMIT ?",
-                (max(0, limit),),
-            )
-        )
-        return [Signal(sid, key, bytes(body)) for sid, key, body in rows]
+    def pending_signals(self, limit: int = 500, partitions: Sequence[int] | None = None) -> list[Signal]:
+        select = "SELECT signal_id, message_key, body, log_partition FROM signals WHERE NOT sent"
+        if partitions is None:
+            sql, params = f"{select} ORDER BY seq LIMIT ?", (max(0, limit),)
+        else:
+            where, param = self._in("log_partition", sorted(set(partitions)))
+            sql = f"{select} AND ({where} OR log_partition IS NULL) ORDER BY seq LIMIT ?"
+            params = (param, max(0, limit))
+        rows = self._read(lambda tx: tx.all(sql, params))
+        return [Signal(sid, key, bytes(body), partition) for sid, key, body, partition in rows]
 
     def mark_signals_sent(self, signal_ids: Iterable[str]) -> None:
         ids = list(dict.fromkeys(signal_ids))

@@ -79,8 +79,8 @@ class SqliteStore(SqlStore):
     # seq: the next number in one subquery (an index probe); writers are
     # serialized by BEGIN IMMEDIATE, so two inserts never pick the same one.
     _insert_signal = (
-        "INSERT INTO signals (signal_id, seq, message_key, body, created_at) "
-        "VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM signals), ?, ?, ?) "
+        "INSERT INTO signals (signal_id, seq, message_key, body, created_at, log_partition) "
+        "VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM signals), ?, ?, ?, ?) "
         "ON CONFLICT (signal_id) DO NOTHING"
     )
 

@@ -16,7 +16,15 @@ from services.embedded_broker import free_port
 from services.rebuild import rebuild
 from services.store import open_store
 from tests.kafka_helpers import produce
-from tests.worker_helpers import applied, assignments, postgres_database, wait_for, worker
+from tests.worker_helpers import (
+    applied,
+    assignments,
+    pending_signals,
+    postgres_database,
+    recorded_signals,
+    wait_for,
+    worker,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
@@ -260,6 +268,13 @@ async def test_two_workers_sum_to_the_same_values(kafka_settings, postgres_dsn, 
                 assert lagged == {
                     f'slatrack_projector_lag_events{{partition="{p}"}}' for p in assignments(log)
                 }
+            # Each signal has one sender: the worker holding its customer's partition.
+            await wait_for(lambda: pending_signals(settings) == 0, 30, "the outbox to drain")
+            sent = [
+                sum(v for k, v in scrape(port).items() if k.startswith("slatrack_signals_sent_total"))
+                for port in ports
+            ]
+            assert sum(sent) == recorded_signals(settings) > 0
         finally:
             for process in workers:
                 stop(process)

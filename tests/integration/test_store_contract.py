@@ -806,6 +806,14 @@ class StoreContract:
         assert store.pending_signals() == []
         assert store.signal_ids() == ["z-first", "a-second", "m-third"]
 
+    def test_each_worker_relays_the_signals_of_its_partitions(self, store, gen):
+        signals = [replace(signal("p0"), partition=0), replace(signal("p1"), partition=1), signal("any")]
+        store.commit_batch(gen, batch({0: (0, 1)}, signals=signals))
+        assert store.pending_signals() == signals
+        assert [s.signal_id for s in store.pending_signals(partitions=[1])] == ["p1", "any"]
+        assert [s.signal_id for s in store.pending_signals(partitions=[0, 1])] == ["p0", "p1", "any"]
+        assert [s.signal_id for s in store.pending_signals(partitions=[])] == ["any"]
+
     # -- concurrency -------------------------------------------------------------
 
     @pytest.mark.parametrize("first_for_partition", [True, False], ids=["first-batch", "later-batch"])

@@ -18,7 +18,14 @@ from services.simulator import Helpdesk
 from services.store import open_store
 from services.store.base import TicketQuery
 from tests.kafka_helpers import produce, read_all
-from tests.worker_helpers import applied, assignments, postgres_database, wait_for, worker
+from tests.worker_helpers import (
+    applied,
+    assignments,
+    pending_signals,
+    postgres_database,
+    wait_for,
+    worker,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -26,14 +33,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 def simulated(tickets: int, seed: int) -> list[tuple[bytes, bytes]]:
     desk = Helpdesk(seed=seed, customers=60, start=datetime(2026, 10, 20, tzinfo=UTC), days=25)
     return [(e["customer_id"].encode(), orjson.dumps(e)) for e in desk.history(tickets)]
-
-
-def pending_signals(settings) -> int:
-    store = open_store(settings)
-    try:
-        return len(store.pending_signals())
-    finally:
-        store.close()
 
 
 async def check_against_rebuild(settings, total: int) -> dict:
