@@ -77,6 +77,11 @@ def asserted(state: TicketState) -> dict[str, dict[str, Any]]:
     return signals
 
 
+def revocation_id(breach_id: str) -> str:
+    """The id of ``sla.breach_revoked`` for the breach ``breach_id``."""
+    return signal_id("sla.breach_revoked", breach_id)
+
+
 def breach_ids(signals: dict[str, dict[str, Any]]) -> set[str]:
     return {sid for sid, body in signals.items() if body["type"] == "sla.breached"}
 
@@ -87,7 +92,7 @@ def revoked(
     """``sla.breach_revoked`` for each breach asserted before and not any more."""
     signals = {}
     for sid in sorted(before - breach_ids(now)):
-        rid = signal_id("sla.breach_revoked", sid)
+        rid = revocation_id(sid)
         signals[rid] = {
             "signal_id": rid,
             "type": "sla.breach_revoked",

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from projections.signals import revocation_id
 from projections.ticket import TicketState
 from services import metrics
 
@@ -78,10 +79,14 @@ class Tally:
             if kind not in ("sla.breached", "sla.breach_revoked") or sid in counted:
                 continue
             counted.add(sid)
+            # A breach and its revocation each count once per turn: a breach that late events
+            # take back and then bring back counts again, so breaches - revocations stays right.
             if kind == "sla.breached":
                 self.breaches[signal["clock"], signal["priority"]] += 1
+                counted.discard(revocation_id(sid))
             else:
                 self.revocations += 1
+                counted.discard(signal["revokes"])
         level = max(marks.get("level", 0), state.level)
         for raised in range(marks.get("level", 0) + 1, level + 1):
             self.escalations[raised] += 1

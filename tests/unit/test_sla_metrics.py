@@ -10,7 +10,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from projections.signals import asserted
+from projections.signals import asserted, revocation_id
 from services.sla_metrics import Tally, finalized_charge, stopped_cycles
 from tests.engine_helpers import Story, ny
 
@@ -161,15 +161,36 @@ def test_escalations_count_levels_reached_once_each():
 
 
 def test_breaches_and_revocations_are_counted_once_by_id():
-    tally = Tally()
     story = Story()
     story.opened(ny(f"{MON} 09:00"), "urgent")
     state = story.state(ny(f"{MON} 09:00"))
     breach = {"signal_id": "b1", "type": "sla.breached", "clock": "response", "priority": "urgent"}
-    revocation = {"signal_id": "r1", "type": "sla.breach_revoked", "revokes": "b1"}
-    marks = tally.count_ticket(state, None, [breach, revocation, {"signal_id": "w1", "type": "sla.warning"}])
-    assert tally.breaches == {("response", "urgent"): 1}
-    assert tally.revocations == 1
+    revocation = {"signal_id": revocation_id("b1"), "type": "sla.breach_revoked", "revokes": "b1"}
+    first = Tally()
+    marks = first.count_ticket(state, None, [breach, {"signal_id": "w1", "type": "sla.warning"}])
+    assert first.breaches == {("response", "urgent"): 1} and first.revocations == 0
     again = Tally()
-    again.count_ticket(state, marks, [breach, revocation])
+    marks = again.count_ticket(state, marks, [breach])  # still asserted: nothing new
     assert again.breaches == {} and again.revocations == 0
+    taken_back = Tally()
+    marks = taken_back.count_ticket(state, marks, [revocation])
+    assert taken_back.breaches == {} and taken_back.revocations == 1
+    after = Tally()
+    after.count_ticket(state, marks, [revocation])
+    assert after.revocations == 0
+
+
+def test_a_breach_taken_back_and_brought_back_counts_again():
+    story = Story()
+    story.opened(ny(f"{MON} 09:00"), "urgent")
+    state = story.state(ny(f"{MON} 09:00"))
+    breach = {"signal_id": "b1", "type": "sla.breached", "clock": "response", "priority": "urgent"}
+    revocation = {"signal_id": revocation_id("b1"), "type": "sla.breach_revoked", "revokes": "b1"}
+    totals = Tally()
+    marks = None
+    for signals in ([breach], [revocation], [breach], [breach], [revocation]):
+        tally = Tally()
+        marks = tally.count_ticket(state, marks, signals)
+        totals.breaches.update(tally.breaches)
+        totals.revocations += tally.revocations
+    assert totals.breaches == {("response", "urgent"): 2} and totals.revocations == 2  # net 0, as now
