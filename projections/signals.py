@@ -62,7 +62,7 @@ def asserted(state: TicketState) -> dict[str, dict[str, Any]]:
                 "at": utc(escalation.at),
             }
     billing = state.billing
-    if billing.rule is not None and (state.state == "closed" or state.fault_party is not None):
+    if state.charge_final:
         sid = signal_id("billing.finalized", ticket, billing.rule, billing.status, billing.amount_cents)
         signals[sid] = {
             "signal_id": sid,

@@ -395,6 +395,11 @@ class TicketState:
             self.policy, rule, self.opened_at, self.work, data.priority_handling_requested, self.fault_party
         )
 
+    @property
+    def charge_final(self) -> bool:
+        """Whether the charge is settled: a rule applies and the ticket is closed or its fault known."""
+        return self.billing.rule is not None and (self.state == "closed" or self.fault_party is not None)
+
     def flags(self) -> list[str]:
         assert self.opened is not None and self.opened_at is not None
         flags = []

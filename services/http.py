@@ -103,14 +103,7 @@ class RebuildJob:
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return RebuildStatus(
-            status=self.status,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            progress=self.progress,
-            report=self.report,
-            error=self.error,
-        ).model_dump()
+        return RebuildStatus.model_validate(self, from_attributes=True).model_dump()
 
 
 def create_app(

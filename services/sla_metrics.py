@@ -158,7 +158,7 @@ def stopped_cycles(state: TicketState) -> list[tuple[str, str, str, int, bool]]:
 
 def finalized_charge(state: TicketState) -> list | None:
     """[rule, seconds, cents] of a settled charge (as ``billing.finalized`` defines it), else None."""
-    billing = state.billing
-    if billing.rule is None or not (state.state == "closed" or state.fault_party is not None):
+    if not state.charge_final:
         return None
+    billing = state.billing
     return [billing.rule, billing.billable_seconds, billing.amount_cents]
