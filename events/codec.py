@@ -27,6 +27,9 @@ class RejectKind(StrEnum):
     # A Kafka message whose key is not the event's customer_id: it may sit in
     # the wrong partition, out of order with the customer's other events.
     KEY_MISMATCH = "key_mismatch"
+    # A second event with the event_id of an earlier one of the same customer, but
+    # another body: the first copy is the event (docs/events.md, "Identity").
+    DUPLICATE_EVENT_ID_CONFLICT = "duplicate_event_id_conflict"
 
 
 class EventRejected(ValueError):
@@ -43,11 +46,15 @@ class EventRejected(ValueError):
         return {"kind": str(self.kind), "detail": self.detail, "errors": self.errors}
 
 
-def decode_event(raw: bytes | None, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
-    """Validate one UTF-8 JSON event; raise :class:`EventRejected` if it is not one."""
+def decode_event(raw: bytes | None, *, max_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> Event:
+    """Validate one UTF-8 JSON event; raise :class:`EventRejected` if it is not one.
+
+    ``max_bytes=None``: no size limit (for events accepted once and stored: what
+    was accepted under one limit stays readable under any other).
+    """
     if not raw:
         raise EventRejected(RejectKind.EMPTY, "the message has no value")
-    if len(raw) > max_bytes:
+    if max_bytes is not None and len(raw) > max_bytes:
         # Checked before parsing, so an oversized message costs no parse.
         raise EventRejected(RejectKind.TOO_LARGE, f"the event is {len(raw)} bytes; the limit is {max_bytes}")
     try:

@@ -17,12 +17,10 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-import orjson
-
 from events import ACCOUNT_EVENT_TYPES, Event, encode_event
 from projections.account import account_standing
 from projections.billing import Billing, bill, merge
-from projections.policy import Policy
+from projections.policy import Policy, canonical_policy
 from projections.ticket import Effect, TicketState, due_from_start, evaluate, utc
 from projections.timeline import Recorded, history, whole_second
 
@@ -67,11 +65,6 @@ def explain(
 
 
 # -- the digest ---------------------------------------------------------------------
-
-
-def canonical_policy(policy: Policy) -> bytes:
-    """The policy's settings as JSON with sorted keys (durations in seconds, no comments)."""
-    return orjson.dumps(policy.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
 
 
 def digest(ticket_events: Iterable[Event], account_events: Iterable[Event], policy: Policy) -> str:

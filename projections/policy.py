@@ -20,6 +20,7 @@ never involves a float: compare ``elapsed * 100 >= target * percent``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from datetime import date, datetime
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -333,6 +335,8 @@ class Policy(_Model):
     billing: BillingSettings
 
     _built: dict[str, Calendar] = PrivateAttr(default_factory=dict)
+    _digest: str | None = PrivateAttr(default=None)
+    _text: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _calendars_exist_and_build(self) -> Policy:
@@ -379,6 +383,18 @@ class Policy(_Model):
 
     __hash__ = None  # type: ignore[assignment]  # mutable lists inside: not hashable
 
+    @property
+    def digest(self) -> str:
+        """``sha256:`` of :func:`canonical_policy`: the settings, whatever the comments and layout."""
+        if self._digest is None:
+            self._digest = "sha256:" + hashlib.sha256(canonical_policy(self)).hexdigest()
+        return self._digest
+
+    @property
+    def text(self) -> str | None:
+        """The TOML text the policy was parsed from (None if built otherwise)."""
+        return self._text
+
     def calendar(self, name: str) -> Calendar:
         """The calendar called ``name`` (``24x7`` is built in).
 
@@ -411,6 +427,11 @@ def _problems(error: ValidationError) -> list[str]:
     return problems
 
 
+def canonical_policy(policy: Policy) -> bytes:
+    """The policy's settings as JSON with sorted keys (durations in seconds, no comments)."""
+    return orjson.dumps(policy.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate a policy given as TOML text; ``source`` names it in errors."""
     try:
@@ -418,9 +439,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(source, [f"not valid TOML: {exc}"]) from None
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(source, _problems(exc)) from None
+    policy._text = text
+    return policy
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -9,11 +9,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from events.models import ACCOUNT_EVENT_TYPES
 from projections.account import AccountStanding, account_standing
+from projections.counting import Tally
 from projections.policy import Policy
+from projections.story import story_of_log
 from projections.ticket import evaluate, utc
-from projections.timeline import Recorded, history, whole_second
+from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
 
 
 def latest_instant(records: Iterable[Recorded]) -> datetime | None:
@@ -47,38 +48,52 @@ def replay(
     rejected: int = 0,
     *,
     breaches: bool = False,
+    signals: bool = False,
 ) -> dict[str, Any]:
     """``{"as_of", "policy_version", "tickets", "customers", "rejected"}`` for a whole history.
 
-    ``as_of`` defaults to the latest ``occurred_at`` in the history. With
-    ``breaches``, the document also lists every breached cycle (``"breaches"``:
-    ticket, customer, clock, cycle, instant), which the views do not show and
-    a what-if comparison (:mod:`projections.compare`) needs.
+    ``as_of`` defaults to the latest ``occurred_at`` in the history. A later
+    copy of an event id with another body than the first (per customer, in
+    recording order: :func:`projections.timeline.dedupe`) is not an event: it
+    counts in ``rejected``. With ``breaches``, the document also lists every
+    breached cycle (``"breaches"``: ticket, customer, clock, cycle, instant),
+    which the views do not show and a what-if comparison
+    (:mod:`projections.compare`) needs. With ``signals``, it also has the
+    log's story (:mod:`projections.story`): ``"signals"`` (every signal a
+    worker sends, in order), ``"standing_signals"`` (the ids that stand at
+    the end) and ``"counters"`` (the SLA counters' totals).
     """
-    as_of = whole_second(as_of) if as_of is not None else latest_instant(history(records))
-    tickets: dict[str, list[Recorded]] = {}
+    deduped = dedupe(records)
+    rejected += len(deduped.conflicts)
+    kept = deduped.kept
+    as_of = whole_second(as_of) if as_of is not None else latest_instant(kept)
+    tickets: dict[TicketKey, list[Recorded]] = {}
     accounts: dict[str, list[Recorded]] = {}
     customers: set[str] = set()
-    for record in records:
+    for record in kept:
         event = record.event
-        if as_of is not None and whole_second(event.occurred_at) <= as_of:
+        if as_of is not None and record.at <= as_of:
             customers.add(event.customer_id)  # a customer appears once one of its events counts
-        if event.type in ACCOUNT_EVENT_TYPES:
+        key = ticket_key(event)
+        if key is None:
             accounts.setdefault(event.customer_id, []).append(record)
         else:
-            tickets.setdefault(event.ticket_id, []).append(record)
+            tickets.setdefault(key, []).append(record)
+    extra: dict[str, Any] = {"breaches": []} if breaches else {}
     if as_of is None:
         empty = {"as_of": None, "policy_version": policy.version, "tickets": [], "customers": []}
-        return {**empty, "rejected": rejected} | ({"breaches": []} if breaches else {})
+        if signals:
+            extra |= {"signals": [], "standing_signals": [], "counters": Tally().totals()}
+        return {**empty, "rejected": rejected} | extra
 
     standings = {
         customer: account_standing(history(accounts.get(customer, ()), as_of), policy, as_of)
         for customer in sorted(customers)
     }
     views, breached = [], []
-    for ticket_id in sorted(tickets):
-        ordered = history(tickets[ticket_id], as_of)
-        state = evaluate(ordered, policy, as_of, _standing_of(ordered, standings))
+    for key in sorted(tickets, key=display_order):
+        customer, _ = key
+        state = evaluate(history(tickets[key], as_of), policy, as_of, standings.get(customer))
         if state is not None:
             view = state.view()
             views.append(view)
@@ -88,17 +103,25 @@ def replay(
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for view in views:
         by_customer.setdefault(view["customer_id"], []).append(view)
+    if breaches:
+        extra["breaches"] = breached
+    if signals:
+        told = story_of_log(kept, policy, as_of)
+        extra |= {
+            "signals": told.signals,
+            "standing_signals": sorted(told.standing()),
+            "counters": told.tally.totals(),
+        }
     return {
         "as_of": utc(as_of),
         "policy_version": policy.version,
         "tickets": views,
         "customers": [customer_view(c, standings[c], by_customer.get(c, [])) for c in sorted(customers)],
         "rejected": rejected,
-    } | ({"breaches": breached} if breaches else {})
+    } | extra
 
 
-def _standing_of(ordered: list[Recorded], standings: dict[str, AccountStanding]) -> AccountStanding | None:
-    # A ticket belongs to the customer named by the ticket.opened event that
-    # applies: the first in order.
-    opened = next((r.event for r in ordered if r.event.type == "ticket.opened"), None)
-    return standings.get(opened.customer_id) if opened is not None else None
+def display_order(key: TicketKey) -> tuple[str, str]:
+    """Tickets are listed by ticket id, then customer (a ticket id may exist under two customers)."""
+    customer, ticket = key
+    return (ticket, customer)

@@ -72,6 +72,9 @@ class Escalation:
     at: datetime
     cause: str
     entitled: bool
+    # The clock and cycle whose threshold raised it (None: requested by someone).
+    clock: str | None = None
+    cycle: int | None = None
 
     def as_view(self) -> dict[str, Any]:
         return {"level": self.level, "at": utc(self.at), "cause": self.cause, "entitled": self.entitled}
@@ -89,6 +92,8 @@ class TicketState:
         self.priority: str | None = None
         self.state = "open"
         self.status = "open"
+        self.closed_at: datetime | None = None
+        self.billing_at: datetime | None = None  # the latest event the charge depends on
         self.clocks = {name: Clock(name) for name in CLOCKS}
         self.work: list[Interval] = []
         self.fault_party: str | None = None
@@ -102,6 +107,7 @@ class TicketState:
         self._due: dict[str, datetime | Cycle | None] = {}
         self.suspended = False
         self.boundaries_ahead: list[datetime] = []  # suspension starts and ends after as_of
+        self.work_ahead: list[datetime] = []  # ends of logged work cut at as_of (billed up to it)
         self.applied = 0  # events that counted
 
     # -- replay ------------------------------------------------------------
@@ -159,18 +165,23 @@ class TicketState:
             self._effect(at, "clock_breached", detail)
             for level in self.policy.escalation.levels:
                 if level.on_breach:
-                    self._escalate(level.level, at, f"{clock.name}_breached", automatic=True)
+                    self._escalate(level.level, at, f"{clock.name}_breached", automatic=True, clock=clock)
         else:  # an escalation threshold of the resolution clock: "level<N>"
             level = self.policy.escalation.level(int(threshold.removeprefix("level")))
             cause = f"resolution_{level.at_resolution_percent}_percent"
-            self._escalate(level.level, at, cause, automatic=True)
+            self._escalate(level.level, at, cause, automatic=True, clock=clock)
 
-    def _escalate(self, level: int, at: datetime, cause: str, automatic: bool) -> None:
+    def _escalate(
+        self, level: int, at: datetime, cause: str, automatic: bool, clock: Clock | None = None
+    ) -> None:
         entitled = self.entitled
         if automatic and not entitled:
             return  # not entitled: no automatic levels at all
         before = self.level
-        self.escalations.append(Escalation(level, at, cause, entitled))
+        cycle = len(clock.cycles) if clock is not None else None
+        self.escalations.append(
+            Escalation(level, at, cause, entitled, clock.name if clock is not None else None, cycle)
+        )
         if self.level > before:
             self._effect(at, "escalated", {"level": self.level, "cause": cause})
         elif not entitled:
@@ -241,6 +252,7 @@ class TicketState:
             case TicketClosed():
                 if self.state != "closed":
                     self.state = "closed"
+                    self.closed_at = self.billing_at = at
                     for clock in self.clocks.values():
                         if clock.stopped_by is None:
                             self._effect(at, "clock_stopped", {"clock": clock.name, "by": "closed"}, event)
@@ -251,6 +263,7 @@ class TicketState:
                 self._work(at, event)
             case TicketFaultDetermined():
                 self.fault_party = event.data.party
+                self.billing_at = at
                 self._effect(at, "fault_determined", {"party": event.data.party}, event)
             case TicketEscalationRequested():
                 if self.state == "closed":
@@ -273,11 +286,15 @@ class TicketState:
     def _work(self, at: datetime, event: TicketWorkLogged) -> None:
         # Work is billed up to as_of at most: a log cannot bill the future.
         start = whole_second(event.data.started_at)
-        end = min(whole_second(event.data.ended_at), self.as_of)
+        ended = whole_second(event.data.ended_at)
+        end = min(ended, self.as_of)
+        if ended > self.as_of:
+            self.work_ahead.append(ended)  # billed up to as_of: the view grows until then
         if start >= end:
             self._effect(at, "ignored", {"reason": "no whole second of the work by the as-of instant"}, event)
             return
         self.work.append((start, end))
+        self.billing_at = at
         detail = {"seconds": (end - start) // _SECOND, "started_at": start, "ended_at": end}
         self._effect(at, "work_logged", detail, event)
 
@@ -287,6 +304,7 @@ class TicketState:
             return
         self.applied += 1
         self.opened, self.opened_at = event, at
+        self.billing_at = at
         self.priority = self.dispatch_priority = event.data.priority
         for clock in self.clocks.values():
             clock.start(self._cycle(clock.name, event.data.priority, at))
@@ -397,8 +415,25 @@ class TicketState:
 
     @property
     def charge_final(self) -> bool:
-        """Whether the charge is settled: a rule applies and the ticket is closed or its fault known."""
-        return self.billing.rule is not None and (self.state == "closed" or self.fault_party is not None)
+        """Whether the charge is settled: a rule applies, the ticket is closed or its fault known,
+        and no logged work runs past the as-of instant (a charge still growing is not settled)."""
+        return (
+            self.billing.rule is not None
+            and (self.state == "closed" or self.fault_party is not None)
+            and not self.work_ahead
+        )
+
+    def account_until(self, forever: datetime) -> datetime | None:
+        """The latest instant at which a change of the account standing can change this view.
+
+        None: never (a category that suspensions do not pause). A closed
+        ticket: the instant it closed (after it, its clocks are stopped for
+        good and no flag depends on the account). Otherwise ``forever``.
+        """
+        assert self.opened is not None
+        if self.opened.data.category not in self.policy.suspension.paused_categories:
+            return None
+        return self.closed_at if self.closed_at is not None else forever
 
     def flags(self) -> list[str]:
         assert self.opened is not None and self.opened_at is not None
@@ -465,6 +500,7 @@ class TicketState:
             "billing": billing.as_view(),
             "flags": self.flags(),
             "policy_version": self.policy.version,
+            "policy_digest": self.policy.digest,
         }
 
     def next_change_at(self) -> datetime | None:
@@ -476,6 +512,7 @@ class TicketState:
         instants = [at for c in self.clocks.values() if (at := c.next_threshold_at(self.as_of)) is not None]
         if self.state != "closed":
             instants += self.boundaries_ahead  # a known suspension starting or ending
+        instants += self.work_ahead  # logged work billed up to as_of ends
         return min(instants, default=None)
 
 

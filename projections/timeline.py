@@ -6,6 +6,13 @@ equal instants apply in recording order. A repeated ``event_id`` counts once:
 the copy recorded first is the event. Because the order depends only on what
 each event carries, a shuffled or duplicated input gives the same history.
 
+Identity (docs/events.md): an event is its customer's ``event_id``, a ticket
+its customer's ``ticket_id``. The log orders a customer's events (one key,
+one partition) but not two customers' events, so only a rule within one
+customer's stream gives every reader of the log the same answer.
+:func:`dedupe` applies it: the copy recorded first is the event, a later
+identical copy is a duplicate, a later copy with another body a conflict.
+
 Instants are floored to the whole second here, once: slatrack counts whole
 seconds, and every later computation can rely on it.
 """
@@ -14,7 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from events import Event
+from events import Event, encode_event
+
+EventKey = tuple[str, str]  # (customer_id, event_id)
+TicketKey = tuple[str, str]  # (customer_id, ticket_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,3 +65,43 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
     kept_records = [r for r in first.values() if cutoff is None or r.at <= cutoff]
     kept_records.sort(key=lambda r: (r.at, r.seq))
     return kept_records
+
+
+def event_key(event: Event) -> EventKey:
+    return (event.customer_id, event.event_id)
+
+
+def ticket_key(event: Event) -> TicketKey | None:
+    """The ticket an event belongs to, None for an account event."""
+    ticket_id = getattr(event, "ticket_id", None)
+    return None if ticket_id is None else (event.customer_id, ticket_id)
+
+
+def same_event(a: Event, b: Event) -> bool:
+    """Two copies of one event: the same canonical bytes (key order and spacing do not matter)."""
+    return a == b or encode_event(a) == encode_event(b)
+
+
+@dataclass
+class Deduped:
+    """A whole recorded input split by :func:`dedupe`."""
+
+    kept: list[Recorded]
+    duplicates: list[Recorded]  # later identical copies: counted, ignored
+    conflicts: list[tuple[Recorded, Recorded]]  # (later copy with another body, the first copy)
+
+
+def dedupe(records: Iterable[Recorded]) -> Deduped:
+    """The first copy of each (customer_id, event_id), in recording order, wins."""
+    first: dict[EventKey, Recorded] = {}
+    result = Deduped([], [], [])
+    for record in sorted(records, key=lambda r: r.seq):
+        kept = first.get(event_key(record.event))
+        if kept is None:
+            first[event_key(record.event)] = record
+            result.kept.append(record)
+        elif same_event(kept.event, record.event):
+            result.duplicates.append(record)
+        else:
+            result.conflicts.append((record, kept))
+    return result

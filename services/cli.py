@@ -12,7 +12,7 @@ import click
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from events import Event, EventRejected, decode_event
+from events import Event, EventRejected, RejectKind, decode_event
 from events.models import Instant
 from events.schema import render, schema_documents
 from projections.timeline import whole_second
@@ -251,6 +251,7 @@ def schema(out: Path, check: bool) -> None:
         sys.exit(1 if stale else 0)
     out.mkdir(parents=True, exist_ok=True)
     for name, document in schema_documents().items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(render(document), encoding="utf-8")
     for name in stale:
         if name not in schema_documents():
@@ -261,7 +262,8 @@ def schema(out: Path, check: bool) -> None:
 def schema_drift(directory: Path) -> list[str]:
     """Names of schema files that are missing, stale, or no longer generated."""
     expected = {name: render(doc) for name, doc in schema_documents().items()}
-    present = {p.name for p in directory.glob("*.json")} if directory.is_dir() else set()
+    files = directory.rglob("*.json") if directory.is_dir() else ()
+    present = {p.relative_to(directory).as_posix() for p in files}  # signals/... included
     drift = [
         name
         for name, text in expected.items()
@@ -415,15 +417,29 @@ def _emit(document: object) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="What-if: print only what --policy changes (breaches, amounts) against this policy file.",
 )
+@click.option(
+    "--signals",
+    "with_signals",
+    is_flag=True,
+    help="Also the log's story: every SLA signal a worker sends, those that stand, and the "
+    "SLA counters' totals (JSON only).",
+)
 def replay(
-    events_file: Path, as_of: str | None, policy_file: Path | None, output: str, compare_file: Path | None
+    events_file: Path,
+    as_of: str | None,
+    policy_file: Path | None,
+    output: str,
+    compare_file: Path | None,
+    with_signals: bool,
 ) -> None:
     """Replay a history: every ticket and customer view, as of an instant.
 
-    Invalid lines are reported on stderr (line number and reason) and
-    counted in "rejected"; the replay goes on without them. The same input
-    gives the same output, byte for byte. With --compare OLD.toml, prints
-    per customer the breaches and amounts that --policy changes against OLD.
+    Invalid lines, and later copies of an event id with another body than
+    the first (duplicate_event_id_conflict), are reported on stderr (line
+    number and reason) and counted in "rejected"; the replay goes on without
+    them. The same input gives the same output, byte for byte. With --compare
+    OLD.toml, prints per customer the breaches and amounts that --policy
+    changes against OLD.
     """
     from projections.replay import replay as replay_history
 
@@ -433,7 +449,9 @@ def replay(
     if compare_file is not None:
         _what_if(records, _policy(compare_file), policy, instant, rejected, output)
         return
-    document = replay_history(records, policy, instant, rejected)
+    if with_signals and output != "json":
+        raise click.UsageError("--signals is for --format json")
+    document = replay_history(records, policy, instant, rejected, signals=with_signals)
     if output == "json":
         _emit(document)
     else:
@@ -484,17 +502,26 @@ def _clock_text(clock: dict) -> str:
 
 
 def _recorded(events_file: Path) -> tuple[list["Recorded"], int]:
-    """The valid events of a JSONL file (line number = recording order); bad lines reported and counted."""
-    from projections.timeline import Recorded
+    """The events of a JSONL file (line number = recording order), each a first copy; bad lines
+    and later copies of an event id with another body reported and counted."""
+    from projections.timeline import Recorded, dedupe
 
     records, rejected = [], 0
-    for lineno, outcome in _read_events(events_file, Settings.model_fields["max_event_bytes"].default):
+    for lineno, outcome in _read_events(events_file, _settings().max_event_bytes):
         if isinstance(outcome, EventRejected):
             rejected += 1
             click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
         else:
             records.append(Recorded(lineno, outcome))
-    return records, rejected
+    deduped = dedupe(records)
+    for record, kept in deduped.conflicts:
+        click.echo(
+            f"{events_file}:{record.seq}: {RejectKind.DUPLICATE_EVENT_ID_CONFLICT}: event_id "
+            f"{record.event.event_id!r} of customer {record.event.customer_id!r} is on line {kept.seq} "
+            "with another body; the first copy is the event",
+            err=True,
+        )
+    return sorted(deduped.kept + deduped.duplicates, key=lambda r: r.seq), rejected + len(deduped.conflicts)
 
 
 def _what_if(
@@ -520,6 +547,13 @@ def _what_if(
 @main.command()
 @click.argument("ticket")
 @click.option(
+    "--customer",
+    "customer_id",
+    metavar="ID",
+    help="The ticket's customer (a ticket is its customer's ticket id: needed when two customers "
+    "have a ticket with this id).",
+)
+@click.option(
     "--events",
     "events_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -532,17 +566,23 @@ def _what_if(
     "--policy",
     "policy_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Policy file (TOML); default: SLATRACK_POLICY_FILE, else the packaged default policy.",
+    help="Policy file (TOML); default: with --events, SLATRACK_POLICY_FILE, else the packaged default "
+    "policy; from the read models, the policy they are computed with.",
 )
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def explain(
-    ticket: str, events_file: Path | None, as_of: str | None, policy_file: Path | None, output: str
+    ticket: str,
+    customer_id: str | None,
+    events_file: Path | None,
+    as_of: str | None,
+    policy_file: Path | None,
+    output: str,
 ) -> None:
     """The audit trail of TICKET: every event and what it did, the final view, a digest of the inputs."""
     from projections.explain import explain as explain_ticket
     from projections.replay import latest_instant
     from projections.timeline import history
-    from services.audit import UnknownTicket, explain_table, split_history
+    from services.audit import AmbiguousTicket, UnknownTicket, explain_table, split_history
 
     settings = _settings()
     policy = _policy(policy_file or settings.policy_file)
@@ -550,14 +590,18 @@ def explain(
     try:
         if events_file is not None:
             everything, _ = _recorded(events_file)
-            records, account = split_history(everything, ticket)
-            if not records:
-                raise UnknownTicket(f"unknown ticket {ticket!r}: no event of it in {events_file}")
+            try:
+                records, account = split_history(everything, ticket, customer_id)
+            except UnknownTicket:
+                raise UnknownTicket(f"unknown ticket {ticket!r}: no event of it in {events_file}") from None
             instant = instant or latest_instant(history(everything))
         else:
-            records, account = _stored_history(settings, ticket)
-    except UnknownTicket as exc:
-        raise click.ClickException(str(exc)) from None
+            records, account, stored_policy = _stored_history(settings, ticket, customer_id, policy)
+            policy = policy if policy_file is not None else stored_policy
+    except (UnknownTicket, AmbiguousTicket) as exc:
+        raise click.ClickException(
+            f"{exc}{' (--customer)' if isinstance(exc, AmbiguousTicket) else ''}"
+        ) from None
     at = instant or whole_second(datetime.now().astimezone())  # default: now, whole second
     document = explain_ticket(records, account, policy, at)
     if document is None:
@@ -568,7 +612,9 @@ def explain(
         click.echo(explain_table(document))
 
 
-def _stored_history(settings: Settings, ticket: str) -> tuple[list["Recorded"], list["Recorded"]]:
+def _stored_history(
+    settings: Settings, ticket: str, customer_id: str | None, configured: "Policy"
+) -> tuple[list["Recorded"], list["Recorded"], "Policy"]:
     from services.audit import histories_from_store
     from services.store import StoreError, open_store
 
@@ -577,7 +623,7 @@ def _stored_history(settings: Settings, ticket: str) -> tuple[list["Recorded"], 
     except StoreError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        return histories_from_store(store, ticket)
+        return histories_from_store(store, ticket, customer_id, configured)
     finally:
         store.close()
 

@@ -44,6 +44,8 @@ class ConsumedEvent:
     partition: int
     offset: int
     raw: bytes = b""  # the message as it came: valid, so it decodes to ``event`` again
+    # The whole message (key, timestamp, headers), for a dead letter the handler may send.
+    record: RawRecord | None = None
 
 
 @dataclass
@@ -310,7 +312,7 @@ def validate_records(
             except EventRejected as rejection:
                 rejected.append((_raw(record), rejection))
             else:
-                valid.append(ConsumedEvent(event, tp.partition, record.offset, record.value))
+                valid.append(ConsumedEvent(event, tp.partition, record.offset, record.value, _raw(record)))
     return valid, rejected
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from events import Event, EventRejected, RejectKind, decode_event
+from projections.timeline import event_key, same_event
 from services import metrics
 from services.auth import AUTH_RESPONSES, require
 from services.publisher import EventPublisher
@@ -98,14 +99,29 @@ async def _handle(request: Request) -> JSONResponse:
 def _validate(items: list[Any], max_bytes: int) -> tuple[list[Event], list[dict[str, Any]]]:
     events: list[Event] = []
     errors: list[dict[str, Any]] = []
+    first: dict[tuple[str, str], tuple[int, Event]] = {}
     for index, item in enumerate(items):
         try:
             # The same path as a message read from Kafka, size limit included.
-            events.append(decode_event(orjson.dumps(item), max_bytes=max_bytes))
+            event = decode_event(orjson.dumps(item), max_bytes=max_bytes)
+            _not_a_conflict(event, first.setdefault(event_key(event), (index, event)))
         except EventRejected as rejection:
             event_id = item.get("event_id") if isinstance(item, dict) else None
             errors.append({"index": index, "event_id": event_id, **rejection.as_dict()})
+        else:
+            events.append(event)
     return events, errors
+
+
+def _not_a_conflict(event: Event, first: tuple[int, Event]) -> None:
+    """The workers would dead-letter the second of two bodies with one event id: refuse it here."""
+    index, kept = first
+    if not same_event(kept, event):
+        raise EventRejected(
+            RejectKind.DUPLICATE_EVENT_ID_CONFLICT,
+            f"event_id {event.event_id!r} of customer {event.customer_id!r} is item {index} of this "
+            "request with another body; an event id names one event",
+        )
 
 
 async def _read_body(request: Request) -> bytes | None:

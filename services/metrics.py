@@ -147,6 +147,12 @@ ESCALATIONS = Counter(
     ["level"],
     registry=REGISTRY,
 )
+ESCALATION_REVOCATIONS = Counter(
+    "slatrack_escalation_revocations",
+    "Escalation levels counted earlier that a late event took back (escalation.revoked), by level.",
+    ["level"],
+    registry=REGISTRY,
+)
 BILLABLE_SECONDS = Counter(
     "slatrack_billable_seconds",
     "Billable seconds of finalized charges (closed or fault determined), by rule; an increase "
@@ -180,6 +186,7 @@ for _clock in CLOCKS:
             _counter.labels(clock=_clock, priority=_priority)
 for _level in LEVELS:
     ESCALATIONS.labels(level=_level)
+    ESCALATION_REVOCATIONS.labels(level=_level)
 for _rule in BILLING_RULES:
     for _counter in (BILLABLE_SECONDS, BILLED_AMOUNT, BILLABLE_CREDITED_SECONDS, BILLED_CREDITED):
         _counter.labels(rule=_rule)

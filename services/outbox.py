@@ -7,17 +7,24 @@ each signal has one sender, and a customer's signals go out in order. A
 crash between sending and marking (or a rebalance in between) sends a signal
 twice, with the same id: consumers deduplicate on ``signal_id``. Nothing is
 ever lost.
+
+What is recorded is a function of the log; what is sent adds one fact of its
+own, ``late_by_seconds``: how long after its ``at`` the signal left, so that a
+pager can skip a week-old breach found by a worker catching up (docs/signals.md).
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
 
 import orjson
 
 from services import metrics
 from services.publisher import EventPublisher
-from services.store.base import ReadModelStore
+from services.store.base import ReadModelStore, Signal
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +64,17 @@ async def relay_once(
     pending = await asyncio.to_thread(store.pending_signals, BATCH, partitions)
     if not pending:
         return 0
-    await publisher.publish_signals(pending)
+    now = time.time()
+    await publisher.publish_signals([as_sent(signal, now) for signal in pending])
     await asyncio.to_thread(store.mark_signals_sent, [s.signal_id for s in pending])
     for signal in pending:
         metrics.SIGNALS_SENT.labels(type=orjson.loads(signal.body)["type"]).inc()
     return len(pending)
+
+
+def as_sent(signal: Signal, now: float) -> Signal:
+    """The signal as it goes out: its recorded body and ``late_by_seconds`` (whole seconds, >= 0)."""
+    body = orjson.loads(signal.body)
+    at = datetime.fromisoformat(body["at"]).timestamp() if body.get("at") else now
+    body["late_by_seconds"] = max(0, int(now - at))
+    return replace(signal, body=orjson.dumps(body, option=orjson.OPT_SORT_KEYS))

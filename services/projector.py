@@ -1,17 +1,21 @@
 """The projector: folds ``ticket-events`` into the read models, exactly once,
 and keeps them current as time passes.
 
-Per batch (from :class:`services.consumer.ValidatingConsumer`): the touched
-tickets, and the open tickets of customers whose account changed, are
-replayed with the pure engine (``projections``) as of now; their rows, the new
-events, the signals they assert and the partitions' next offsets are written
-in one transaction. On assignment the consumer seeks to the offsets stored
-there, so a crash at any instant loses nothing and applies nothing twice.
+Per batch (from :class:`services.consumer.ValidatingConsumer`): each event is
+checked against the events already stored (:func:`accepted`: a later copy of
+an event id is a duplicate, or with another body a dead letter); then the
+story of every ticket the batch can change (:mod:`projections.story`) is told
+with the pure engine — its own new events, the account events of its
+customer, time passing up to the customer's log time — and the rows, the new
+events, the signals and the partitions' next offsets are written in one
+transaction. On assignment the consumer seeks to the offsets stored there, so
+a crash at any instant loses nothing and applies nothing twice.
 
 Between events, time still moves: every row carries ``next_change_at`` (the
 next warning, due, breach or escalation instant of a running clock, or a
-suspension boundary). One scheduler per worker sleeps until the earliest of
-its partitions and re-evaluates what is due then.
+suspension boundary). Once a partition is caught up, one scheduler per worker
+sleeps until the earliest of its partitions and re-evaluates what is due then,
+as of the wall clock.
 
 Signals go to an outbox table in the same transaction, and from there to the
 ``sla-signals`` topic.
@@ -20,21 +24,28 @@ Signals go to an outbox table in the same transaction, and from there to the
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 
-from events import decode_event, encode_event
-from projections.account import AccountStanding, account_standing
-from projections.policy import Policy
-from projections.signals import asserted, revoked
-from projections.ticket import TicketState, evaluate
-from projections.timeline import Recorded, history, whole_second
+from events import Event, EventRejected, RejectKind, decode_event, encode_event
+from projections.account import account_standing
+from projections.counting import Tally
+from projections.policy import Policy, parse_policy
+from projections.signals import Ledger
+from projections.story import FOREVER, Point, StandingCache, tell, walk
+from projections.ticket import TicketState
+from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
 from services import metrics
 from services.consumer import ConsumedBatch, ConsumedEvent, Rewind
-from services.sla_metrics import Tally
+from services.publisher import RawRecord
+from services.sla_metrics import publish
+from services.store.base import FOREVER as FOREVER_EPOCH
 from services.store.base import (
+    NEVER,
     BatchWrite,
     CustomerRow,
     GenerationChanged,
@@ -49,6 +60,8 @@ log = logging.getLogger(__name__)
 
 CACHE_TICKETS = 20_000  # decoded histories kept: about 100 MB
 
+DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
+
 
 def wall_clock() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
@@ -56,6 +69,10 @@ def wall_clock() -> datetime:
 
 def epoch(instant: datetime | None) -> int | None:
     return None if instant is None else int(instant.timestamp())
+
+
+def instant_of(epoch_seconds: int | None) -> datetime | None:
+    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 def seq_of(partition: int, offset: int) -> int:
@@ -66,6 +83,40 @@ def seq_of(partition: int, offset: int) -> int:
 def partition_of(record: Recorded) -> int:
     """The partition a record was read from (the inverse of :func:`seq_of`)."""
     return record.seq % 1024
+
+
+@dataclass
+class Accepted:
+    """A batch's events sorted by :func:`accepted`."""
+
+    events: list[ConsumedEvent] = field(default_factory=list)
+    duplicates: int = 0
+    conflicts: list[tuple[ConsumedEvent, EventRejected]] = field(default_factory=list)
+
+
+def accepted(valid: Sequence[ConsumedEvent], stored: dict[tuple[str, str], StoredEvent]) -> Accepted:
+    """One rule for every path (projections.timeline.dedupe): the first copy of each
+    (customer_id, event_id) is the event; a later identical copy is a duplicate, a later
+    copy with another body a conflict. ``stored``: the first copies already stored."""
+    result = Accepted()
+    first: dict[tuple[str, str], tuple[Event, str]] = {
+        key: (decode_stored_body(copy.body), f"at {copy.partition}@{copy.offset}")
+        for key, copy in stored.items()
+    }
+    for item in sorted(valid, key=lambda v: (v.partition, v.offset)):
+        key = event_key(item.event)
+        if key not in first:
+            first[key] = (item.event, f"at {item.partition}@{item.offset}")
+            result.events.append(item)
+        elif same_event(first[key][0], item.event):
+            result.duplicates += 1
+        else:
+            detail = (
+                f"event_id {item.event.event_id!r} of customer {item.event.customer_id!r} was recorded "
+                f"before ({first[key][1]}) with another body; the first copy is the event"
+            )
+            result.conflicts.append((item, EventRejected(RejectKind.DUPLICATE_EVENT_ID_CONFLICT, detail)))
+    return result
 
 
 class Projector:
@@ -81,8 +132,12 @@ class Projector:
         generation: int | None = None,
         must_be_active: bool = True,
         count_metrics: bool = True,
+        record_signals: bool = True,
+        dead_letter: DeadLetters | None = None,
     ):
         self.store = store
+        # The policy configured; the generation's own is the one used (see open).
+        self.configured = policy
         self.policy = policy
         self.topic = topic
         self.clock = clock
@@ -90,35 +145,66 @@ class Projector:
         self.must_be_active = must_be_active
         # The SLA counters of this process (a rebuild counts nothing: the live workers did).
         self.count_metrics = count_metrics
-        if count_metrics:
-            metrics.SLA_ELAPSED.install(policy)
+        # A rebuild records no signals while it replays: its generation may never be
+        # switched to. What a switch changes is recorded with the switch (services/rebuild.py).
+        self.record_signals = record_signals
+        # Where conflicting duplicates go (None: only counted, as in a rebuild: the live
+        # workers dead-lettered them when they first came).
+        self.dead_letter = dead_letter
         self.partitions: set[int] = set()
         self.expected: dict[int, int | None] = {}  # partition -> next offset this generation wants
         self.lock = asyncio.Lock()  # batches and timer passes write one at a time
         self.committed = asyncio.Condition()  # notified after every commit (timers, outbox)
         self.applied_events = 0
-        # Catching up on a backlog, a ticket is evaluated as of the latest
-        # event time seen in its partition, not as of now: otherwise every
-        # ticket whose response is still further down the log would look
-        # breached for a moment (and page someone). Once a partition is caught
-        # up, now is the time.
-        self.watermark: dict[int, datetime] = {}
+        # Partitions with more records after their last batch: their timers wait, the
+        # batches themselves move their customers' log time on (projections.story).
         self.lagging: set[int] = set()
-        # Decoded histories of recently touched tickets and customers: a ticket
-        # touched by consecutive batches is not read back and decoded each time.
-        self._tickets: dict[str, list[Recorded]] = {}
-        self._accounts: dict[str, list[Recorded]] = {}
+        # Decoded histories of recently touched tickets and customers (least recently
+        # used first): a ticket touched by consecutive batches is not read back each time.
+        self._tickets: OrderedDict[TicketKey, list[Recorded]] = OrderedDict()
+        self._accounts: OrderedDict[str, list[Recorded]] = OrderedDict()
 
     async def open(self) -> int:
-        """Migrate the store and find (or create) the active generation."""
+        """Migrate the store, find (or create) the active generation, and take its policy."""
         await asyncio.to_thread(self.store.migrate)
         if self.generation is None:
             self.generation = await asyncio.to_thread(self.store.active_generation)
             if self.generation is None:
-                self.generation = await asyncio.to_thread(self.store.create_generation, "first start")
+                self.generation = await asyncio.to_thread(
+                    self.store.create_generation, "first start", policy_text(self.configured)
+                )
                 await asyncio.to_thread(self.store.activate_generation, self.generation)
                 log.info("created read-model generation %d", self.generation)
+        await self._take_policy()
         return self.generation
+
+    async def _take_policy(self) -> None:
+        """Every row of a generation is computed with one policy: the one it was created with.
+
+        A worker configured with another one follows the generation's and says
+        so; ``slatrack rebuild`` builds a generation with a new policy and
+        switches to it, and the workers follow the switch (docs/sla-semantics.md).
+        """
+        text = await asyncio.to_thread(self.store.generation_policy, self._gen)
+        if text is None:  # created before generations recorded their policy: bind ours
+            text = await asyncio.to_thread(self.store.bind_policy, self._gen, policy_text(self.configured))
+        policy = (
+            self.configured if text == self.configured.text else parse_policy(text, f"generation {self._gen}")
+        )
+        if policy.digest != self.configured.digest:
+            log.warning(
+                "read-model generation %d is computed with policy %s (%s); the configured policy %s (%s) "
+                "is not used: a generation keeps its policy, and `slatrack rebuild` builds one with the "
+                "configured policy",
+                self._gen,
+                policy.version,
+                policy.digest,
+                self.configured.version,
+                self.configured.digest,
+            )
+        self.policy = policy
+        if self.count_metrics:
+            metrics.SLA_ELAPSED.install(policy)
 
     # -- the consumer's handler interface ----------------------------------
 
@@ -142,7 +228,6 @@ class Projector:
             self.lagging -= partitions
             for partition in partitions:
                 self.expected.pop(partition, None)
-                self.watermark.pop(partition, None)  # a partition that comes back starts afresh
             self._forget()
 
     async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
@@ -156,7 +241,9 @@ class Projector:
                 partitions,
             )
             generation = await asyncio.to_thread(
-                self.store.create_generation, f"log ended before stored offsets {partitions}"
+                self.store.create_generation,
+                f"log ended before stored offsets {partitions}",
+                policy_text(self.policy),
             )
             await asyncio.to_thread(self.store.activate_generation, generation)
             await asyncio.to_thread(keep_only, self.store, {generation, self.generation})
@@ -171,22 +258,25 @@ class Projector:
             offsets, valid = self._trim(batch)
             if not offsets:
                 return
-            for item in valid:
-                at = whole_second(item.event.occurred_at)
-                if item.partition not in self.watermark or at > self.watermark[item.partition]:
-                    self.watermark[item.partition] = at
             self.lagging = (self.lagging - set(batch.offsets)) | batch.lagging
             try:
-                write, tally = await self._project(valid, offsets)
+                stored = await asyncio.to_thread(
+                    self.store.first_copies, self._gen, {event_key(v.event) for v in valid}
+                )
+                sorted_out = accepted(valid, stored)
+                if sorted_out.conflicts and self.dead_letter is not None:
+                    await self.dead_letter([(raw_record(self.topic, c), r) for c, r in sorted_out.conflicts])
+                write, tally = await self._project(sorted_out.events, offsets, now=self.clock())
+                tally.duplicates += sorted_out.duplicates
                 await asyncio.to_thread(
                     self.store.commit_batch, self._gen, write, must_be_active=self.must_be_active
                 )
             except StaleBatch as exc:
                 self._forget()
-                stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
+                stored_offsets = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
                 for partition in offsets:
-                    self.expected[partition] = stored.get(partition)
-                raise Rewind({p: stored.get(p) for p in offsets}, f"stale batch: {exc}") from None
+                    self.expected[partition] = stored_offsets.get(partition)
+                raise Rewind({p: stored_offsets.get(p) for p in offsets}, f"stale batch: {exc}") from None
             except GenerationChanged:
                 raise await self._follow_generation() from None
             except BaseException:
@@ -196,11 +286,21 @@ class Projector:
                 self.expected[partition] = after
             self.applied_events += len(valid)
             self._publish(tally)
+            self._count_conflicts(sorted_out.conflicts)
         await self._notify()
         metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
         if valid:
             latest = max(item.event.occurred_at for item in valid)
             metrics.PROJECTOR_LAST_EVENT.set(latest.timestamp())
+
+    def _count_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
+        for item, rejection in conflicts:
+            log.warning("dead-lettered %s[%d]@%d: %s", self.topic, item.partition, item.offset, rejection)
+        if conflicts and self.count_metrics:
+            reason = str(RejectKind.DUPLICATE_EVENT_ID_CONFLICT)
+            metrics.EVENTS_REJECTED.labels(reason=reason).inc(len(conflicts))
+            if self.dead_letter is not None:
+                metrics.DLQ_MESSAGES.inc(len(conflicts))
 
     def _trim(self, batch: ConsumedBatch) -> tuple[dict[int, tuple[int, int]], list[ConsumedEvent]]:
         """Leave out what this generation already holds (records read again after a rewind)."""
@@ -222,6 +322,7 @@ class Projector:
     async def _follow_generation(self) -> Rewind:
         self._forget()
         self.generation = await asyncio.to_thread(self.store.active_generation)
+        await self._take_policy()
         stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
         self.expected = {p: stored.get(p) for p in self.partitions}
         log.warning(
@@ -235,8 +336,9 @@ class Projector:
         """Re-evaluate tickets and customers when their next change is due (within 1 s)."""
         while not stop.is_set():
             try:
+                await self._notice_switch()
                 async with self.committed:
-                    partitions = sorted(self.partitions)
+                    partitions = sorted(self.partitions - self.lagging)
                     upcoming = (
                         await asyncio.to_thread(self.store.next_change, self._gen, partitions)
                         if partitions and self.generation is not None
@@ -253,25 +355,37 @@ class Projector:
                 log.exception("timer pass failed; trying again in 1 s")
                 await asyncio.sleep(1)
 
+    async def _notice_switch(self) -> None:
+        """A rebuild switched generations: follow at once, not only at the next write. The rebuilt
+        rows are as of the log's time; their due changes are the new generation's timers' to run."""
+        active = await asyncio.to_thread(self.store.active_generation)
+        if active is not None and active != self.generation:
+            async with self.lock:
+                if active != self.generation:
+                    await self._follow_generation()
+
     async def tick(self) -> int:
-        """Re-evaluate what is due now; return how many tickets changed."""
+        """Re-evaluate what is due now, as of now; return how many tickets changed.
+
+        Only caught-up partitions: a partition still reading its backlog moves
+        its customers' time on with its batches, as of the log (projections.story).
+        """
         async with self.lock:
             now, gen = self.clock(), self._gen
-            tickets: list[str] = []
-            customers: list[str] = []
-            for partition in sorted(self.partitions):
-                instant = epoch(self._as_of(partition, now))
-                tickets += await asyncio.to_thread(self.store.tickets_changing_by, gen, instant, [partition])
-                customers += await asyncio.to_thread(
-                    self.store.customers_changing_by, gen, instant, [partition]
-                )
+            partitions = sorted(self.partitions - self.lagging)
+            tickets = await asyncio.to_thread(
+                self.store.tickets_changing_by, gen, epoch(now) or 0, partitions
+            )
+            customers = await asyncio.to_thread(
+                self.store.customers_changing_by, gen, epoch(now) or 0, partitions
+            )
             if not tickets and not customers:
                 return 0
             # Claimed at the offsets this worker holds, unchanged: if another worker has moved a
             # partition on (this one lost it and has not noticed yet), the pass writes nothing.
-            held = {p: (o, o) for p in sorted(self.partitions) if (o := self.expected.get(p)) is not None}
+            held = {p: (o, o) for p in partitions if (o := self.expected.get(p)) is not None}
             try:
-                write, tally = await self._project([], held, tickets, customers)
+                write, tally = await self._project([], held, now=now, due=tickets, due_customers=customers)
                 await asyncio.to_thread(
                     self.store.commit_batch, gen, write, must_be_active=self.must_be_active
                 )
@@ -286,14 +400,9 @@ class Projector:
         await self._notify()
         return len(tickets)
 
-    def _as_of(self, partition: int, now: datetime) -> datetime:
-        if partition in self.lagging and partition in self.watermark:
-            return min(now, self.watermark[partition])
-        return now
-
     def _publish(self, tally: Tally) -> None:
         if self.count_metrics:
-            tally.publish()
+            publish(tally)
 
     async def _notify(self) -> None:
         async with self.committed:
@@ -303,189 +412,131 @@ class Projector:
 
     async def _project(
         self,
-        valid: list[ConsumedEvent],
+        events: list[ConsumedEvent],
         offsets: dict[int, tuple[int, int]],
-        also_tickets: Iterable[str] = (),
-        also_customers: Iterable[str] = (),
+        *,
+        now: datetime,
+        due: Sequence[TicketKey] = (),
+        due_customers: Sequence[str] = (),
     ) -> tuple[BatchWrite, Tally]:
-        now = self.clock()
+        """A batch's write: its events (each a first copy) and the story of every ticket they can
+        change, told up to its customer's log time (projections.story). For a timer pass
+        (``due``, ``due_customers``): the tickets and customers whose next change is due, as of now."""
+        gen = self._gen
         write = BatchWrite(self.topic, offsets)
-        tally = Tally()
-        new_tickets: dict[str, list[Recorded]] = {}
-        new_accounts: dict[str, list[Recorded]] = {}
-        customer_partition: dict[str, int] = {}
-        for item in valid:
-            event = item.event
-            record = Recorded(seq_of(item.partition, item.offset), event)
-            ticket_id = getattr(event, "ticket_id", None)
-            write.events.append(
-                StoredEvent(
-                    event.event_id,
-                    ticket_id,
-                    event.customer_id,
-                    item.partition,
-                    item.offset,
-                    int(record.at.timestamp()),
-                    item.raw or encode_event(event),
-                )
+        streams = _streams(events, write)
+        customers = set(streams) | set(due_customers)
+        rows = await asyncio.to_thread(self.store.customer_rows, gen, customers)
+        log_times = {c: _latest(rows.get(c), records) for c, records in streams.items()}
+        # Each customer's tickets are told up to its log time (never past now); a timer's, up to now.
+        ends = {c: min(at, now) for c, at in log_times.items()} | dict.fromkeys(due_customers, now)
+
+        reached = await asyncio.to_thread(
+            self.store.tickets_reached, gen, _reach(streams, rows, due_customers)
+        )
+        crossing = await asyncio.to_thread(
+            self.store.customer_tickets_changing_by, gen, {c: epoch(at) or 0 for c, at in ends.items()}
+        )
+        affected = {key for records in streams.values() for r in records if (key := ticket_key(r.event))}
+        affected |= {*reached, *crossing, *due}
+        previous = await asyncio.to_thread(self.store.ticket_rows, gen, affected)
+        tickets = await self._histories(affected)
+        accounts = await self._account_histories({c for c, _ in affected} | customers)
+        settling = {key for key, records in tickets.items() if any(_settles(r) for r in records)}
+        for customer, records in streams.items():
+            for record in records:
+                key = ticket_key(record.event)
+                if key is None:
+                    accounts[customer] = self._accounts[customer] = [*accounts[customer], record]
+                else:
+                    tickets[key] = self._tickets[key] = [*tickets[key], record]
+
+        evaluated = {key: instant_of(row.evaluated_at) or now for key, row in previous.items()}
+        points: dict[TicketKey, list[Point]] = {}
+        for customer, records in streams.items():
+            reach = {k: previous[k].account_until for k in reached if k[0] == customer and k in previous}
+            found = walk(
+                records,
+                instant_of(rows[customer].log_time) if customer in rows else None,
+                now,
+                reached=lambda r, reach=reach: [k for k, until in reach.items() if until >= r.at.timestamp()],
+                evaluated={k: at for k, at in evaluated.items() if k[0] == customer},
+                settling=settling,
             )
-            customer_partition[event.customer_id] = item.partition
-            if ticket_id is None:
-                new_accounts.setdefault(event.customer_id, []).append(record)
-            else:
-                new_tickets.setdefault(ticket_id, []).append(record)
+            points.update(found.points)
+        for key in affected - set(points):  # no input of its own: time passing, or an account event
+            end = ends.get(key[0], now)
+            points[key] = [Point(None, max(end, evaluated.get(key, end)))]
 
-        customers = set(new_accounts) | set(also_customers)
-        affected = set(new_tickets) | set(also_tickets)
-        if customers:
-            affected |= set(await asyncio.to_thread(self.store.open_tickets_of, self._gen, customers))
-        tickets = await self._histories(affected, new_tickets, tally)
-        owners = {t: _owner(records) for t, records in tickets.items()}
-        customers |= {c for c in owners.values() if c is not None}
-        accounts = await self._account_histories(customers, new_accounts, tally)
-        previous = await asyncio.to_thread(self.store.ticket_rows, self._gen, affected)
-        standings: dict[tuple[str, datetime], AccountStanding] = {}
-
-        def standing(customer: str, as_of: datetime) -> AccountStanding:
-            if (customer, as_of) not in standings:
-                account = history(accounts.get(customer, []), as_of)
-                standings[customer, as_of] = account_standing(account, self.policy, as_of)
-            return standings[customer, as_of]
-
-        for ticket_id in sorted(affected):
-            records = tickets.get(ticket_id, [])
+        tally = Tally()
+        standings: StandingCache = {}
+        for key in sorted(affected):
+            records = tickets[key]
             if not records:
                 continue
-            owner = owners.get(ticket_id)
-            as_of = self._as_of(partition_of(records[0]), now)
-            state = evaluate(records, self.policy, as_of, standing(owner, as_of) if owner else None)
-            if state is None:
-                # Not opened as of now (its ticket.opened is still ahead, or
-                # missing): a placeholder row keeps the instant to look again.
-                write.tickets.append(_pending_row(ticket_id, owner, records, as_of, previous.get(ticket_id)))
-                continue
-            row, signals = self._ticket_row(state, records, previous.get(ticket_id), as_of, tally)
-            write.tickets.append(row)
-            write.signals.extend(signals)
-        for customer in sorted(customers):
-            account = accounts.get(customer, [])
-            partition = customer_partition.get(
-                customer, _customer_partition(account, tickets, owners, customer)
+            before = previous.get(key)
+            told = tell(
+                points[key],
+                records,
+                accounts.get(key[0], []),
+                self.policy,
+                Ledger.decode(before.signals if before is not None else None),
+                before.marks if before is not None else None,
+                tally,
+                standings=standings,
+                because=[r for r in streams.get(key[0], []) if ticket_key(r.event) in (key, None)],
             )
-            as_of = self._as_of(partition, now)
+            at = points[key][-1].at
+            if told.state is None:
+                # Not opened as of then (its ticket.opened is still ahead, or missing): a
+                # placeholder row keeps the instant to look again.
+                write.tickets.append(_pending_row(key, records, at, before))
+                continue
+            write.tickets.append(_ticket_row(told.state, records, at, told.ledger, told.marks))
+            if self.record_signals:
+                partition = partition_of(records[0])
+                write.signals += [
+                    Signal(s["signal_id"], key[0], orjson.dumps(s, option=orjson.OPT_SORT_KEYS), partition)
+                    for s in told.signals
+                ]
+        for customer in sorted(customers):
+            row, stream = rows.get(customer), streams.get(customer, [])
+            partition = partition_of(stream[0]) if stream else row.partition if row is not None else 0
+            log_time = log_times.get(customer) or instant_of(row.log_time if row is not None else None)
             write.customers.append(
-                _customer_row(customer, partition, standing(customer, as_of), as_of, account)
+                _customer_row(customer, partition, self.policy, ends[customer], accounts[customer], log_time)
             )
         return write, tally
 
-    def _ticket_row(
-        self,
-        state: TicketState,
-        records: list[Recorded],
-        before: TicketRow | None,
-        now: datetime,
-        tally: Tally,
-    ) -> tuple[TicketRow, list[Signal]]:
-        view = state.view()
-        clocks = view["clocks"]
-        dues = {name: state.clocks[name].due_at(now) for name in clocks}
-        pending_dues = [
-            due
-            for name, due in dues.items()
-            if due is not None and due > now and clocks[name]["status"] == "running"
-        ]
-        future_events = [r.at for r in records if r.at > now]
-        upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
-
-        claims = asserted(state)
-        # The row keeps {signal id: type} of what it asserted, to see what a late event took back.
-        had: dict[str, str] = orjson.loads(before.signals) if before is not None else {}
-        fresh = {sid: body for sid, body in claims.items() if sid not in had}
-        breaches_before = {sid for sid, kind in had.items() if kind == "sla.breached"}
-        revocations = revoked(breaches_before, claims, view["ticket_id"], view["customer_id"])
-        fresh.update(revocations)
-        signals = [
-            Signal(
-                sid,
-                view["customer_id"],
-                orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-                partition_of(records[0]) if records else None,
-            )
-            for sid, body in sorted(fresh.items())
-        ]
-        marks = tally.count_ticket(
-            state, before.marks if before is not None else None, [*claims.values(), *revocations.values()]
-        )
-        billing = view["billing"]
-        partition = partition_of(records[0]) if records else 0
-        row = TicketRow(
-            ticket_id=view["ticket_id"],
-            customer_id=view["customer_id"],
-            partition=partition,
-            priority=view["priority"],
-            category=view["category"],
-            state=view["state"],
-            status=view["status"],
-            escalation_level=view["escalation"]["level"],
-            response_status=clocks["response"]["status"],
-            resolution_status=clocks["resolution"]["status"],
-            breached=any(c["breached"] for c in clocks.values()),
-            at_risk=any(c["at_risk"] for c in clocks.values()),
-            response_due_at=epoch(dues["response"]),
-            resolution_due_at=epoch(dues["resolution"]),
-            next_due_at=epoch(min(pending_dues, default=None)),
-            next_change_at=epoch(min(upcoming, default=None)),
-            billing_rule=billing["rule"],
-            billing_status=billing["status"],
-            billing_month=billing["month"],
-            amount_cents=billing["amount_cents"],
-            billable_seconds=billing["billable_seconds"],
-            opened_at=epoch(state.opened_at) or 0,
-            evaluated_at=epoch(now) or 0,
-            view=orjson.dumps(view),
-            signals=orjson.dumps({sid: body["type"] for sid, body in sorted(claims.items())}),
-            response_at_risk=clocks["response"]["at_risk"],
-            response_breached=clocks["response"]["breached"],
-            resolution_at_risk=clocks["resolution"]["at_risk"],
-            resolution_breached=clocks["resolution"]["breached"],
-            marks=marks,
-        )
-        return row, signals
-
     # -- histories (cache, then store) -------------------------------------
 
-    async def _histories(
-        self, ticket_ids: set[str], new: dict[str, list[Recorded]], tally: Tally
-    ) -> dict[str, list[Recorded]]:
-        missing = [t for t in ticket_ids if t not in self._tickets]
+    async def _histories(self, tickets: Iterable[TicketKey]) -> dict[TicketKey, list[Recorded]]:
+        wanted = set(tickets)
+        missing = [key for key in wanted if key not in self._tickets]
         if missing:
             stored = await asyncio.to_thread(self.store.events_of_tickets, self._gen, missing)
-            for ticket_id in missing:
-                self._tickets[ticket_id] = decode_stored(stored.get(ticket_id, []))
-        for ticket_id, records in new.items():
-            tally.duplicates += _repeats(self._tickets[ticket_id], records)
-            self._tickets[ticket_id] = self._tickets[ticket_id] + records
-        histories = {t: self._tickets[t] for t in ticket_ids}
-        self._bound()  # after taking them: bounding may empty the cache
+            for key in missing:
+                self._tickets[key] = decode_stored(stored.get(key, []))
+        histories = {}
+        for key in wanted:
+            self._tickets.move_to_end(key)
+            histories[key] = self._tickets[key]
+        _bound(self._tickets)  # after taking them: bounding may drop some
         return histories
 
-    async def _account_histories(
-        self, customers: set[str], new: dict[str, list[Recorded]], tally: Tally
-    ) -> dict[str, list[Recorded]]:
-        missing = [c for c in customers if c not in self._accounts]
+    async def _account_histories(self, customers: Iterable[str]) -> dict[str, list[Recorded]]:
+        wanted = set(customers)
+        missing = [c for c in wanted if c not in self._accounts]
         if missing:
             stored = await asyncio.to_thread(self.store.account_events_of, self._gen, missing)
             for customer in missing:
                 self._accounts[customer] = decode_stored(stored.get(customer, []))
-        for customer, records in new.items():
-            tally.duplicates += _repeats(self._accounts[customer], records)
-            self._accounts[customer] = self._accounts[customer] + records
-        return {c: self._accounts[c] for c in customers}
-
-    def _bound(self) -> None:
-        if len(self._tickets) > CACHE_TICKETS:
-            self._tickets.clear()
-            self._accounts.clear()
+        histories = {}
+        for customer in wanted:
+            self._accounts.move_to_end(customer)
+            histories[customer] = self._accounts[customer]
+        _bound(self._accounts)
+        return histories
 
     def _forget(self) -> None:
         """Drop the caches: after a failed write they may hold what was never committed."""
@@ -499,6 +550,13 @@ class Projector:
         return self.generation
 
 
+def policy_text(policy: Policy) -> str:
+    """The TOML text a generation records as its policy."""
+    if policy.text is None:
+        raise ValueError(f"policy {policy.version} has no TOML text (build it with parse_policy)")
+    return policy.text
+
+
 def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
     """Drop every generation but these (the active one and the one before it, for a look back)."""
     for old in store.generations():
@@ -506,49 +564,137 @@ def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
             store.drop_generation(old["generation"])
 
 
+def decode_stored_body(body: bytes) -> Event:
+    """A stored event: accepted once under whatever size limit applied then, so read without one."""
+    return decode_event(body, max_bytes=None)
+
+
 def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
-    return [Recorded(seq_of(e.partition, e.offset), decode_event(e.body)) for e in stored]
+    return [Recorded(seq_of(e.partition, e.offset), decode_stored_body(e.body)) for e in stored]
 
 
-def _repeats(held: list[Recorded], new: list[Recorded]) -> int:
-    """How many of ``new`` repeat an event_id already held (or repeated within ``new``)."""
-    seen = {r.event.event_id for r in held}
-    repeats = 0
-    for record in new:
-        repeats += record.event.event_id in seen
-        seen.add(record.event.event_id)
-    return repeats
+def raw_record(topic: str, item: ConsumedEvent) -> RawRecord:
+    """The message an event came in, for its dead letter."""
+    if item.record is not None:
+        return item.record
+    return RawRecord(topic, item.partition, item.offset, -1, item.event.customer_id.encode(), item.raw)
 
 
-def _owner(records: list[Recorded]) -> str | None:
-    """The customer of a ticket: the one named by the ticket.opened that applies."""
-    for record in history(records):
-        if record.event.type == "ticket.opened":
-            return record.event.customer_id
-    return records[0].event.customer_id if records else None
+def _bound(cache: OrderedDict) -> None:
+    while len(cache) > CACHE_TICKETS:
+        cache.popitem(last=False)  # the least recently used
 
 
-def _customer_partition(
-    accounts: list[Recorded], tickets: dict[str, list[Recorded]], owners: dict[str, str | None], customer: str
-) -> int:
-    for record in accounts:
-        return partition_of(record)
-    for ticket_id, owner in owners.items():
-        if owner == customer and tickets.get(ticket_id):
-            return partition_of(tickets[ticket_id][0])
-    return 0
+def _streams(events: Sequence[ConsumedEvent], write: BatchWrite) -> dict[str, list[Recorded]]:
+    """Each customer's new events, in recording order; their stored form goes into ``write``."""
+    streams: dict[str, list[Recorded]] = {}
+    for item in sorted(events, key=lambda e: (e.partition, e.offset)):
+        record = Recorded(seq_of(item.partition, item.offset), item.event)
+        key = ticket_key(item.event)
+        write.events.append(
+            StoredEvent(
+                item.event.event_id,
+                key[1] if key is not None else None,
+                item.event.customer_id,
+                item.partition,
+                item.offset,
+                int(record.at.timestamp()),
+                item.raw or encode_event(item.event),
+            )
+        )
+        streams.setdefault(item.event.customer_id, []).append(record)
+    return streams
+
+
+def _latest(row: CustomerRow | None, records: list[Recorded]) -> datetime:
+    """A customer's log time after ``records``: the latest occurred_at of all its events."""
+    latest = max(r.at for r in records)
+    before = instant_of(row.log_time) if row is not None else None
+    return latest if before is None else max(before, latest)
+
+
+def _reach(
+    streams: dict[str, list[Recorded]], rows: dict[str, CustomerRow], due: Iterable[str]
+) -> dict[str, int]:
+    """Per customer, the earliest instant its new account events change: tickets whose life
+    reaches it are the ones they can change. A timer's customer: its next change."""
+    since: dict[str, int] = {}
+    for customer, records in streams.items():
+        account = [r.at for r in records if ticket_key(r.event) is None]
+        if account:
+            since[customer] = int(min(account).timestamp())
+    for customer in due:  # a future-dated account event coming into force
+        at = rows[customer].next_change_at if customer in rows else None
+        if at is not None:
+            since[customer] = min(since.get(customer, at), at)
+    return since
+
+
+def _settles(record: Recorded) -> bool:
+    return record.event.type in ("ticket.closed", "ticket.fault_determined")
+
+
+def _ticket_row(
+    state: TicketState, records: list[Recorded], at: datetime, ledger: Ledger, marks: bytes | None
+) -> TicketRow:
+    view = state.view()
+    clocks = view["clocks"]
+    dues = {name: state.clocks[name].due_at(at) for name in clocks}
+    pending_dues = [
+        due
+        for name, due in dues.items()
+        if due is not None and due > at and clocks[name]["status"] == "running"
+    ]
+    future_events = [r.at for r in records if r.at > at]
+    upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
+    billing = view["billing"]
+    reach = state.account_until(FOREVER)
+    return TicketRow(
+        ticket_id=view["ticket_id"],
+        customer_id=view["customer_id"],
+        partition=partition_of(records[0]),
+        priority=view["priority"],
+        category=view["category"],
+        state=view["state"],
+        status=view["status"],
+        escalation_level=view["escalation"]["level"],
+        response_status=clocks["response"]["status"],
+        resolution_status=clocks["resolution"]["status"],
+        breached=any(c["breached"] for c in clocks.values()),
+        at_risk=any(c["at_risk"] for c in clocks.values()),
+        response_due_at=epoch(dues["response"]),
+        resolution_due_at=epoch(dues["resolution"]),
+        next_due_at=epoch(min(pending_dues, default=None)),
+        next_change_at=epoch(min(upcoming, default=None)),
+        billing_rule=billing["rule"],
+        billing_status=billing["status"],
+        billing_month=billing["month"],
+        amount_cents=billing["amount_cents"],
+        billable_seconds=billing["billable_seconds"],
+        opened_at=epoch(state.opened_at) or 0,
+        evaluated_at=epoch(at) or 0,
+        view=orjson.dumps(view),
+        signals=ledger.encode(),
+        response_at_risk=clocks["response"]["at_risk"],
+        response_breached=clocks["response"]["breached"],
+        resolution_at_risk=clocks["resolution"]["at_risk"],
+        resolution_breached=clocks["resolution"]["breached"],
+        marks=marks or b"{}",
+        account_until=NEVER if reach is None else epoch(reach) or 0,
+    )
 
 
 def _pending_row(
-    ticket_id: str, owner: str | None, records: list[Recorded], as_of: datetime, before: TicketRow | None
+    key: TicketKey, records: list[Recorded], as_of: datetime, before: TicketRow | None
 ) -> TicketRow:
+    customer, ticket = key
     ahead = [r.at for r in records if r.at > as_of]
     opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
     opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
-    view = {"ticket_id": ticket_id, "customer_id": owner, "state": "pending", "opens_at": opens_at}
+    view = {"ticket_id": ticket, "customer_id": customer, "state": "pending", "opens_at": opens_at}
     return TicketRow(
-        ticket_id=ticket_id,
-        customer_id=owner or "",
+        ticket_id=ticket,
+        customer_id=customer,
         partition=partition_of(records[0]),
         priority="",
         category="",
@@ -571,17 +717,24 @@ def _pending_row(
         opened_at=0,
         evaluated_at=epoch(as_of) or 0,
         view=orjson.dumps(view),
-        # What the row asserted and counted before stays: it is not taken back by
-        # a view that is only not opened *yet* (evaluated as of a lagging partition's watermark).
+        # What the row asserted and counted before stays: a view that is only not
+        # opened *yet* takes nothing back.
         signals=before.signals if before is not None else b"{}",
         marks=before.marks if before is not None else b"{}",
+        account_until=FOREVER_EPOCH,
     )
 
 
 def _customer_row(
-    customer: str, partition: int, standing: AccountStanding, now: datetime, accounts: list[Recorded]
+    customer: str,
+    partition: int,
+    policy: Policy,
+    at: datetime,
+    accounts: list[Recorded],
+    log_time: datetime | None,
 ) -> CustomerRow:
-    future = [r.at for r in accounts if r.at > now]
+    standing = account_standing(history(accounts, at), policy, at)
+    future = [r.at for r in accounts if r.at > at]
     upcoming = [t for t in (standing.next_change_at, min(future, default=None)) if t is not None]
     view = {
         "customer_id": customer,
@@ -594,8 +747,9 @@ def _customer_row(
         delinquent=standing.delinquent,
         dashboard_suspended=standing.dashboard_suspended,
         next_change_at=epoch(min(upcoming, default=None)),
-        evaluated_at=epoch(now) or 0,
+        evaluated_at=epoch(at) or 0,
         view=orjson.dumps(view),
+        log_time=epoch(log_time),
     )
 
 

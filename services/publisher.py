@@ -71,8 +71,8 @@ class EventPublisher:
             settings.topic_signals,
             title="sla-signals",
             description="SLA signals (sla.warning, sla.breached, sla.breach_revoked, escalation.raised, "
-            "billing.finalized), JSON, key = customer_id; signal_id is derived from the cause: "
-            "deduplicate on it.",
+            "escalation.revoked, billing.finalized), JSON, key = customer_id; signal_id is derived from "
+            "the cause: deduplicate on it (docs/signals.md).",
         )
 
     async def start(self) -> None:

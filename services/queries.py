@@ -32,8 +32,8 @@ from projections.account import account_standing
 from projections.explain import explain
 from projections.policy import Policy, default_policy
 from projections.ticket import evaluate, utc
-from projections.timeline import history, whole_second
-from services.audit import stored_histories
+from projections.timeline import TicketKey, history, whole_second
+from services.audit import AmbiguousTicket, UnknownTicket, find_ticket, generation_policy, stored_histories
 from services.auth import AUTH_RESPONSES, ApiError, error, require
 from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
 
@@ -61,6 +61,15 @@ TicketId = Annotated[
 ]
 CustomerId = Annotated[
     str, Path(min_length=1, max_length=MAX_ID, description="The customer id (1 to 128 characters).")
+]
+OfCustomer = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_ID,
+        description="The ticket's customer: a ticket is (customer_id, ticket_id), so this is needed "
+        "when two customers have a ticket with this id (409 `ambiguous_ticket` otherwise).",
+    ),
 ]
 AsOf = Annotated[
     str | None,
@@ -131,6 +140,9 @@ class BillingLine(BaseModel):
     billable_seconds: int
     amount_cents: int
     evaluated_at: str
+    policy_version: str = Field(description="The policy the line is computed with (its `version`)")
+    policy_digest: str = Field(description="sha256 of that policy's settings (docs/audit.md)")
+    rate_cents_per_hour: int = Field(description="The rate of that policy")
 
 
 class BillingTotal(BaseModel):
@@ -158,9 +170,14 @@ _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- helpers --------------------------------------------------------------------
 
 
-def _policy(request: Request) -> Policy:
+def _configured(request: Request) -> Policy:
     policy: Policy | None = request.app.state.policy
     return policy if policy is not None else default_policy()
+
+
+async def _policy(request: Request, store: ReadModelStore, generation: int) -> Policy:
+    """The policy the generation's rows are computed with: recomputations use it too."""
+    return await _read(generation_policy, store, generation, _configured(request))
 
 
 async def _read(function: Callable[..., T], *args: Any) -> T:
@@ -213,38 +230,49 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
     )
 
 
-async def _ticket_row(request: Request, ticket_id: str) -> tuple[ReadModelStore, int, TicketRow]:
+async def _ticket_row(
+    request: Request, ticket_id: str, customer_id: str | None
+) -> tuple[ReadModelStore, int, TicketRow]:
     store, generation = await _generation(request)
-    row = await _read(store.ticket, generation, ticket_id) if _storable(ticket_id) else None
-    if row is None:
+    if not _storable(ticket_id) or (customer_id is not None and not _storable(customer_id)):
+        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}")
+    try:
+        key = await _read(find_ticket, store, generation, ticket_id, customer_id)
+    except UnknownTicket:
+        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}") from None
+    except AmbiguousTicket as exc:
+        detail = f"ticket {ticket_id!r} exists under {len(exc.customers)} customers: add ?customer_id="
+        raise ApiError(409, "ambiguous_ticket", detail) from None
+    row = await _read(store.ticket, generation, key)
+    if row is None:  # gone between the two reads (a rebuild switched)
         raise ApiError(404, "not_found", f"no ticket {ticket_id!r}")
     return store, generation, row
 
 
 def view_as_of(
-    store: ReadModelStore, generation: int, policy: Policy, ticket_id: str, as_of: datetime
+    store: ReadModelStore, generation: int, policy: Policy, ticket: TicketKey, as_of: datetime
 ) -> dict[str, Any] | None:
     """The ticket's view as of ``as_of`` from the stored events (None if not opened by then)."""
-    records, account, customer = stored_histories(store, generation, ticket_id, as_of)
-    if customer is None:
-        return None
+    records, account = stored_histories(store, generation, ticket)
     standing = account_standing(history(account, as_of), policy, as_of)
     state = evaluate(records, policy, as_of, standing)
     return None if state is None else state.view()
 
 
-def encode_cursor(ticket_id: str) -> str:
-    return base64.urlsafe_b64encode(ticket_id.encode()).decode().rstrip("=")
+def encode_cursor(after: TicketKey) -> str:
+    customer, ticket = after
+    return base64.urlsafe_b64encode(orjson.dumps([ticket, customer])).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str) -> TicketKey:
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
-    except (binascii.Error, ValueError):
-        text = ""
-    if not 1 <= len(text) <= MAX_ID or not _storable(text) or encode_cursor(text) != cursor:
+        ticket, customer = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = (str(customer), str(ticket))
+    except (binascii.Error, ValueError, TypeError):
+        key = ("", "")
+    if not all(1 <= len(part) <= MAX_ID and _storable(part) for part in key) or encode_cursor(key) != cursor:
         raise ApiError(422, "bad_cursor", "cursor: not a cursor this API gave; start again without it")
-    return text
+    return key
 
 
 # -- tickets --------------------------------------------------------------------
@@ -289,7 +317,7 @@ async def list_tickets(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Tickets per page")] = 100,
 ) -> Response:
-    """Tickets matching every given filter, ordered by ticket id. Walk the pages with
+    """Tickets matching every given filter, ordered by ticket id (then customer). Walk the pages with
     `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
     repeated (a ticket that changes meanwhile is seen as it is when its page is read)."""
     after = decode_cursor(cursor) if cursor is not None else None
@@ -316,7 +344,7 @@ async def list_tickets(
         b'{"evaluated_at":' + orjson.dumps(_stamp(row.evaluated_at)) + b',"view":' + row.view + b"}"
         for row in rows
     )
-    next_cursor = encode_cursor(rows[-1].ticket_id) if more else None
+    next_cursor = encode_cursor(rows[-1].key) if more else None
     body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
     return Response(body, media_type="application/json")
 
@@ -328,21 +356,25 @@ async def list_tickets(
     responses={
         200: {"headers": _evaluated_header("The instant the view is as of (RFC 3339, UTC)")},
         404: error("No such ticket, or (with as_of) not opened by then"),
+        409: error("The ticket id exists under several customers: add `customer_id`"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
-async def get_ticket(ticket_id: TicketId, request: Request, as_of: AsOf = None) -> Response:
+async def get_ticket(
+    ticket_id: TicketId, request: Request, as_of: AsOf = None, customer_id: OfCustomer = None
+) -> Response:
     """The stored view, as of the instant in `X-Slatrack-Evaluated-At`. With `as_of`, the view
-    recomputed from the stored events as of that instant: the same as `slatrack replay
-    --as-of` over the same events."""
+    recomputed from the stored events as of that instant, with the policy the read models are
+    computed with: the same as `slatrack replay --as-of` over the same events."""
     instant = _as_of(as_of) if as_of is not None else None
-    store, generation, row = await _ticket_row(request, ticket_id)
+    store, generation, row = await _ticket_row(request, ticket_id, customer_id)
     if instant is None:
         return Response(
             row.view, media_type="application/json", headers={EVALUATED_AT: _stamp(row.evaluated_at)}
         )
-    view = await _read(view_as_of, store, generation, _policy(request), ticket_id, instant)
+    policy = await _policy(request, store, generation)
+    view = await _read(view_as_of, store, generation, policy, row.key, instant)
     if view is None:
         raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {utc(instant)}")
     return _json(view, headers={EVALUATED_AT: utc(instant) or ""})
@@ -358,21 +390,24 @@ async def get_ticket(ticket_id: TicketId, request: Request, as_of: AsOf = None) 
             "headers": _evaluated_header("The instant the trail is as of (RFC 3339, UTC)"),
         },
         404: error("No such ticket, or (with as_of) not opened by then"),
+        409: error("The ticket id exists under several customers: add `customer_id`"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
-async def get_timeline(ticket_id: TicketId, request: Request, as_of: AsOf = None) -> Response:
+async def get_timeline(
+    ticket_id: TicketId, request: Request, as_of: AsOf = None, customer_id: OfCustomer = None
+) -> Response:
     """The audit trail up to `as_of`; by default as of the instant the stored view is
     (`X-Slatrack-Evaluated-At`), so that it explains exactly that view."""
     instant = _as_of(as_of) if as_of is not None else None
-    store, generation, row = await _ticket_row(request, ticket_id)
+    store, generation, row = await _ticket_row(request, ticket_id, customer_id)
     if instant is None:
         instant = datetime.fromtimestamp(row.evaluated_at, UTC)
-    policy = _policy(request)
+    policy = await _policy(request, store, generation)
 
     def trail() -> dict[str, Any] | None:
-        records, account, _ = stored_histories(store, generation, ticket_id, instant)
+        records, account = stored_histories(store, generation, row.key)
         return explain(records, account, policy, instant)
 
     document = await _read(trail)
@@ -413,7 +448,7 @@ async def get_customer(customer_id: CustomerId, request: Request) -> Response:
                 month["billable_seconds"] += ticket.billable_seconds
         if len(page) < PAGE:
             break
-        after = page[-1].ticket_id
+        after = page[-1].key
     return _json(
         {**orjson.loads(row.view), "billing": dict(sorted(months.items()))},
         headers={EVALUATED_AT: _stamp(row.evaluated_at)},
@@ -444,6 +479,7 @@ async def get_billing(
     if customer is None:
         raise ApiError(404, "not_found", f"no customer {customer_id!r}")
     rows = await _read(store.billing, generation, customer_id, month)
+    policy = await _policy(request, store, generation)
     lines = [
         {
             "ticket_id": row.ticket_id,
@@ -454,6 +490,9 @@ async def get_billing(
             "billable_seconds": row.billable_seconds,
             "amount_cents": row.amount_cents,
             "evaluated_at": _stamp(row.evaluated_at),
+            "policy_version": policy.version,
+            "policy_digest": policy.digest,
+            "rate_cents_per_hour": policy.billing.rate_cents_per_hour,
         }
         for row in rows
     ]

@@ -1,16 +1,25 @@
 """``slatrack rebuild``: replay the whole log into a fresh generation, check it,
 then switch to it atomically while the current one keeps serving.
 
-1. Create a new generation and read ``ticket-events`` from its earliest offset
-   (all partitions, no consumer group) with the same projector code the
-   workers run, until the end of the log.
+1. Create a new generation, bound to the configured policy, and read
+   ``ticket-events`` from its earliest offset (all partitions, no consumer
+   group) with the same projector code the workers run, until the end of the
+   log. It records no signals: a generation that is never switched to must
+   send nothing.
 2. Check it against the live generation: for every partition, both must hold
-   the same events below the offsets both have reached, and every ticket whose
-   events all lie there must get the same view from the live generation's
-   events as the new generation stored.
+   the same events below the offsets both have reached; every rebuilt ticket
+   whose events all lie there must have the view its events give, and so must
+   the live row (with the same policy): a live row that does not is reported
+   (``live_rows_wrong``), and the switch repairs it.
 3. Switch. Workers notice at their next write (the store says the generation
-   changed) and continue from the new generation's offsets. The previous
-   generation is kept (for a look back); older ones are dropped.
+   changed), take the generation's policy and continue from its offsets. The
+   switch carries the live workers' metric marks and signal ledgers over, so
+   nothing is counted or sent twice; where the new policy changes what a
+   ticket asserts, the next timer pass sends the difference. The previous
+   generation is kept (for a look back); older ones are dropped. A rebuild
+   that finds a difference, or fails, drops its generation (a failed attempt
+   once left 181 MB behind); ``--no-switch`` keeps it for a look, until the
+   next rebuild that switches.
 """
 
 import asyncio
@@ -19,19 +28,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.account import account_standing
-from projections.policy import Policy
+from projections.policy import Policy, parse_policy
 from projections.ticket import evaluate
-from projections.timeline import history
+from projections.timeline import Recorded, TicketKey, history
 from services.config import Settings
 from services.consumer import ConsumedBatch, behind, validate_records
 from services.kafka import client_options
-from services.projector import Projector, decode_stored, keep_only
-from services.store.base import ReadModelStore, TicketQuery
+from services.projector import Projector, decode_stored, keep_only, policy_text
+from services.store.base import ReadModelStore, TicketQuery, TicketRow
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +58,12 @@ class RebuildReport:
     checked_partitions: int = 0
     checked_tickets: int = 0
     mismatches: list[str] = field(default_factory=list)
+    # Live rows that differ from the view their own events give: the switch repairs them.
+    live_rows_wrong: list[str] = field(default_factory=list)
     switched: bool = False
+    dropped: bool = False
+    policy_version: str | None = None
+    policy_digest: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in self.__dict__.items()}
@@ -64,23 +79,36 @@ async def rebuild(
     started = time.monotonic()
     await asyncio.to_thread(store.migrate)
     previous = await asyncio.to_thread(store.active_generation)
-    generation = await asyncio.to_thread(store.create_generation, "rebuild")
-    report = RebuildReport(generation, previous)
-    projector = Projector(
-        store, policy, settings.topic_events, generation=generation, must_be_active=False, count_metrics=False
-    )
-    await projector.open()
-
-    await _replay_log(settings, projector, report, progress)
-    counts = await asyncio.to_thread(store.counts, generation)
-    report.tickets, report.customers = counts["tickets"], counts["customers"]
-    if previous is not None:
-        await asyncio.to_thread(_check, store, policy, previous, generation, settings.topic_events, report)
-    if switch and not report.mismatches:
-        await asyncio.to_thread(store.activate_generation, generation)
-        report.switched = True
-        await asyncio.to_thread(keep_only, store, {generation, previous})
-        log.info("switched to generation %d (previous %s kept)", generation, previous)
+    generation = await asyncio.to_thread(store.create_generation, "rebuild", policy_text(policy))
+    report = RebuildReport(generation, previous, policy_version=policy.version, policy_digest=policy.digest)
+    try:
+        projector = Projector(
+            store,
+            policy,
+            settings.topic_events,
+            generation=generation,
+            must_be_active=False,
+            count_metrics=False,
+            record_signals=False,
+        )
+        await projector.open()
+        await _replay_log(settings, projector, report, progress)
+        counts = await asyncio.to_thread(store.counts, generation)
+        report.tickets, report.customers = counts["tickets"], counts["customers"]
+        if previous is not None:
+            await asyncio.to_thread(
+                _check, store, policy, previous, generation, settings.topic_events, report
+            )
+        if switch and not report.mismatches:
+            await asyncio.to_thread(store.activate_generation, generation)
+            report.switched = True
+            await asyncio.to_thread(keep_only, store, {generation, previous})
+            log.info("switched to generation %d (previous %s kept)", generation, previous)
+        elif report.mismatches:
+            await _drop(store, report)
+    except BaseException:
+        await _drop(store, report)
+        raise
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
@@ -126,10 +154,17 @@ async def _replay_log(
         await consumer.stop()
 
 
+async def _drop(store: ReadModelStore, report: RebuildReport) -> None:
+    await asyncio.to_thread(store.drop_generation, report.generation)
+    report.dropped = True
+    log.info("generation %d dropped: it will not be switched to", report.generation)
+
+
 def _check(
     store: ReadModelStore, policy: Policy, live: int, new: int, topic: str, report: RebuildReport
 ) -> None:
-    """The new generation must equal what the live one holds for the same offsets."""
+    """The new generation must hold what the live one holds for the same offsets, and each of its
+    rows the view its events give; live rows that do not are reported (the switch repairs them)."""
     live_offsets = store.stored_offsets(live, topic)
     new_offsets = store.stored_offsets(new, topic)
     below: dict[int, int] = {}
@@ -145,24 +180,63 @@ def _check(
             )
         report.checked_partitions += 1
 
-    after = None
-    while True:
-        rows = store.list_tickets(new, TicketQuery(after=after, limit=1000))
-        if not rows:
-            break
-        after = rows[-1].ticket_id
-        histories = store.events_of_tickets(live, [r.ticket_id for r in rows])
-        accounts = store.account_events_of(live, {r.customer_id for r in rows})
+    live_text = store.generation_policy(live)
+    live_policy = parse_policy(live_text, f"generation {live}") if live_text is not None else None
+    same_policy = live_policy is not None and live_policy.digest == policy.digest
+
+    def comparable(key: TicketKey, histories: dict, accounts: dict) -> bool:
+        events = histories.get(key, []) + accounts.get(key[0], [])
+        return bool(events) and all(e.offset < below.get(e.partition, 0) for e in events)
+
+    after: TicketKey | None = None
+    while rows := store.list_tickets(new, TicketQuery(after=after, limit=1000)):
+        after = rows[-1].key
+        keys = [row.key for row in rows]
+        histories = store.events_of_tickets(live, keys)
+        accounts = store.account_events_of(live, {c for c, _ in keys})
+        live_rows = store.ticket_rows(live, keys)
         for row in rows:
-            events = histories.get(row.ticket_id, []) + accounts.get(row.customer_id, [])
-            if not events or any(e.offset >= below.get(e.partition, 0) for e in events):
-                continue  # the live generation holds more of it than was compared: not comparable
-            as_of = datetime.fromtimestamp(row.evaluated_at, UTC)
-            account = decode_stored(accounts.get(row.customer_id, []))
-            standing = account_standing(history(account, as_of), policy, as_of)
-            state = evaluate(decode_stored(histories[row.ticket_id]), policy, as_of, standing)
-            if state is None or state.view() != orjson.loads(row.view):
-                report.mismatches.append(
-                    f"ticket {row.ticket_id}: the live generation's events give another view"
+            if not comparable(row.key, histories, accounts):
+                continue  # the live generation holds more of it than was compared
+            records, account = (
+                decode_stored(histories[row.key]),
+                decode_stored(accounts.get(row.customer_id, [])),
+            )
+            if _view_at(records, account, policy, row.evaluated_at) != _stored_view(row):
+                report.mismatches.append(f"ticket {row.key}: the rebuilt row is not the view its events give")
+            live_row = live_rows.get(row.key)
+            if live_row is None:
+                report.live_rows_wrong.append(f"ticket {row.key}: no row in the live generation")
+            elif same_policy and _stored_view(live_row) != (
+                _stored_view(row)
+                if live_row.evaluated_at == row.evaluated_at
+                else _view_at(records, account, policy, live_row.evaluated_at)
+            ):
+                report.live_rows_wrong.append(
+                    f"ticket {row.key}: the live row (as of {live_row.evaluated_at}) is not the view its "
+                    "events give"
                 )
             report.checked_tickets += 1
+    for key in store.tickets_missing_from(live, new):
+        histories = store.events_of_tickets(live, [key])
+        if comparable(key, histories, store.account_events_of(live, [key[0]])):
+            report.mismatches.append(f"ticket {key}: in the live generation, not in the rebuilt one")
+    if report.live_rows_wrong:
+        log.warning(
+            "%d live rows were not the view their events give; the switch repairs them: %s",
+            len(report.live_rows_wrong),
+            "; ".join(report.live_rows_wrong[:10]),
+        )
+
+
+def _stored_view(row: TicketRow) -> dict[str, Any] | None:
+    """A row's view; None for the placeholder of a ticket not opened as of then."""
+    return None if row.state == "pending" else orjson.loads(row.view)
+
+
+def _view_at(
+    records: list[Recorded], account: list[Recorded], policy: Policy, epoch_seconds: int
+) -> dict[str, Any] | None:
+    as_of = datetime.fromtimestamp(epoch_seconds, UTC)
+    state = evaluate(records, policy, as_of, account_standing(history(account, as_of), policy, as_of))
+    return None if state is None else state.view()

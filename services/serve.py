@@ -100,9 +100,9 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
     consumer: ValidatingConsumer | None = None
     async with EventPublisher(settings) as publisher:
         if role in ("all", "worker"):
-            projector = Projector(store, policy, settings.topic_events)
+            projector = Projector(store, policy, settings.topic_events, dead_letter=publisher.dead_letter)
             generation = await projector.open()
-            log.info("worker: policy %s, read models generation %d", policy.version, generation)
+            log.info("worker: policy %s, read models generation %d", projector.policy.version, generation)
             consumer = ValidatingConsumer(settings, publisher, projector)
             metrics.WORKER.attach(
                 store, lambda: (projector.generation, tuple(sorted(projector.partitions))), consumer.lag

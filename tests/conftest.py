@@ -78,3 +78,13 @@ def postgres_dsn() -> str:
             f"cannot connect to {dsn} ({exc}); start PostgreSQL or set SLATRACK_TEST_DATABASE_URL",
         )
     return dsn
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_store(request, tmp_path):
+    """A fresh read-model store of each kind: SQLite, and a PostgreSQL database of its own."""
+    from tests.feed import a_store
+
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
+    with a_store(request.param, tmp_path, dsn) as store:
+        yield store

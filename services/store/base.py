@@ -16,12 +16,24 @@ written in one transaction, and only if each partition's stored offset is
 exactly where the batch starts (:class:`StaleBatch` otherwise): a batch can
 never be applied twice, nor applied over a gap.
 
+Identity: a ticket is (customer_id, ticket_id) and an event (customer_id,
+event_id), as in the event contract (docs/events.md, "Identity").
+
 Instants are integer epoch seconds (UTC) in this interface and in the tables.
 """
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+TicketKey = tuple[str, str]  # (customer_id, ticket_id)
+EventKey = tuple[str, str]  # (customer_id, event_id)
+
+# account_until of a ticket any later account change can reach: 3000-01-01T00:00:00Z,
+# past every instant the event contract accepts (projections.story.FOREVER).
+FOREVER = 32_503_680_000
+# account_until of a ticket no account change can reach (a category suspensions do not pause).
+NEVER = -1
 
 
 class StoreError(RuntimeError):
@@ -87,9 +99,16 @@ class TicketRow:
     response_breached: bool = False
     resolution_at_risk: bool = False
     resolution_breached: bool = False
-    # JSON: what the SLA counters already counted for this ticket (services/sla_metrics.py),
+    # JSON: what the SLA counters already counted for this ticket (projections/counting.py),
     # committed with the row so that a restart or a rebalance never counts it again.
     marks: bytes = b"{}"
+    # The latest instant at which an account event can change this view: FOREVER (open,
+    # resolved, not opened yet), the instant it closed, or NEVER (projections.ticket).
+    account_until: int = FOREVER
+
+    @property
+    def key(self) -> TicketKey:
+        return (self.customer_id, self.ticket_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,8 @@ class CustomerRow:
     next_change_at: int | None  # when the standing changes with no new event
     evaluated_at: int
     view: bytes  # the customer view, JSON
+    # The customer's log time: the latest occurred_at among its events (projections.story).
+    log_time: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +165,8 @@ class TicketQuery:
     due_before: int | None = None  # next_due_at <= this
     customer_id: str | None = None
     escalation_level: int | None = None  # at least this level
-    after: str | None = None  # keyset pagination: ticket_id > after
+    ticket_id: str | None = None  # this ticket id (under any customer)
+    after: TicketKey | None = None  # keyset pagination: (ticket_id, customer_id) > (after[1], after[0])
     limit: int = 100
 
 
@@ -167,17 +189,34 @@ class ReadModelStore(ABC):
         """The generation the API serves and workers write to; None before the first."""
 
     @abstractmethod
-    def create_generation(self, reason: str) -> int:
-        """A new, empty generation (not active). ``reason`` is kept for operators."""
+    def create_generation(self, reason: str, policy: str | None = None) -> int:
+        """A new, empty generation (not active). ``reason`` is kept for operators;
+        ``policy`` is the TOML text of the policy its rows are computed with."""
+
+    @abstractmethod
+    def generation_policy(self, generation: int) -> str | None:
+        """The TOML text of the policy the generation is computed with (None: not bound yet)."""
+
+    @abstractmethod
+    def bind_policy(self, generation: int, policy: str) -> str:
+        """Bind a generation created unbound (before migration 4) to ``policy``, unless another
+        process bound it first; return the policy it is bound to."""
 
     @abstractmethod
     def activate_generation(self, generation: int) -> None:
         """Make ``generation`` the active one, atomically.
 
-        In the same transaction its tickets take over the ``marks`` of the
-        generation it replaces (none where that one has no such ticket): marks
-        record what the live workers' counters counted (services/sla_metrics.py).
+        In the same transaction its tickets take over the ``marks`` and the
+        signal ledgers (``signals``) of the generation it replaces (none where
+        that one has no such ticket): they record what the live workers counted
+        (projections/counting.py) and sent. A ticket whose ledger differed (or
+        that the replaced generation has no row of) is made due at once, so that
+        a timer pass sends what the switch changed.
         """
+
+    @abstractmethod
+    def tickets_missing_from(self, generation: int, other: int) -> list[TicketKey]:
+        """Tickets of ``generation`` that ``other`` has no row of."""
 
     @abstractmethod
     def drop_generation(self, generation: int) -> None:
@@ -202,14 +241,20 @@ class ReadModelStore(ABC):
         that is not active yet, with ``must_be_active=False``), and
         :class:`StaleBatch` if a partition's stored offset differs from where
         the batch starts (a partition never seen starts anywhere). Events are
-        inserted once per ``event_id`` (a repeat is ignored); ticket and
+        inserted once per (``customer_id``, ``event_id``) (a repeat is ignored); ticket and
         customer rows replace the previous ones; signals are inserted once per
         ``signal_id``, never replaced.
         """
 
     @abstractmethod
-    def events_of_tickets(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
+    def events_of_tickets(
+        self, generation: int, tickets: Iterable[TicketKey]
+    ) -> dict[TicketKey, list[StoredEvent]]:
         """Stored events of each ticket, in (partition, offset) order."""
+
+    @abstractmethod
+    def first_copies(self, generation: int, events: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
+        """The stored event of each (customer_id, event_id) that has one (the first copy)."""
 
     @abstractmethod
     def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
@@ -220,12 +265,19 @@ class ReadModelStore(ABC):
         """Stored account events of each customer, in offset order."""
 
     @abstractmethod
-    def open_tickets_of(self, generation: int, customer_ids: Iterable[str]) -> list[str]:
-        """Ids of the customers' tickets that are not closed."""
+    def tickets_reached(self, generation: int, since: dict[str, int]) -> list[TicketKey]:
+        """Tickets an account change from ``since[customer]`` on can change:
+        the customer's tickets with ``account_until`` at or after that instant, sorted."""
 
     @abstractmethod
-    def tickets_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
+    def tickets_changing_by(
+        self, generation: int, instant: int, partitions: Sequence[int]
+    ) -> list[TicketKey]:
         """Tickets of these partitions whose ``next_change_at`` is at or before ``instant``."""
+
+    @abstractmethod
+    def customer_tickets_changing_by(self, generation: int, instants: dict[str, int]) -> list[TicketKey]:
+        """Tickets of each customer whose ``next_change_at`` is at or before ``instants[customer]``."""
 
     @abstractmethod
     def next_change(self, generation: int, partitions: Sequence[int]) -> int | None:
@@ -236,8 +288,12 @@ class ReadModelStore(ABC):
         """Customers of these partitions whose ``next_change_at`` is at or before ``instant``."""
 
     @abstractmethod
-    def ticket_rows(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, TicketRow]:
-        """The stored rows of these tickets (missing ids are left out)."""
+    def ticket_rows(self, generation: int, tickets: Iterable[TicketKey]) -> dict[TicketKey, TicketRow]:
+        """The stored rows of these tickets (missing ones are left out)."""
+
+    @abstractmethod
+    def customer_rows(self, generation: int, customer_ids: Iterable[str]) -> dict[str, CustomerRow]:
+        """The stored rows of these customers (missing ones are left out)."""
 
     # -- the signal outbox -------------------------------------------------
 
@@ -255,11 +311,11 @@ class ReadModelStore(ABC):
     # -- queries -----------------------------------------------------------
 
     @abstractmethod
-    def ticket(self, generation: int, ticket_id: str) -> TicketRow | None: ...
+    def ticket(self, generation: int, ticket: TicketKey) -> TicketRow | None: ...
 
     @abstractmethod
     def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
-        """Tickets matching ``query``, ordered by ticket_id, at most ``query.limit``."""
+        """Tickets matching ``query``, ordered by (ticket_id, customer_id), at most ``query.limit``."""
 
     @abstractmethod
     def customer(self, generation: int, customer_id: str) -> CustomerRow | None: ...

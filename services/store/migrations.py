@@ -283,6 +283,142 @@ CREATE INDEX signals_pending_by_partition ON signals (log_partition, seq) WHERE 
 SQLITE_3 = POSTGRES_3 = _SIGNALS_BY_PARTITION
 
 
+# Identity (docs/events.md): a ticket is (customer_id, ticket_id), an event
+# (customer_id, event_id). The primary keys change, the keyset indexes end in
+# (ticket_id, customer_id), and three things are added: each ticket's
+# account_until (the latest instant an account event can change it; 32503680000
+# = 3000-01-01, any), each customer's log time, and each generation's policy.
+# SQLite cannot change a primary key in place: those two tables are copied.
+
+_TICKET_INDEXES_4 = """
+CREATE INDEX tickets_by_id ON tickets (generation, ticket_id, customer_id);
+CREATE INDEX tickets_by_state ON tickets (generation, state, priority, ticket_id, customer_id);
+CREATE INDEX tickets_paused ON tickets (generation, ticket_id, customer_id)
+    WHERE response_status = 'paused' OR resolution_status = 'paused';
+CREATE INDEX tickets_breached ON tickets (generation, ticket_id, customer_id) WHERE breached;
+CREATE INDEX tickets_at_risk ON tickets (generation, ticket_id, customer_id) WHERE at_risk;
+CREATE INDEX tickets_by_due ON tickets (generation, next_due_at) WHERE next_due_at IS NOT NULL;
+CREATE INDEX tickets_by_change ON tickets (generation, log_partition, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+CREATE INDEX tickets_by_customer_change ON tickets (generation, customer_id, next_change_at)
+    WHERE next_change_at IS NOT NULL;
+CREATE INDEX tickets_by_account ON tickets (generation, customer_id, account_until);
+CREATE INDEX tickets_by_billing ON tickets (generation, customer_id, billing_month, ticket_id)
+    WHERE billing_month IS NOT NULL;
+CREATE INDEX tickets_by_escalation ON tickets (generation, escalation_level, ticket_id, customer_id)
+    WHERE escalation_level > 0;
+CREATE INDEX tickets_open_by_partition ON tickets (generation, log_partition, priority)
+    WHERE state IN ('open', 'resolved');
+"""
+_EVENT_INDEXES_4 = """
+CREATE INDEX events_by_ticket ON events (generation, customer_id, ticket_id, log_partition, log_offset);
+CREATE INDEX events_by_account ON events (generation, customer_id, log_partition, log_offset)
+    WHERE ticket_id IS NULL;
+CREATE INDEX events_by_position ON events (generation, log_partition, log_offset, event_id);
+"""
+_TICKET_COLUMNS_4 = (
+    "generation, ticket_id, customer_id, log_partition, priority, category, state, status, "
+    "escalation_level, response_status, resolution_status, breached, at_risk, response_due_at, "
+    "resolution_due_at, next_due_at, next_change_at, billing_rule, billing_status, billing_month, "
+    "amount_cents, billable_seconds, opened_at, evaluated_at, view, signals, response_at_risk, "
+    "response_breached, resolution_at_risk, resolution_breached, marks"
+)
+
+_COPY_TICKETS_4 = f"INSERT INTO tickets_4 ({_TICKET_COLUMNS_4}) SELECT {_TICKET_COLUMNS_4} FROM tickets;"  # noqa: S608
+SQLITE_4 = "\n".join(
+    [
+        """
+CREATE TABLE events_4 (
+    generation    INTEGER NOT NULL,
+    event_id      TEXT NOT NULL,
+    ticket_id     TEXT,
+    customer_id   TEXT NOT NULL,
+    log_partition INTEGER NOT NULL,
+    log_offset    INTEGER NOT NULL,
+    occurred_at   INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    PRIMARY KEY (generation, customer_id, event_id)
+);
+INSERT INTO events_4 SELECT generation, event_id, ticket_id, customer_id, log_partition, log_offset,
+    occurred_at, body FROM events;
+DROP TABLE events;
+ALTER TABLE events_4 RENAME TO events;
+
+CREATE TABLE tickets_4 (
+    generation          INTEGER NOT NULL,
+    ticket_id           TEXT NOT NULL,
+    customer_id         TEXT NOT NULL,
+    log_partition       INTEGER NOT NULL,
+    priority            TEXT NOT NULL,
+    category            TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    escalation_level    INTEGER NOT NULL,
+    response_status     TEXT NOT NULL,
+    resolution_status   TEXT NOT NULL,
+    breached            INTEGER NOT NULL,
+    at_risk             INTEGER NOT NULL,
+    response_due_at     INTEGER,
+    resolution_due_at   INTEGER,
+    next_due_at         INTEGER,
+    next_change_at      INTEGER,
+    billing_rule        TEXT,
+    billing_status      TEXT NOT NULL,
+    billing_month       TEXT,
+    amount_cents        INTEGER NOT NULL,
+    billable_seconds    INTEGER NOT NULL,
+    opened_at           INTEGER NOT NULL,
+    evaluated_at        INTEGER NOT NULL,
+    view                BLOB NOT NULL,
+    signals             BLOB NOT NULL,
+    response_at_risk    INTEGER NOT NULL DEFAULT 0,
+    response_breached   INTEGER NOT NULL DEFAULT 0,
+    resolution_at_risk  INTEGER NOT NULL DEFAULT 0,
+    resolution_breached INTEGER NOT NULL DEFAULT 0,
+    marks               BLOB NOT NULL DEFAULT X'7B7D',
+    account_until       INTEGER NOT NULL DEFAULT 32503680000,
+    PRIMARY KEY (generation, customer_id, ticket_id)
+);""",
+        _COPY_TICKETS_4,
+        """DROP TABLE tickets;
+ALTER TABLE tickets_4 RENAME TO tickets;
+
+ALTER TABLE customers ADD COLUMN log_time INTEGER;
+ALTER TABLE generations ADD COLUMN policy TEXT;""",
+        _EVENT_INDEXES_4,
+        _TICKET_INDEXES_4,
+    ]
+)
+
+_POSTGRES_DROPPED_INDEXES_4 = [
+    "events_by_ticket",
+    "events_by_account",
+    "events_by_position",
+    "tickets_by_state",
+    "tickets_paused",
+    "tickets_breached",
+    "tickets_at_risk",
+    "tickets_by_due",
+    "tickets_by_change",
+    "tickets_by_customer",
+    "tickets_by_billing",
+    "tickets_by_escalation",
+    "tickets_open_by_partition",
+]
+POSTGRES_4 = "\n".join(
+    [
+        *(f"DROP INDEX {name};" for name in _POSTGRES_DROPPED_INDEXES_4),
+        """
+ALTER TABLE events DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (generation, customer_id, event_id);
+ALTER TABLE tickets DROP CONSTRAINT tickets_pkey, ADD PRIMARY KEY (generation, customer_id, ticket_id);
+ALTER TABLE tickets ADD COLUMN account_until BIGINT NOT NULL DEFAULT 32503680000;
+ALTER TABLE customers ADD COLUMN log_time BIGINT;
+ALTER TABLE generations ADD COLUMN policy TEXT;""",
+        _EVENT_INDEXES_4,
+        _TICKET_INDEXES_4,
+    ]
+)
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -298,6 +434,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "read models, generations, offsets, outbox", SQLITE_1, POSTGRES_1),
     Migration(2, "per-clock flags and metric marks of tickets", SQLITE_2, POSTGRES_2),
     Migration(3, "the partition of each signal", SQLITE_3, POSTGRES_3),
+    Migration(
+        4, "identity per customer, account reach, log time, policy of a generation", SQLITE_4, POSTGRES_4
+    ),
 )
 
 CREATE_VERSIONS_TABLE = """

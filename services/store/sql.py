@@ -28,12 +28,14 @@ from services.store import migrations
 from services.store.base import (
     BatchWrite,
     CustomerRow,
+    EventKey,
     GenerationChanged,
     ReadModelStore,
     Signal,
     StaleBatch,
     StoredEvent,
     StoreError,
+    TicketKey,
     TicketQuery,
     TicketRow,
 )
@@ -94,8 +96,12 @@ EVENTS = ", ".join(EVENT_COLUMNS)
 TICKETS = ", ".join(TICKET_COLUMNS)
 CUSTOMERS = ", ".join(CUSTOMER_COLUMNS)
 
-EVENT_ROWS = Bulk("events", ("generation", *EVENT_COLUMNS), ("generation", "event_id"), keep="first")
-TICKET_ROWS = Bulk("tickets", ("generation", *TICKET_COLUMNS), ("generation", "ticket_id"), keep="last")
+EVENT_ROWS = Bulk(
+    "events", ("generation", *EVENT_COLUMNS), ("generation", "customer_id", "event_id"), keep="first"
+)
+TICKET_ROWS = Bulk(
+    "tickets", ("generation", *TICKET_COLUMNS), ("generation", "customer_id", "ticket_id"), keep="last"
+)
 CUSTOMER_ROWS = Bulk(
     "customers", ("generation", *CUSTOMER_COLUMNS), ("generation", "customer_id"), keep="last"
 )
@@ -225,17 +231,40 @@ class SqlStore(ReadModelStore):
         row = self._read(lambda tx: tx.one(ACTIVE))
         return None if row is None else row[0]
 
-    def create_generation(self, reason: str) -> int:
+    def create_generation(self, reason: str, policy: str | None = None) -> int:
         row = self._write(
             lambda tx: tx.one(
-                "INSERT INTO generations (reason, created_at) VALUES (?, ?) RETURNING generation",
-                (reason, int(time.time())),
+                "INSERT INTO generations (reason, created_at, policy) VALUES (?, ?, ?) RETURNING generation",
+                (reason, int(time.time()), policy),
             )
         )
         assert row is not None
         return row[0]
 
+    def generation_policy(self, generation: int) -> str | None:
+        row = self._read(
+            lambda tx: tx.one("SELECT policy FROM generations WHERE generation = ?", (generation,))
+        )
+        if row is None:
+            raise GenerationChanged(f"generation {generation} does not exist (dropped?)")
+        return row[0]
+
+    def bind_policy(self, generation: int, policy: str) -> str:
+        def bind(tx: Tx) -> str:
+            tx.run(
+                "UPDATE generations SET policy = ? WHERE generation = ? AND policy IS NULL",
+                (policy, generation),
+            )
+            row = tx.one("SELECT policy FROM generations WHERE generation = ?", (generation,))
+            if row is None:
+                raise GenerationChanged(f"generation {generation} does not exist (dropped?)")
+            return row[0]
+
+        return self._write(bind)
+
     def activate_generation(self, generation: int) -> None:
+        now = int(time.time())
+
         def activate(tx: Tx) -> None:
             if tx.one(GENERATION_EXISTS, (generation,)) is None:
                 raise StoreError(f"no generation {generation}")
@@ -247,19 +276,42 @@ class SqlStore(ReadModelStore):
                 (generation,),
             )
             if previous is not None and previous[0] != generation:
-                # The metric marks are the live counters' memory: they follow the switch.
+                # The metric marks and the signal ledgers are the live workers' memory of what
+                # they counted and sent: they follow the switch. Where the ledger is not what the
+                # new generation asserts (another policy), the row is due now: the next timer
+                # pass settles the difference (sends what changed, revokes what no longer holds).
+                # A ticket the live generation has no row of differs from nothing sent: due too.
                 tx.run(
-                    "UPDATE tickets SET marks = COALESCE((SELECT old.marks FROM tickets AS old "
-                    "WHERE old.generation = ? AND old.ticket_id = tickets.ticket_id), ?) "
-                    "WHERE generation = ?",
-                    (previous[0], b"{}", generation),
+                    "UPDATE tickets SET next_change_at = ? WHERE generation = ? AND signals <> COALESCE(("
+                    "SELECT old.signals FROM tickets AS old WHERE old.generation = ? "
+                    "AND old.customer_id = tickets.customer_id AND old.ticket_id = tickets.ticket_id), ?)",
+                    (now, generation, previous[0], b"{}"),
                 )
+                for column in ("marks", "signals"):
+                    tx.run(
+                        f"UPDATE tickets SET {column} = COALESCE((SELECT old.{column} FROM tickets AS old "  # noqa: S608
+                        "WHERE old.generation = ? AND old.customer_id = tickets.customer_id "
+                        "AND old.ticket_id = tickets.ticket_id), ?) "
+                        "WHERE generation = ?",
+                        (previous[0], b"{}", generation),
+                    )
             tx.run(
                 "UPDATE generations SET activated_at = ? WHERE generation = ?",
                 (int(time.time()), generation),
             )
 
         self._write(activate)
+
+    def tickets_missing_from(self, generation: int, other: int) -> list[TicketKey]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT customer_id, ticket_id FROM tickets AS a WHERE generation = ? AND NOT EXISTS ("
+                "SELECT 1 FROM tickets AS b WHERE b.generation = ? AND b.customer_id = a.customer_id "
+                "AND b.ticket_id = a.ticket_id)",
+                (generation, other),
+            )
+        )
+        return sorted((c, t) for c, t in rows)
 
     def drop_generation(self, generation: int) -> None:
         def drop(tx: Tx) -> None:
@@ -338,22 +390,43 @@ class SqlStore(ReadModelStore):
         elif tx.one(GENERATION_EXISTS + self._for_share, (generation,)) is None:
             raise GenerationChanged(f"generation {generation} does not exist (dropped?)")
 
-    def events_of_tickets(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
-        ids = list(dict.fromkeys(ticket_ids))
-        found: dict[str, list[StoredEvent]] = {tid: [] for tid in ids}
-        if not ids:
+    def events_of_tickets(
+        self, generation: int, tickets: Iterable[TicketKey]
+    ) -> dict[TicketKey, list[StoredEvent]]:
+        keys = list(dict.fromkeys(tickets))
+        found: dict[TicketKey, list[StoredEvent]] = {key: [] for key in keys}
+        if not keys:
             return found
-        where, param = self._in("ticket_id", ids)
+        # Both lists, then the pairs asked for: one index range per customer.
+        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
+        ids, id_param = self._in("ticket_id", sorted({t for _, t in keys}))
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {where} "  # noqa: S608
-                "ORDER BY ticket_id, log_partition, log_offset",
-                (generation, param),
+                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {customers} AND {ids} "  # noqa: S608
+                "ORDER BY customer_id, ticket_id, log_partition, log_offset",
+                (generation, customer_param, id_param),
             )
         )
         for row in rows:
-            found[row[1]].append(stored_event(row))
+            events = found.get((row[2], row[1]))
+            if events is not None:
+                events.append(stored_event(row))
         return found
+
+    def first_copies(self, generation: int, events: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
+        keys = set(events)
+        if not keys:
+            return {}
+        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
+        ids, id_param = self._in("event_id", sorted({e for _, e in keys}))
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {customers} AND {ids}",  # noqa: S608
+                (generation, customer_param, id_param),
+            )
+        )
+        stored = (stored_event(row) for row in rows)
+        return {(e.customer_id, e.event_id): e for e in stored if (e.customer_id, e.event_id) in keys}
 
     def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
         rows = self._read(
@@ -383,42 +456,59 @@ class SqlStore(ReadModelStore):
             found[row[2]].append(stored_event(row))
         return found
 
-    def open_tickets_of(self, generation: int, customer_ids: Iterable[str]) -> list[str]:
-        ids = list(dict.fromkeys(customer_ids))
-        if not ids:
+    def tickets_reached(self, generation: int, since: dict[str, int]) -> list[TicketKey]:
+        # tickets_by_account: only the tickets whose life reaches the instant are read,
+        # however many closed ones a customer has.
+        found = self._per_customer("account_until", ">=", generation, since)
+        return [(c, t) for c, t, until in found if until >= since[c]]
+
+    def customer_tickets_changing_by(self, generation: int, instants: dict[str, int]) -> list[TicketKey]:
+        found = self._per_customer("next_change_at", "<=", generation, instants)
+        return [(c, t) for c, t, at in found if at <= instants[c]]
+
+    def _per_customer(
+        self, column: str, compare: str, generation: int, instants: dict[str, int]
+    ) -> list[tuple[str, str, int]]:
+        """(customer, ticket, column) of these customers' tickets whose column compares to the
+        widest of their instants: one statement, one index range per customer (the callers
+        keep each customer's own)."""
+        if not instants:
             return []
-        where, param = self._in("customer_id", ids)
+        widest = min(instants.values()) if compare == ">=" else max(instants.values())
+        where, param = self._in("customer_id", sorted(instants))
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT ticket_id FROM tickets WHERE generation = ? AND {where} "  # noqa: S608
-                "AND state <> 'closed'",
-                (generation, param),
+                f"SELECT customer_id, ticket_id, {column} FROM tickets "  # noqa: S608
+                f"WHERE generation = ? AND {where} AND {column} {compare} ?",
+                (generation, param, widest),
             )
         )
-        # Sorted here: an ORDER BY ticket_id tempts SQLite into walking the
-        # whole generation in key order instead of probing the customer index.
-        return sorted(tid for (tid,) in rows)
+        # Sorted here: an ORDER BY tempts SQLite into walking the whole
+        # generation in key order instead of probing the index.
+        return sorted((c, t, v) for c, t, v in rows)
 
-    def tickets_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
-        return self._changing_by("tickets", "ticket_id", generation, instant, partitions)
+    def tickets_changing_by(
+        self, generation: int, instant: int, partitions: Sequence[int]
+    ) -> list[TicketKey]:
+        rows = self._changing_by("tickets", "customer_id, ticket_id", generation, instant, partitions)
+        return [(c, t) for c, t in rows]
 
     def customers_changing_by(self, generation: int, instant: int, partitions: Sequence[int]) -> list[str]:
-        return self._changing_by("customers", "customer_id", generation, instant, partitions)
+        return [c for (c,) in self._changing_by("customers", "customer_id", generation, instant, partitions)]
 
     def _changing_by(
         self, table: str, key: str, generation: int, instant: int, partitions: Sequence[int]
-    ) -> list[str]:
+    ) -> list[tuple]:
         if not partitions:
             return []
         where, param = self._in("log_partition", sorted(set(partitions)))
-        rows = self._read(
+        return self._read(
             lambda tx: tx.all(
                 f"SELECT {key} FROM {table} WHERE generation = ? AND {where} "  # noqa: S608
                 "AND next_change_at <= ? ORDER BY next_change_at, " + key,
                 (generation, param, instant),
             )
         )
-        return [k for (k,) in rows]
 
     def next_change(self, generation: int, partitions: Sequence[int]) -> int | None:
         parts = sorted(set(partitions))
@@ -439,18 +529,33 @@ class SqlStore(ReadModelStore):
         row = self._read(lambda tx: tx.one(sql, params))
         return None if row is None else row[0]
 
-    def ticket_rows(self, generation: int, ticket_ids: Iterable[str]) -> dict[str, TicketRow]:
-        ids = list(dict.fromkeys(ticket_ids))
-        if not ids:
+    def ticket_rows(self, generation: int, tickets: Iterable[TicketKey]) -> dict[TicketKey, TicketRow]:
+        keys = set(tickets)
+        if not keys:
             return {}
-        where, param = self._in("ticket_id", ids)
+        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
+        ids, id_param = self._in("ticket_id", sorted({t for _, t in keys}))
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND {where}",  # noqa: S608
+                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND {customers} AND {ids}",  # noqa: S608
+                (generation, customer_param, id_param),
+            )
+        )
+        found = (ticket_row(row) for row in rows)
+        return {row.key: row for row in found if row.key in keys}
+
+    def customer_rows(self, generation: int, customer_ids: Iterable[str]) -> dict[str, CustomerRow]:
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        where, param = self._in("customer_id", ids)
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {CUSTOMERS} FROM customers WHERE generation = ? AND {where}",  # noqa: S608
                 (generation, param),
             )
         )
-        return {row[0]: ticket_row(row) for row in rows}
+        return {row[0]: customer_row(row) for row in rows}
 
     # -- the signal outbox -------------------------------------------------
 
@@ -477,11 +582,12 @@ class SqlStore(ReadModelStore):
 
     # -- queries -----------------------------------------------------------
 
-    def ticket(self, generation: int, ticket_id: str) -> TicketRow | None:
+    def ticket(self, generation: int, ticket: TicketKey) -> TicketRow | None:
         row = self._read(
             lambda tx: tx.one(
-                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND ticket_id = ?",  # noqa: S608
-                (generation, ticket_id),
+                f"SELECT {TICKETS} FROM tickets "  # noqa: S608
+                "WHERE generation = ? AND customer_id = ? AND ticket_id = ?",
+                (generation, *ticket),
             )
         )
         return None if row is None else ticket_row(row)
@@ -490,7 +596,7 @@ class SqlStore(ReadModelStore):
         where, params = ticket_filter(query)
         sql = (
             f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} "  # noqa: S608
-            "ORDER BY ticket_id LIMIT ?"
+            "ORDER BY ticket_id, customer_id LIMIT ?"
         )
         rows = self._read(lambda tx: tx.all(sql, (generation, *params, max(0, query.limit))))
         return [ticket_row(row) for row in rows]
@@ -586,6 +692,12 @@ def ticket_filter(query: TicketQuery) -> tuple[str, list]:
         term("escalation_level >= ?", query.escalation_level)
         if query.escalation_level > 0:
             term("escalation_level > 0")  # the partial index's own predicate, so it is used
+    if query.ticket_id is not None:
+        term("ticket_id = ?", query.ticket_id)
     if query.after is not None:
-        term("ticket_id > ?", query.after)
+        if not isinstance(query.after, tuple):  # a bare ticket id would unpack into nonsense
+            raise TypeError(f"TicketQuery.after is a (customer_id, ticket_id) key, not {query.after!r}")
+        customer, ticket = query.after
+        # Row values would read better, but not every planner uses an index range for them.
+        term("(ticket_id > ? OR (ticket_id = ? AND customer_id > ?))", ticket, ticket, customer)
     return "".join(" AND " + t for t in terms), params

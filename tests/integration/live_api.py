@@ -115,7 +115,13 @@ class LiveApi:
         self.publisher = EventPublisher(self.settings)
         await self.publisher.__aenter__()
         kwargs = {} if self.clock is None else {"clock": self.clock}
-        self.projector = Projector(self.store, default_policy(), self.settings.topic_events, **kwargs)
+        self.projector = Projector(
+            self.store,
+            default_policy(),
+            self.settings.topic_events,
+            dead_letter=self.publisher.dead_letter,
+            **kwargs,
+        )
         self.consumer = ValidatingConsumer(self.settings, self.publisher, self.projector)
         lag = self.custom_lag or (self.consumer.lag if self.with_worker else None)
         self.app = create_app(self.settings, self.publisher, self.store, default_policy(), lag=lag)

@@ -233,8 +233,9 @@ def test_timeline(world):
     # The stored events, numbered by their place in the log as the API numbers them.
     store = world.api.store
     generation = store.active_generation()
-    mine = decode_stored(store.events_of_tickets(generation, [ticket_id])[ticket_id])
     customer = world.views[ticket_id]["customer_id"]
+    key = (customer, ticket_id)
+    mine = decode_stored(store.events_of_tickets(generation, [key])[key])
     account = decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
     assert len(mine) == sum(getattr(r.event, "ticket_id", None) == ticket_id for r in world.records)
     expected = explain(mine, account, default_policy(), world.evaluated[ticket_id])

@@ -1,32 +1,24 @@
 """`slatrack explain TICKET` without --events: the history comes from the read-model store (SQLite)."""
 
+import asyncio
+from datetime import UTC, datetime
+
 import orjson
 from click.testing import CliRunner
 
-from events import decode_event
-from projections.timeline import whole_second
 from services.cli import main
 from services.config import Settings
-from services.store import BatchWrite, StoredEvent, open_store
+from services.store import open_store
+from tests.feed import Feed
 from tests.unit.test_explain import AS_OF, everything, explained
-
-TOPIC = "ticket-events"
 
 
 def fill(data_dir) -> None:
     """Store the story's events as the projector does: one partition, offsets in recording order."""
     store = open_store(Settings(data_dir=data_dir, database_url=None))
     try:
-        generation = store.create_generation("test")
-        store.activate_generation(generation)
-        rows = []
-        for offset, event in enumerate(everything().dicts):
-            body = orjson.dumps(event)
-            decoded = decode_event(body)
-            at = int(whole_second(decoded.occurred_at).timestamp())
-            ticket_id = getattr(decoded, "ticket_id", None)
-            rows.append(StoredEvent(decoded.event_id, ticket_id, decoded.customer_id, 0, offset, at, body))
-        store.commit_batch(generation, BatchWrite(TOPIC, {0: (0, len(rows))}, rows))  # repeats are ignored
+        feed = asyncio.run(Feed(store, datetime(2026, 11, 13, 17, 0, tzinfo=UTC)).open())
+        asyncio.run(feed.send(*everything().dicts))  # repeats are ignored
     finally:
         store.close()
 

@@ -234,7 +234,7 @@ async def test_a_rebuild_switch_counts_nothing_again(sqlite_settings, tmp_path: 
             assert report.switched and report.mismatches == []
 
             def t5_current() -> bool:  # the worker followed the switch and re-evaluated T5 as of now
-                row = store.ticket(report.generation, "T5")
+                row = store.ticket(report.generation, ("c5", "T5"))
                 return row is not None and row.breached
 
             await wait_for(t5_current, 30, "the worker to bring T5 up to date in the new generation")

@@ -79,7 +79,7 @@ def read_model(settings) -> dict[str, tuple[int, dict]]:
         rows, after = [], None
         while page := store.list_tickets(generation, TicketQuery(after=after, limit=500)):
             rows += page
-            after = page[-1].ticket_id
+            after = page[-1].key
         return {row.ticket_id: (row.evaluated_at, orjson.loads(row.view)) for row in rows}
     finally:
         store.close()

@@ -33,8 +33,10 @@ from services.store import (
     StoreUnavailable,
     TicketQuery,
     TicketRow,
+    migrations,
     open_store,
 )
+from services.store.base import FOREVER, NEVER, EventKey, TicketKey
 from services.store.migrations import latest_version
 from services.store.postgres import PostgresStore
 from services.store.sqlite import SqliteStore
@@ -43,6 +45,34 @@ TOPIC = "ticket-events"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 StoreFactory = Callable[[], ReadModelStore]
+
+# The columns of schema version 3 (migrations 1-3), as the previous release wrote them.
+V3_EVENT_COLUMNS = (
+    "generation",
+    "event_id",
+    "ticket_id",
+    "customer_id",
+    "log_partition",
+    "log_offset",
+    "occurred_at",
+    "body",
+)
+V3_TICKET_COLUMNS = (
+    "generation", "ticket_id", "customer_id", "log_partition", "priority", "category", "state", "status",
+    "escalation_level", "response_status", "resolution_status", "breached", "at_risk", "response_due_at",
+    "resolution_due_at", "next_due_at", "next_change_at", "billing_rule", "billing_status", "billing_month",
+    "amount_cents", "billable_seconds", "opened_at", "evaluated_at", "view", "signals", "response_at_risk",
+    "response_breached", "resolution_at_risk", "resolution_breached", "marks",
+)  # fmt: skip
+V3_CUSTOMER_COLUMNS = (
+    "generation", "customer_id", "log_partition", "delinquent", "dashboard_suspended", "next_change_at",
+    "evaluated_at", "view",
+)  # fmt: skip
+_FIELD_OF = {"log_partition": "partition", "log_offset": "offset"}
+
+
+def v3_values(generation: int, row: object, columns: tuple[str, ...]) -> tuple:
+    return (generation, *(getattr(row, _FIELD_OF.get(c, c)) for c in columns[1:]))
 
 
 # -- builders ----------------------------------------------------------------
@@ -125,12 +155,41 @@ def ids(rows) -> list[str]:
     return [r.ticket_id for r in rows]
 
 
+def keys(rows) -> list[TicketKey]:
+    return [r.key for r in rows]
+
+
+def event_key(e: StoredEvent) -> EventKey:
+    return (e.customer_id, e.event_id)
+
+
+def pages_of(store: ReadModelStore, generation: int, query: TicketQuery) -> list[TicketKey]:
+    """Every ticket ``query`` matches, read page by page (keyset pagination from each page's last key)."""
+    pages: list[list[TicketKey]] = []
+    after: TicketKey | None = None
+    while True:
+        page = keys(store.list_tickets(generation, replace(query, after=after)))
+        assert len(page) <= query.limit
+        if not page:
+            break
+        # Each page strictly after the last one, in (ticket_id, customer_id) order: it always advances.
+        order = [(t, c) for c, t in ([after] if after else []) + page]
+        assert order == sorted(set(order)), f"page {page} after {after}"
+        pages.append(page)
+        after = page[-1]
+    assert all(len(page) == query.limit for page in pages[:-1])
+    return [key for page in pages for key in page]
+
+
 def snapshot(store: ReadModelStore, generation: int) -> tuple:
     """Everything a batch could have changed, to show that a refused one changed nothing."""
     tickets = store.list_tickets(generation, TicketQuery(limit=10_000))
     customers = [store.customer(generation, c) for c in ("c1", "c2", "c3")]
-    events = store.events_of_tickets(generation, [t.ticket_id for t in tickets] + ["t1", "t2", "t9"])
+    events = store.events_of_tickets(
+        generation, [t.key for t in tickets] + [("c1", "t1"), ("c1", "t2"), ("c1", "t9"), ("c2", "t1")]
+    )
     account = store.account_events_of(generation, ["c1", "c2"])
+    rows = store.customer_rows(generation, ["c1", "c2", "c3"])
     return (
         store.counts(generation),
         store.stored_offsets(generation, TOPIC),
@@ -138,6 +197,7 @@ def snapshot(store: ReadModelStore, generation: int) -> tuple:
         customers,
         events,
         account,
+        rows,
         store.signal_ids(),
         store.pending_signals(),
     )
@@ -223,6 +283,142 @@ class StoreContract:
         assert errors == []
         assert stores[0].schema_versions() == list(range(1, latest_version() + 1))
 
+    def test_migration_4_keeps_the_rows_of_schema_3(self, new_store, monkeypatch):
+        """A database of the previous release (schema 3): every row survives the change of identity."""
+        old = new_store()
+        with monkeypatch.context() as m:
+            m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+            old.migrate()
+            assert old.schema_versions() == [1, 2, 3]
+
+        live_events = [
+            event("e1", "t1", "c1", offset=0),
+            event("e2", "t1", "c1", offset=1, body=bytes(range(256))),
+            event("a1", None, "c1", offset=2),
+            event("e3", "t2", "c2", partition=1, offset=0),
+        ]
+        live_tickets = [
+            ticket(
+                "t1",
+                response_at_risk=True,
+                resolution_breached=True,
+                breached=True,
+                billing_month="2026-01",
+                marks=b'{"level":2}',
+                signals=b'{"s1":"breach"}',
+            ),
+            ticket("t2", customer_id="c2", partition=1, state="closed", next_change_at=None, view=b"\x00\\N"),
+        ]
+        live_customers = [
+            customer("c1", next_change_at=T0 + 60),
+            customer("c2", partition=1, delinquent=True, dashboard_suspended=True),
+        ]
+        rebuilt_events = [event("e1", "t1", "c1", offset=0)]
+        rebuilt_tickets = [ticket("t1", marks=b"{}", signals=b'{"s1":"breach","s9":"at_risk"}')]
+        signals = [replace(signal("s1"), partition=0), signal("s2", "c2"), replace(signal("s3"), partition=1)]
+
+        def fill(tx) -> tuple[int, int]:
+            generations = []
+            for reason in ("initial", "rebuild"):
+                row = tx.one(
+                    "INSERT INTO generations (reason, created_at) VALUES (?, ?) RETURNING generation",
+                    (reason, T0),
+                )
+                generations.append(row[0])
+            live, rebuilt = generations
+            tx.run("INSERT INTO active_generation (id, generation) VALUES (1, ?)", (live,))
+            tx.run("UPDATE generations SET activated_at = ? WHERE generation = ?", (T0, live))
+            for generation, events, tickets, customers, offsets in [
+                (live, live_events, live_tickets, live_customers, {0: 3, 1: 1}),
+                (rebuilt, rebuilt_events, rebuilt_tickets, [], {0: 1}),
+            ]:
+                tx.many(
+                    f"INSERT INTO events ({', '.join(V3_EVENT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(V3_EVENT_COLUMNS))})",
+                    [v3_values(generation, e, V3_EVENT_COLUMNS) for e in events],
+                )
+                tx.many(
+                    f"INSERT INTO tickets ({', '.join(V3_TICKET_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(V3_TICKET_COLUMNS))})",
+                    [v3_values(generation, t, V3_TICKET_COLUMNS) for t in tickets],
+                )
+                tx.many(
+                    f"INSERT INTO customers ({', '.join(V3_CUSTOMER_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(V3_CUSTOMER_COLUMNS))})",
+                    [v3_values(generation, c, V3_CUSTOMER_COLUMNS) for c in customers],
+                )
+                tx.many(
+                    "INSERT INTO offsets (generation, topic, log_partition, next_offset) VALUES (?, ?, ?, ?)",
+                    [(generation, TOPIC, p, o) for p, o in offsets.items()],
+                )
+            tx.many(old._insert_signal, [(s.signal_id, s.key, s.body, T0, s.partition) for s in signals])
+            tx.run("UPDATE signals SET sent = TRUE WHERE signal_id = ?", ("s3",))
+            return live, rebuilt
+
+        live, rebuilt = old._write(fill)
+        generations = old.generations()
+        old.close()
+
+        store = new_store()  # the next release starts on that database
+        store.migrate()
+        assert store.schema_versions() == list(range(1, latest_version() + 1))
+        assert store.generations() == generations
+        assert store.active_generation() == live
+        assert store.counts(live) == {"events": 4, "tickets": 2, "customers": 2}
+        assert store.counts(rebuilt) == {"events": 1, "tickets": 1, "customers": 0}
+        assert store.stored_offsets(live, TOPIC) == {0: 3, 1: 1}
+        assert store.stored_offsets(rebuilt, TOPIC) == {0: 1}
+
+        # Every row reads back as it was, with account_until FOREVER and no log time.
+        assert all(t.account_until == FOREVER for t in live_tickets + rebuilt_tickets)
+        assert all(c.log_time is None for c in live_customers)
+        for t in live_tickets:
+            assert store.ticket(live, t.key) == t
+        assert store.ticket(rebuilt, ("c1", "t1")) == rebuilt_tickets[0]
+        assert store.ticket_rows(live, [t.key for t in live_tickets]) == {t.key: t for t in live_tickets}
+        assert store.list_tickets(live, TicketQuery()) == live_tickets
+        assert store.list_tickets(live, TicketQuery(breached=True)) == live_tickets[:1]
+        assert store.billing(live, "c1", "2026-01") == live_tickets[:1]
+        assert store.customer_rows(live, ["c1", "c2"]) == {c.customer_id: c for c in live_customers}
+        assert store.customer(live, "c2") == live_customers[1]
+        assert store.events_of_tickets(live, [("c1", "t1"), ("c2", "t2")]) == {
+            ("c1", "t1"): live_events[:2],
+            ("c2", "t2"): live_events[3:],
+        }
+        assert store.account_events_of(live, ["c1"]) == {"c1": [live_events[2]]}
+        assert store.first_copies(live, [event_key(e) for e in live_events]) == {
+            event_key(e): e for e in live_events
+        }
+        assert store.events_of_tickets(rebuilt, [("c1", "t1")]) == {("c1", "t1"): rebuilt_events}
+        assert store.event_positions(live, 0, 10) == [(0, "e1"), (1, "e2"), (2, "a1")]
+        assert store.pending_signals() == signals[:2]
+        assert store.signal_ids() == ["s1", "s2", "s3"]
+        # The queries the new columns serve work on the migrated rows.
+        assert store.tickets_reached(live, {"c1": T0, "c2": FOREVER}) == [("c1", "t1"), ("c2", "t2")]
+        assert store.tickets_changing_by(live, T0 + 2880, [0, 1]) == [("c1", "t1")]
+        assert store.customer_tickets_changing_by(live, {"c1": T0 + 2880, "c2": FOREVER}) == [("c1", "t1")]
+        assert store.tickets_missing_from(live, rebuilt) == [("c2", "t2")]
+        # Generations of the previous release are unbound until a process binds them.
+        assert store.generation_policy(live) is None
+        assert store.generation_policy(rebuilt) is None
+        assert store.bind_policy(live, 'version = "1"') == 'version = "1"'
+        assert store.create_generation("next", 'version = "2"') > rebuilt
+
+        # The new identity holds on the migrated tables: another customer's t1 and e1 are their own.
+        store.commit_batch(
+            live, batch({0: (3, 4)}, [event("e1", "t1", "c2", offset=3)], [ticket("t1", customer_id="c2")])
+        )
+        assert store.counts(live) == {"events": 5, "tickets": 3, "customers": 2}
+        assert store.ticket(live, ("c1", "t1")) == live_tickets[0]
+        assert keys(store.list_tickets(live, TicketQuery(ticket_id="t1"))) == [("c1", "t1"), ("c2", "t1")]
+        assert store.events_of_tickets(live, [("c1", "t1")]) == {("c1", "t1"): live_events[:2]}
+        # A switch from the migrated generation carries its marks and ledgers.
+        store.activate_generation(rebuilt)
+        switched = store.ticket(rebuilt, ("c1", "t1"))
+        assert (switched.marks, switched.signals) == (b'{"level":2}', b'{"s1":"breach"}')
+        store.migrate()  # and again: nothing to do
+        assert store.schema_versions() == list(range(1, latest_version() + 1))
+
     # -- generations -------------------------------------------------------------
 
     def test_generations_lifecycle(self, store):
@@ -276,11 +472,112 @@ class StoreContract:
         store.drop_generation(building)
         assert store.counts(building) == {"events": 0, "tickets": 0, "customers": 0}
         assert store.stored_offsets(building, TOPIC) == {}
-        assert store.ticket(building, "t1") is None
+        assert store.ticket(building, ("c1", "t1")) is None
         assert snapshot(store, gen) == kept
         assert store.signal_ids() == ["s1", "s2"]  # the outbox belongs to no generation
         with pytest.raises(GenerationChanged):
             store.commit_batch(building, batch({0: (2, 3)}), must_be_active=False)
+
+    def test_generation_policy_and_bind_policy(self, store):
+        unbound = store.create_generation("before migration 4")
+        assert store.generation_policy(unbound) is None
+        policy = 'version = "2026-01"\n[priorities.P1]\nresponse = "1h"  # it\'s "quoted"\n'
+        assert store.bind_policy(unbound, policy) == policy
+        assert store.generation_policy(unbound) == policy
+        # Another process binding it later finds it bound: the first binding stays.
+        assert store.bind_policy(unbound, 'version = "other"') == policy
+        assert store.generation_policy(unbound) == policy
+
+        bound = store.create_generation("rebuild", policy='version = "2026-02"')
+        assert store.generation_policy(bound) == 'version = "2026-02"'
+        assert store.bind_policy(bound, policy) == 'version = "2026-02"'
+        assert store.generation_policy(unbound) == policy  # each generation its own
+
+        store.activate_generation(bound)
+        store.drop_generation(unbound)
+        with pytest.raises(GenerationChanged):
+            store.generation_policy(unbound)
+        with pytest.raises(GenerationChanged):
+            store.bind_policy(unbound, policy)
+        with pytest.raises(GenerationChanged):
+            store.generation_policy(bound + 100)
+
+    def test_a_switch_makes_tickets_whose_ledger_differs_due_now(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1), 1: (0, 1)},
+                tickets=[
+                    ticket("same", signals=b'{"s1":"breach"}', marks=b'{"m":1}'),
+                    ticket("other", signals=b'{"s1":"breach"}', marks=b'{"m":2}'),
+                    ticket("closed", state="closed", signals=b"{}", next_change_at=None),
+                    ticket("t1", customer_id="c2", partition=1, signals=b'{"s2":"at_risk"}'),
+                ],
+            ),
+        )
+        rebuilt = store.create_generation("rebuild", policy='version = "new"')
+        later = int(time.time()) + 86_400  # a timer not due yet
+        new_rows = [
+            ticket("same", signals=b'{"s1":"breach"}', marks=b"{}", next_change_at=later),
+            # Another policy: the view asserts something else than what the live workers sent.
+            ticket("other", signals=b'{"s1":"breach","s3":"at_risk"}', next_change_at=later),
+            ticket("closed", state="closed", signals=b'{"s4":"breach"}', next_change_at=None),
+            ticket("t1", customer_id="c2", partition=1, signals=b'{"s2":"at_risk"}', next_change_at=None),
+        ]
+        store.commit_batch(rebuilt, batch({0: (0, 1), 1: (0, 1)}, tickets=new_rows), must_be_active=False)
+        before = int(time.time())
+        store.activate_generation(rebuilt)
+        after = int(time.time())
+        rows = store.ticket_rows(rebuilt, [r.key for r in new_rows])
+
+        assert rows["c1", "same"].next_change_at == later  # the same ledger: not due
+        assert rows["c2", "t1"].next_change_at is None
+        for key in [("c1", "other"), ("c1", "closed")]:
+            assert before <= rows[key].next_change_at <= after  # due now: a timer pass settles it
+        # The ledgers and marks are the live generation's, whether they differed or not.
+        assert rows["c1", "same"].signals == b'{"s1":"breach"}'
+        assert rows["c1", "same"].marks == b'{"m":1}'
+        assert rows["c1", "other"].signals == b'{"s1":"breach"}'
+        assert rows["c1", "other"].marks == b'{"m":2}'
+        assert rows["c1", "closed"].signals == b"{}"
+        assert rows["c2", "t1"].signals == b'{"s2":"at_risk"}'
+        # Nothing else of the rows changes.
+        for row in new_rows:
+            assert replace(rows[row.key], next_change_at=None, signals=b"", marks=b"") == replace(
+                row, next_change_at=None, signals=b"", marks=b""
+            )
+        assert store.tickets_changing_by(rebuilt, after, [0, 1]) == [("c1", "closed"), ("c1", "other")]
+        assert store.customer_tickets_changing_by(rebuilt, {"c1": after, "c2": after}) == [
+            ("c1", "closed"),
+            ("c1", "other"),
+        ]
+        assert store.next_change(rebuilt, [0]) <= after
+
+    def test_tickets_missing_from(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1)},
+                tickets=[
+                    ticket("t2"),
+                    ticket("t1"),
+                    ticket("t1", customer_id="c2"),
+                    ticket("t3", customer_id="c3"),
+                ],
+            ),
+        )
+        rebuilt = store.create_generation("rebuild")
+        store.commit_batch(
+            rebuilt,
+            batch({0: (0, 1)}, tickets=[ticket("t1"), ticket("t4"), ticket("t2", customer_id="c2")]),
+            must_be_active=False,
+        )
+        assert store.tickets_missing_from(gen, rebuilt) == [("c1", "t2"), ("c2", "t1"), ("c3", "t3")]
+        assert store.tickets_missing_from(rebuilt, gen) == [("c1", "t4"), ("c2", "t2")]
+        assert store.tickets_missing_from(gen, gen) == []
+        empty = store.create_generation("empty")
+        assert store.tickets_missing_from(empty, gen) == []
+        assert store.tickets_missing_from(rebuilt, empty) == [("c1", "t1"), ("c1", "t4"), ("c2", "t2")]
 
     # -- commit_batch ------------------------------------------------------------
 
@@ -303,14 +600,21 @@ class StoreContract:
         store.commit_batch(gen, batch({0: (10, 13), 1: (7, 8)}, events, tickets, customers, signals))
 
         assert store.stored_offsets(gen, TOPIC) == {0: 13, 1: 8}
-        assert store.events_of_tickets(gen, ["t1", "t2"]) == {"t1": events[:2], "t2": [events[3]]}
+        assert store.events_of_tickets(gen, [("c1", "t1"), ("c2", "t2")]) == {
+            ("c1", "t1"): events[:2],
+            ("c2", "t2"): [events[3]],
+        }
         assert store.account_events_of(gen, ["c1"]) == {"c1": [events[2]]}
-        assert store.ticket(gen, "t1") == tickets[0]
-        assert store.ticket(gen, "t2") == tickets[1]
-        assert store.ticket_rows(gen, ["t1", "t2"]) == {"t1": tickets[0], "t2": tickets[1]}
+        assert store.ticket(gen, ("c1", "t1")) == tickets[0]
+        assert store.ticket(gen, ("c2", "t2")) == tickets[1]
+        assert store.ticket_rows(gen, [("c1", "t1"), ("c2", "t2")]) == {
+            ("c1", "t1"): tickets[0],
+            ("c2", "t2"): tickets[1],
+        }
         assert store.customer(gen, "c1") == customers[0]
         assert store.customer(gen, "c2") == customers[1]
         assert store.customer(gen, "c3") is None
+        assert store.customer_rows(gen, ["c1", "c2"]) == {"c1": customers[0], "c2": customers[1]}
         assert store.pending_signals() == signals
         assert store.counts(gen) == {"events": 4, "tickets": 2, "customers": 2}
 
@@ -327,7 +631,7 @@ class StoreContract:
         )
         newer_customer = customer("c1", delinquent=True, view=b'{"v":2}')
         store.commit_batch(gen, batch({0: (1, 2)}, [event("e2", offset=1)], [newer_ticket], [newer_customer]))
-        assert store.ticket(gen, "t1") == newer_ticket
+        assert store.ticket(gen, ("c1", "t1")) == newer_ticket
         assert store.customer(gen, "c1") == newer_customer
         assert store.stored_offsets(gen, TOPIC) == {0: 2}
         assert store.counts(gen) == {"events": 2, "tickets": 1, "customers": 1}
@@ -414,7 +718,8 @@ class StoreContract:
         first, repeat = event("e1", body=b"first"), event("e1", offset=1, body=b"repeat")
         store.commit_batch(gen, batch({0: (0, 2)}, [first, repeat]))
         store.commit_batch(gen, batch({0: (2, 3)}, [event("e1", offset=2, body=b"later")]))
-        assert store.events_of_tickets(gen, ["t1"]) == {"t1": [first]}
+        assert store.events_of_tickets(gen, [("c1", "t1")]) == {("c1", "t1"): [first]}
+        assert store.first_copies(gen, [("c1", "e1")]) == {("c1", "e1"): first}
         assert store.counts(gen)["events"] == 1
 
     def test_a_large_batch_with_repeats_and_awkward_values(self, store, gen):
@@ -431,10 +736,10 @@ class StoreContract:
         ]
         store.commit_batch(gen, batch({0: (0, 343)}, events + repeats, tickets))
         assert store.counts(gen) == {"events": 300, "tickets": 40, "customers": 0}
-        stored = store.events_of_tickets(gen, [f"t{i:02d}" for i in range(40)])
+        stored = store.events_of_tickets(gen, [("c1", f"t{i:02d}") for i in range(40)])
         assert sorted((e for es in stored.values() for e in es), key=lambda e: e.offset) == events
-        rows = store.ticket_rows(gen, [f"t{i:02d}" for i in range(40)])
-        assert rows == {t.ticket_id: t for t in tickets[80:]}  # the last of each ticket wins
+        rows = store.ticket_rows(gen, [("c1", f"t{i:02d}") for i in range(40)])
+        assert rows == {t.key: t for t in tickets[80:]}  # the last of each ticket wins
 
     def test_duplicate_signal_ids_keep_the_first_across_generations(self, store, gen):
         store.commit_batch(
@@ -450,6 +755,149 @@ class StoreContract:
         )
         assert store.pending_signals() == []
         assert store.signal_ids() == ["s1", "s2"]
+
+    # -- identity: (customer_id, ticket_id) and (customer_id, event_id) --------------
+
+    def test_the_same_ticket_id_under_two_customers_is_two_tickets(self, store, gen):
+        mine = ticket("t1", priority="P1", billing_month="2026-01", amount_cents=100)
+        theirs = ticket("t1", customer_id="c2", partition=1, state="closed", billing_month="2026-01")
+        store.commit_batch(gen, batch({0: (0, 1), 1: (0, 1)}, tickets=[theirs, mine, ticket("t2")]))
+        assert mine.key == ("c1", "t1") and theirs.key == ("c2", "t1")
+        assert store.counts(gen)["tickets"] == 3
+        assert store.ticket(gen, ("c1", "t1")) == mine
+        assert store.ticket(gen, ("c2", "t1")) == theirs
+        assert store.ticket(gen, ("c3", "t1")) is None
+        assert store.ticket_rows(gen, [("c1", "t1"), ("c2", "t1")]) == {
+            ("c1", "t1"): mine,
+            ("c2", "t1"): theirs,
+        }
+        assert store.ticket_rows(gen, [("c2", "t1"), ("c2", "t2")]) == {("c2", "t1"): theirs}
+        # Only the pairs asked for: ("c1", "t1") is stored, and not asked for here.
+        assert store.ticket_rows(gen, [("c1", "t2"), ("c2", "t1")]) == {
+            ("c1", "t2"): ticket("t2"),
+            ("c2", "t1"): theirs,
+        }
+        assert store.list_tickets(gen, TicketQuery(ticket_id="t1")) == [mine, theirs]
+        assert store.list_tickets(gen, TicketQuery(ticket_id="t1", customer_id="c2")) == [theirs]
+        assert store.list_tickets(gen, TicketQuery(ticket_id="t1", state="open")) == [mine]
+        assert store.list_tickets(gen, TicketQuery(ticket_id="t9")) == []
+        assert [t.key for t in store.billing(gen, "c2", "2026-01")] == [("c2", "t1")]
+        # Replacing one customer's ticket leaves the other's as it was.
+        newer = replace(theirs, state="open", escalation_level=2)
+        store.commit_batch(gen, batch({1: (1, 2)}, tickets=[newer]))
+        assert store.ticket(gen, ("c2", "t1")) == newer
+        assert store.ticket(gen, ("c1", "t1")) == mine
+        assert store.counts(gen)["tickets"] == 3
+
+    def test_keyset_pagination_across_customers_of_one_ticket_id(self, store, gen):
+        rows = [
+            ticket(tid, customer_id=cid, priority="P1" if cid != "c2" else "P2")
+            for tid in ("t1", "t2", "t3")
+            for cid in ("c3", "c1", "c2")
+        ]
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
+        in_order = sorted((r.key for r in rows), key=lambda k: (k[1], k[0]))  # (ticket_id, customer_id)
+        assert keys(store.list_tickets(gen, TicketQuery())) == in_order
+        for limit in (1, 2, 4):  # pages that end in the middle of one ticket id's customers, and not
+            assert pages_of(store, gen, TicketQuery(limit=limit)) == in_order
+        assert pages_of(store, gen, TicketQuery(priority="P1", limit=2)) == [
+            k for k in in_order if k[0] != "c2"
+        ]
+        assert pages_of(store, gen, TicketQuery(ticket_id="t2", limit=2)) == [
+            ("c1", "t2"),
+            ("c2", "t2"),
+            ("c3", "t2"),
+        ]
+        # After a key: later customers of the same ticket id first, then the next ids.
+        assert keys(store.list_tickets(gen, TicketQuery(after=("c2", "t1"), limit=3))) == [
+            ("c3", "t1"),
+            ("c1", "t2"),
+            ("c2", "t2"),
+        ]
+        # A key that is not stored still places the page: ("c0", "t2") sorts before ("c1", "t2").
+        assert keys(store.list_tickets(gen, TicketQuery(after=("c0", "t2"), limit=1))) == [("c1", "t2")]
+        assert keys(store.list_tickets(gen, TicketQuery(after=("c3", "t3")))) == []
+
+    def test_the_same_event_id_under_two_customers_is_two_events(self, store, gen):
+        mine = event("e1", "t1", "c1", offset=0, body=b"mine")
+        theirs = event("e1", "t1", "c2", offset=1, body=b"theirs")
+        account_mine = event("a1", None, "c1", offset=2, body=b"account mine")
+        account_theirs = event("a1", None, "c2", offset=3, body=b"account theirs")
+        repeat = event("e1", "t1", "c1", offset=4, body=b"repeat")  # the same event again: ignored
+        store.commit_batch(gen, batch({0: (0, 5)}, [mine, theirs, account_mine, account_theirs, repeat]))
+        store.commit_batch(gen, batch({0: (5, 6)}, [event("e1", "t1", "c2", offset=5, body=b"later")]))
+        assert store.counts(gen)["events"] == 4
+        assert store.events_of_tickets(gen, [("c1", "t1"), ("c2", "t1")]) == {
+            ("c1", "t1"): [mine],
+            ("c2", "t1"): [theirs],
+        }
+        assert store.account_events_of(gen, ["c1", "c2"]) == {"c1": [account_mine], "c2": [account_theirs]}
+        assert store.events_of_tickets(gen, [("c2", "t1"), ("c1", "t9")]) == {
+            ("c2", "t1"): [theirs],
+            ("c1", "t9"): [],
+        }
+        assert store.event_positions(gen, 0, 100) == [(0, "e1"), (1, "e1"), (2, "a1"), (3, "a1")]
+
+    def test_a_large_batch_with_the_same_ids_under_two_customers(self, store, gen):
+        """Enough rows for a backend's bulk path (PostgreSQL: COPY), keyed by customer as well."""
+        events = [
+            event(f"e{i:03d}", f"t{i % 30:02d}", customer_id=f"c{i % 2 + 1}", offset=i) for i in range(200)
+        ]
+        same_ids = [
+            event(f"e{i:03d}", f"t{i % 30:02d}", customer_id=f"c{i % 2 + 2}", offset=200 + i)
+            for i in range(100)
+        ]
+        repeats = [replace(e, offset=300 + i, body=b"repeat") for i, e in enumerate(events[:60])]
+        tickets = [
+            ticket(f"t{i % 30:02d}", customer_id=f"c{i // 30 % 3 + 1}", evaluated_at=T0 + i)
+            for i in range(180)
+        ]
+        tickets[-1] = replace(tickets[-1], account_until=NEVER)
+        tickets[-2] = replace(tickets[-2], state="closed", account_until=T0 + 7)
+        customers = [
+            customer(f"c{i % 70:02d}", log_time=None if i % 3 else T0 + i, evaluated_at=T0 + i)
+            for i in range(140)
+        ]
+        store.commit_batch(gen, batch({0: (0, 360)}, events + same_ids + repeats, tickets, customers))
+        assert store.counts(gen) == {"events": 300, "tickets": 90, "customers": 70}
+        assert store.customer_rows(gen, [c.customer_id for c in customers]) == {
+            c.customer_id: c for c in customers[70:]
+        }
+        wanted = {(e.customer_id, e.event_id): e for e in events + same_ids}
+        assert len(wanted) == 300
+        assert store.first_copies(gen, wanted) == wanted
+        last = {t.key: t for t in tickets}  # the last of each ticket wins
+        assert len(last) == 90
+        assert store.ticket_rows(gen, last) == last
+        stored = store.events_of_tickets(gen, {(e.customer_id, e.ticket_id) for e in wanted.values()})
+        assert sorted((e for es in stored.values() for e in es), key=event_key) == sorted(
+            wanted.values(), key=event_key
+        )
+
+    def test_first_copies(self, store, gen):
+        first = event("e1", "t1", "c1", offset=0, body=b"first")
+        theirs = event("e1", "t7", "c2", offset=1, body=b"theirs")
+        account = event("a1", None, "c1", offset=2)
+        store.commit_batch(
+            gen,
+            batch({0: (0, 4)}, [first, theirs, account, event("e1", "t2", "c1", offset=3, body=b"again")]),
+        )
+        store.commit_batch(gen, batch({0: (4, 5)}, [event("e1", "t1", "c1", offset=4, body=b"later")]))
+        asked = [("c1", "e1"), ("c2", "e1"), ("c1", "a1"), ("c2", "a1"), ("c3", "e1"), ("c1", "e9")]
+        assert store.first_copies(gen, asked) == {
+            ("c1", "e1"): first,
+            ("c2", "e1"): theirs,
+            ("c1", "a1"): account,
+        }
+        assert store.first_copies(gen, iter([("c1", "e1"), ("c1", "e1")])) == {("c1", "e1"): first}
+        # Only the pairs asked for: ("c1", "e1") is stored, and not asked for here.
+        assert store.first_copies(gen, [("c1", "a1"), ("c2", "e1")]) == {
+            ("c1", "a1"): account,
+            ("c2", "e1"): theirs,
+        }
+        assert store.first_copies(gen, []) == {}
+        assert store.first_copies(gen, [("c9", "e9")]) == {}
+        assert store.first_copies(store.create_generation("other"), [("c1", "e1")]) == {}
 
     # -- projector reads -------------------------------------------------------
 
@@ -471,13 +919,14 @@ class StoreContract:
             gen, batch({1: (0, 2)}, [event("e1", partition=1, offset=1), event("e0", partition=1, offset=0)])
         )
         store.commit_batch(gen, batch({0: (9, 10)}, [event("e9", offset=9)]))
-        found = store.events_of_tickets(gen, ["t1", "t2", "t3"])
-        assert [e.event_id for e in found["t1"]] == ["e5", "e8", "e9", "e0", "e1"]
-        assert [e.event_id for e in found["t2"]] == ["x6"]
-        assert found["t3"] == []  # asked for, none stored
+        found = store.events_of_tickets(gen, [("c1", "t1"), ("c1", "t2"), ("c1", "t3")])
+        assert [e.event_id for e in found["c1", "t1"]] == ["e5", "e8", "e9", "e0", "e1"]
+        assert [e.event_id for e in found["c1", "t2"]] == ["x6"]
+        assert found["c1", "t3"] == []  # asked for, none stored
+        assert list(found) == [("c1", "t1"), ("c1", "t2"), ("c1", "t3")]  # only what was asked for
         assert store.events_of_tickets(gen, []) == {}
         other = store.create_generation("other")
-        assert store.events_of_tickets(other, ["t1"]) == {"t1": []}
+        assert store.events_of_tickets(other, [("c1", "t1")]) == {("c1", "t1"): []}
 
     def test_event_positions_of_a_partition_below_an_offset(self, store, gen):
         store.commit_batch(
@@ -519,23 +968,42 @@ class StoreContract:
         assert found["c3"] == []
         assert all(e.ticket_id is None for e in found["c1"])
 
-    def test_open_tickets_of(self, store, gen):
+    def test_tickets_reached(self, store, gen):
+        closed_at = T0 + 100
         store.commit_batch(
             gen,
             batch(
                 {0: (0, 1)},
                 tickets=[
-                    ticket("t3", state="open"),
-                    ticket("t1", state="resolved"),
-                    ticket("t2", state="closed"),
+                    ticket("t3", state="open"),  # account_until FOREVER
+                    ticket("t1", state="resolved", account_until=FOREVER),
+                    ticket("t2", state="closed", account_until=closed_at),
+                    ticket("t6", category="security", account_until=NEVER),  # no account change reaches
                     ticket("t4", customer_id="c2"),
                     ticket("t5", customer_id="c3"),
                 ],
             ),
         )
-        assert store.open_tickets_of(gen, ["c1", "c2"]) == ["t1", "t3", "t4"]
-        assert store.open_tickets_of(gen, []) == []
-        assert store.open_tickets_of(gen, ["nobody"]) == []
+        after_close = {"c1": closed_at + 1, "c2": closed_at + 1}
+        assert store.tickets_reached(gen, after_close) == [("c1", "t1"), ("c1", "t3"), ("c2", "t4")]
+        # The instant it closed still reaches it (at or after), and so does any earlier one.
+        assert store.tickets_reached(gen, {"c1": closed_at}) == [("c1", "t1"), ("c1", "t2"), ("c1", "t3")]
+        assert store.tickets_reached(gen, {"c1": 0}) == [("c1", "t1"), ("c1", "t2"), ("c1", "t3")]
+        # FOREVER is reached by every instant the event contract accepts, FOREVER itself too.
+        assert store.tickets_reached(gen, {"c1": FOREVER}) == [("c1", "t1"), ("c1", "t3")]
+        assert store.tickets_reached(gen, {"c1": FOREVER + 1}) == []
+        # Several customers, each from its own instant; only the asked customers' tickets.
+        assert store.tickets_reached(gen, {"c2": T0, "c3": FOREVER, "c1": T0}) == [
+            ("c1", "t1"),
+            ("c1", "t2"),
+            ("c1", "t3"),
+            ("c2", "t4"),
+            ("c3", "t5"),
+        ]
+        assert store.tickets_reached(gen, {"c3": T0}) == [("c3", "t5")]
+        assert store.tickets_reached(gen, {}) == []
+        assert store.tickets_reached(gen, {"nobody": T0}) == []
+        assert store.tickets_reached(store.create_generation("other"), {"c1": T0}) == []
 
     def test_changes_due_are_restricted_to_partitions(self, store, gen):
         store.commit_batch(
@@ -556,9 +1024,13 @@ class StoreContract:
                 ],
             ),
         )
-        assert store.tickets_changing_by(gen, T0 + 10, [0]) == ["t0a"]
+        assert store.tickets_changing_by(gen, T0 + 10, [0]) == [("c1", "t0a")]
         assert store.tickets_changing_by(gen, T0 + 9, [0]) == []
-        assert store.tickets_changing_by(gen, T0 + 60, [0, 1]) == ["t1a", "t0a", "t0b"]
+        assert store.tickets_changing_by(gen, T0 + 60, [0, 1]) == [
+            ("c1", "t1a"),
+            ("c1", "t0a"),
+            ("c1", "t0b"),
+        ]
         assert store.tickets_changing_by(gen, T0 + 60, []) == []
         assert store.customers_changing_by(gen, T0 + 7, [0, 1]) == ["c1", "c0"]
         assert store.customers_changing_by(gen, T0 + 7, [2]) == []
@@ -571,9 +1043,89 @@ class StoreContract:
     def test_ticket_rows_leave_out_missing_ids(self, store, gen):
         rows = [ticket("t1"), ticket("t2", state="closed")]
         store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
-        assert store.ticket_rows(gen, ["t2", "t1", "t9"]) == {"t1": rows[0], "t2": rows[1]}
+        asked = [("c1", "t2"), ("c1", "t1"), ("c1", "t9"), ("c2", "t1")]  # c2 has no t1
+        assert store.ticket_rows(gen, asked) == {("c1", "t1"): rows[0], ("c1", "t2"): rows[1]}
         assert store.ticket_rows(gen, []) == {}
-        assert store.ticket(gen, "t9") is None
+        assert store.ticket(gen, ("c1", "t9")) is None
+        assert store.ticket(gen, ("c2", "t1")) is None
+
+    def test_tickets_changing_by_orders_ties_by_key(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1), 1: (0, 1)},
+                tickets=[
+                    ticket("t2", customer_id="c1", next_change_at=T0 + 5),
+                    ticket("t1", customer_id="c2", partition=1, next_change_at=T0 + 5),
+                    ticket("t1", customer_id="c1", next_change_at=T0 + 5),
+                    ticket("t9", customer_id="c9", next_change_at=T0 + 4),
+                ],
+            ),
+        )
+        assert store.tickets_changing_by(gen, T0 + 5, [0, 1]) == [
+            ("c9", "t9"),
+            ("c1", "t1"),
+            ("c1", "t2"),
+            ("c2", "t1"),
+        ]
+        assert store.tickets_changing_by(gen, T0 + 5, [1]) == [("c2", "t1")]
+
+    def test_customer_tickets_changing_by(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 1), 1: (0, 1)},
+                tickets=[
+                    ticket("t3", next_change_at=T0 + 30),
+                    ticket("t1", next_change_at=T0 + 10),
+                    ticket("t2", next_change_at=None),
+                    ticket("t1", customer_id="c2", partition=1, next_change_at=T0 + 20),
+                    ticket("t4", customer_id="c2", partition=1, next_change_at=T0 + 5),
+                    ticket("t5", customer_id="c3", next_change_at=T0),
+                ],
+            ),
+        )
+        assert store.customer_tickets_changing_by(gen, {"c1": T0 + 10}) == [("c1", "t1")]
+        assert store.customer_tickets_changing_by(gen, {"c1": T0 + 9}) == []
+        assert store.customer_tickets_changing_by(gen, {"c1": FOREVER}) == [("c1", "t1"), ("c1", "t3")]
+        # Each customer up to its own instant, whatever the partitions; only the asked customers.
+        assert store.customer_tickets_changing_by(gen, {"c2": T0 + 20, "c1": T0 + 30}) == [
+            ("c1", "t1"),
+            ("c1", "t3"),
+            ("c2", "t1"),
+            ("c2", "t4"),
+        ]
+        assert store.customer_tickets_changing_by(gen, {"c2": T0 + 5, "c1": T0}) == [("c2", "t4")]
+        assert store.customer_tickets_changing_by(gen, {}) == []
+        assert store.customer_tickets_changing_by(gen, {"nobody": FOREVER}) == []
+
+    def test_customer_rows_and_log_time(self, store, gen):
+        rows = [
+            customer("c1", log_time=T0 + 42, next_change_at=T0 + 60),
+            customer("c2", partition=1, log_time=None, delinquent=True),
+            customer("c3", log_time=T0),
+        ]
+        store.commit_batch(gen, batch({0: (0, 1), 1: (0, 1)}, customers=rows))
+        assert store.customer_rows(gen, ["c2", "c1", "c9", "c1"]) == {"c1": rows[0], "c2": rows[1]}
+        assert store.customer_rows(gen, iter(["c3"])) == {"c3": rows[2]}
+        assert store.customer_rows(gen, []) == {}
+        assert store.customer(gen, "c1").log_time == T0 + 42
+        assert store.customer(gen, "c2").log_time is None
+        later = replace(rows[0], log_time=T0 + 99)
+        store.commit_batch(gen, batch({0: (1, 2)}, customers=[later]))
+        assert store.customer_rows(gen, ["c1"]) == {"c1": later}
+        assert store.customer_rows(store.create_generation("other"), ["c1"]) == {}
+
+    def test_account_until_round_trips(self, store, gen):
+        rows = [
+            ticket("t1"),
+            ticket("t2", state="closed", account_until=T0 + 100),
+            ticket("t3", account_until=NEVER),
+        ]
+        assert rows[0].account_until == FOREVER
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
+        assert [store.ticket(gen, r.key) for r in rows] == rows
+        assert store.list_tickets(gen, TicketQuery()) == rows
 
     # -- queries -----------------------------------------------------------------
 
@@ -660,8 +1212,11 @@ class StoreContract:
             (TicketQuery(escalation_level=1), ["a2", "a3", "a6"]),
             (TicketQuery(escalation_level=3), ["a6"]),
             (TicketQuery(escalation_level=0), ["a1", "a2", "a3", "a4", "a5", "a6"]),
-            (TicketQuery(after="a3"), ["a4", "a5", "a6"]),
-            (TicketQuery(priority="P1", after="a3"), ["a5", "a6"]),
+            (TicketQuery(ticket_id="a2"), ["a2"]),
+            (TicketQuery(ticket_id="a2", customer_id="c1"), []),
+            (TicketQuery(ticket_id="a0"), []),  # only in another generation
+            (TicketQuery(after=("c1", "a3")), ["a4", "a5", "a6"]),
+            (TicketQuery(priority="P1", after=("c1", "a3")), ["a5", "a6"]),
             (TicketQuery(limit=2), ["a1", "a2"]),
             (TicketQuery(limit=0), []),
             (TicketQuery(state="closed", breached=True), []),
@@ -672,25 +1227,16 @@ class StoreContract:
 
     def test_list_tickets_returns_whole_rows(self, store, desk):
         [row] = store.list_tickets(desk, TicketQuery(escalation_level=3))
-        assert row == store.ticket(desk, "a6")
+        assert row == store.ticket(desk, ("c1", "a6"))
 
     def test_list_tickets_pages_by_keyset(self, store, gen):
         tickets = [ticket(f"p{i:02d}", priority="P1" if i % 2 else "P2") for i in range(11)]
         store.commit_batch(gen, batch({0: (0, 1)}, tickets=list(reversed(tickets))))
         for query, expected in [
-            (TicketQuery(limit=3), [t.ticket_id for t in tickets]),
-            (TicketQuery(priority="P1", limit=2), [t.ticket_id for t in tickets if t.priority == "P1"]),
+            (TicketQuery(limit=3), [t.key for t in tickets]),
+            (TicketQuery(priority="P1", limit=2), [t.key for t in tickets if t.priority == "P1"]),
         ]:
-            pages, after = [], None
-            while True:
-                page = ids(store.list_tickets(gen, replace(query, after=after)))
-                assert len(page) <= query.limit
-                if not page:
-                    break
-                pages.append(page)
-                after = page[-1]
-            assert [tid for page in pages for tid in page] == expected
-            assert all(len(page) == query.limit for page in pages[:-1])
+            assert pages_of(store, gen, query) == expected
 
     def test_billing_by_customer_and_month(self, store, gen):
         store.commit_batch(
@@ -761,35 +1307,51 @@ class StoreContract:
         ]
         assert store.clock_counts(gen, []) == []
 
-    def test_a_switch_carries_the_marks_of_the_generation_it_replaces(self, store, gen):
-        store.commit_batch(
-            gen,
-            batch(
-                {0: (0, 1)}, tickets=[ticket("t1", marks=b'{"level":2}'), ticket("t2", marks=b'{"level":1}')]
-            ),
-        )
+    def test_a_switch_carries_the_marks_and_ledgers_of_the_generation_it_replaces(self, store, gen):
+        live = {
+            "t1": ticket("t1", marks=b'{"level":2}', signals=b'{"s-t1":"breach"}'),
+            "t2": ticket("t2", marks=b'{"level":1}', signals=b'{"s-t2":"at_risk"}'),
+        }
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=live.values()))
         rebuilt = store.create_generation("rebuild")
         store.commit_batch(
             rebuilt,
             batch(
-                {0: (0, 1)}, tickets=[ticket("t1", marks=b'{"level":3}'), ticket("t3", marks=b'{"level":3}')]
+                {0: (0, 1)},
+                tickets=[
+                    ticket("t1", marks=b'{"level":3}', signals=b'{"s-t1":"breach"}'),
+                    ticket("t3", marks=b'{"level":3}', signals=b'{"s-t3":"breach"}'),
+                    # The same ticket id under another customer is another ticket: nothing to take over.
+                    ticket("t2", customer_id="c2", marks=b'{"level":3}', signals=b'{"s-c2":"breach"}'),
+                ],
             ),
             must_be_active=False,
         )
+        before = int(time.time())
         store.activate_generation(rebuilt)
-        assert store.ticket(rebuilt, "t1").marks == b'{"level":2}'  # what the live counters counted
-        assert store.ticket(rebuilt, "t3").marks == b"{}"  # never counted live: counts when it next changes
-        assert store.ticket(gen, "t2").marks == b'{"level":1}'  # the old generation is left as it was
+        t1 = store.ticket(rebuilt, ("c1", "t1"))
+        assert t1.next_change_at == ticket("t1").next_change_at  # the same ledger: not due
+        for key in [("c1", "t3"), ("c2", "t2")]:  # asserting what no live worker sent: due now
+            assert before <= store.ticket(rebuilt, key).next_change_at <= int(time.time())
+        assert t1.marks == b'{"level":2}'  # what the live counters counted
+        assert t1.signals == b'{"s-t1":"breach"}'  # what the live workers sent
+        for key in [("c1", "t3"), ("c2", "t2")]:
+            # Never counted live: counts when it next changes; never sent live: nothing to take back.
+            assert store.ticket(rebuilt, key).marks == b"{}"
+            assert store.ticket(rebuilt, key).signals == b"{}"
+        assert store.ticket(gen, ("c1", "t2")) == live["t2"]  # the old generation is left as it was
+        assert store.ticket(gen, ("c1", "t1")) == live["t1"]
+        switched = store.list_tickets(rebuilt, TicketQuery())
         store.activate_generation(rebuilt)  # activating the active one again changes nothing
-        assert store.ticket(rebuilt, "t1").marks == b'{"level":2}'
+        assert store.list_tickets(rebuilt, TicketQuery()) == switched
 
     def test_per_clock_flags_and_marks_round_trip(self, store, gen):
         row = ticket(
             "t1", response_at_risk=True, resolution_breached=True, marks=b'{"cycles":["response:1"]}'
         )
         store.commit_batch(gen, batch({0: (0, 1)}, tickets=[row]))
-        assert store.ticket(gen, "t1") == row
-        assert store.ticket_rows(gen, ["t1"]) == {"t1": row}
+        assert store.ticket(gen, ("c1", "t1")) == row
+        assert store.ticket_rows(gen, [("c1", "t1")]) == {("c1", "t1"): row}
 
     # -- the outbox ----------------------------------------------------------------
 

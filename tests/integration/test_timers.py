@@ -46,7 +46,7 @@ async def test_a_timer_pass_brings_a_due_ticket_up_to_date(tmp_path):
     try:
         now[0] = OPENED + timedelta(hours=2)  # the urgent response (1 h, 24x7) is breached
         assert await projector.tick() == 1
-        row = projector.store.ticket(projector.generation, "T-1")
+        row = projector.store.ticket(projector.generation, ("c-1", "T-1"))
         assert row.breached and row.evaluated_at == int(now[0].timestamp())
     finally:
         projector.store.close()
@@ -61,7 +61,7 @@ async def test_a_timer_pass_writes_nothing_once_the_partition_moved_on(tmp_path)
         other.commit_batch(projector.generation, BatchWrite(TOPIC, {0: (1, 2)}))
         now[0] = OPENED + timedelta(hours=2)
         assert await projector.tick() == 0
-        row = other.ticket(projector.generation, "T-1")
+        row = other.ticket(projector.generation, ("c-1", "T-1"))
         assert not row.breached and row.evaluated_at == int(OPENED.timestamp())  # not overwritten
     finally:
         other.close()

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from projections.policy import default_policy, load_policy
+from projections.signals import Ledger
 from services.rebuild import rebuild
 from services.simulator import Helpdesk
 from services.store import open_store
@@ -50,8 +51,8 @@ async def check_against_rebuild(settings, total: int) -> dict:
         after = None
         while rows := store.list_tickets(report.generation, TicketQuery(after=after, limit=500)):
             for row in rows:
-                asserted |= set(orjson.loads(row.signals))
-            after = rows[-1].ticket_id
+                asserted |= set(Ledger.decode(row.signals).asserted)
+            after = rows[-1].key
         assert asserted <= sent
         return {"report": report, "sent": sent}
     finally:
@@ -168,7 +169,7 @@ async def test_a_deadline_passing_with_no_event_breaches_within_a_second(sqlite_
         def breached() -> bool:
             store = open_store(settings)
             try:
-                row = store.ticket(store.active_generation(), "T-fast")
+                row = store.ticket(store.active_generation(), ("c-fast", "T-fast"))
                 return row is not None and row.breached
             finally:
                 store.close()

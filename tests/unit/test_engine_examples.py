@@ -26,6 +26,7 @@ VIEW_KEYS = {
     "billing",
     "flags",
     "policy_version",
+    "policy_digest",
 }
 CLOCK_KEYS = ("status", "calendar", "target_seconds", "elapsed_seconds", "due_at", "breached", "cycles")
 

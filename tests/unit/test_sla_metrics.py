@@ -10,30 +10,28 @@ from datetime import datetime
 import orjson
 import pytest
 
-from projections.signals import asserted, revocation_id
+from projections.signals import Ledger, revocation_id, settle
 from services.sla_metrics import Tally, finalized_charge, stopped_cycles
 from tests.engine_helpers import Story, ny
 
 MON = "2026-11-02"  # a Monday; business hours are 08:00-17:00 New York in the default policy
 
 
-def step(story: Story, as_of: datetime, marks: bytes | None, had: set[str]) -> tuple[Tally, bytes, set[str]]:
-    """One batch as the worker runs it: every signal the state asserts, against the stored marks.
-
-    ``had`` is kept for the callers' convenience (the ids asserted so far).
-    """
+def step(story: Story, as_of: datetime, marks: bytes | None, had: Ledger) -> tuple[Tally, bytes, Ledger]:
+    """One batch as the worker runs it: the signals settled against the ticket's ledger
+    (what it asserted so far), counted against the stored marks."""
     state = story.state(as_of)
-    claims = asserted(state)
+    ledger, sent = settle(had, state, as_of)
     tally = Tally()
-    new_marks = tally.count_ticket(state, marks, list(claims.values()))
-    return tally, new_marks, had | set(claims)
+    new_marks = tally.count_ticket(state, marks, sent)
+    return tally, new_marks, ledger
 
 
 def test_a_response_in_time_is_evaluated_and_met_once():
     story = Story()
     story.opened(ny(f"{MON} 09:00"), "urgent")
     story.responded(ny(f"{MON} 09:30"))
-    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, set())
+    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, Ledger())
     assert tally.evaluated == {("response", "urgent"): 1}
     assert tally.met == {("response", "urgent"): 1}
     assert tally.elapsed == [("response", "urgent", 1800)]
@@ -48,7 +46,7 @@ def test_a_response_in_time_is_evaluated_and_met_once():
 def test_a_late_response_counts_a_breach_when_it_happens_and_a_miss_when_it_stops():
     story = Story()
     story.opened(ny(f"{MON} 09:00"), "urgent")
-    tally, marks, had = step(story, ny(f"{MON} 10:30"), None, set())  # breached, still running
+    tally, marks, had = step(story, ny(f"{MON} 10:30"), None, Ledger())  # breached, still running
     assert tally.breaches == {("response", "urgent"): 1}
     assert tally.evaluated == {}
     story.responded(ny(f"{MON} 11:00"))
@@ -64,14 +62,14 @@ def test_a_reopened_ticket_is_evaluated_at_its_first_resolution_only():
     story.opened(ny(f"{MON} 09:00"), "medium")
     story.responded(ny(f"{MON} 09:10"))
     story.resolved(ny(f"{MON} 10:00"))
-    tally, marks, had = step(story, ny(f"{MON} 10:00"), None, set())
+    tally, marks, had = step(story, ny(f"{MON} 10:00"), None, Ledger())
     assert tally.evaluated == {("response", "medium"): 1, ("resolution", "medium"): 1}
     story.reopened(ny(f"{MON} 11:00"))
     story.resolved(ny(f"{MON} 16:00"))
     tally, marks, had = step(story, ny(f"{MON} 16:00"), marks, had)
     assert tally.evaluated == {}
     # The same counts from the final state alone (a rebuild writes these marks): equal.
-    _, rebuilt, _ = step(story, ny(f"{MON} 16:00"), None, set())
+    _, rebuilt, _ = step(story, ny(f"{MON} 16:00"), None, Ledger())
     assert orjson.loads(rebuilt)["cycles"] == orjson.loads(marks)["cycles"]
     keys = [c[0] for c in stopped_cycles(story.state(ny(f"{MON} 16:00")))]
     assert keys == [
@@ -100,7 +98,7 @@ def test_a_cycle_ended_by_a_priority_change_counts_only_if_it_breached(change_at
     story.opened(ny(f"{MON} 09:00"), "medium")
     story.priority(ny(f"{MON} {change_at}"), "urgent")
     story.responded(ny(f"{MON} 14:00"))
-    tally, _, _ = step(story, ny(f"{MON} 14:00"), None, set())
+    tally, _, _ = step(story, ny(f"{MON} 14:00"), None, Ledger())
     assert tally.evaluated == counted
     assert tally.met == met
 
@@ -111,7 +109,7 @@ def test_a_finalized_charge_is_counted_then_only_its_changes():
     story.opened(ny(f"{sat} 03:00"), "urgent")
     story.responded(ny(f"{sat} 03:10"))
     story.work(ny(f"{sat} 03:00"), ny(f"{sat} 05:00"))
-    tally, marks, had = step(story, ny(f"{sat} 05:00"), None, set())
+    tally, marks, had = step(story, ny(f"{sat} 05:00"), None, Ledger())
     assert tally.billed_cents == {}  # pending review: not final until the fault is determined
     story.fault(ny(f"{sat} 05:30"), "customer")
     tally, marks, had = step(story, ny(f"{sat} 05:30"), marks, had)
@@ -141,7 +139,7 @@ def test_a_late_priority_change_does_not_count_a_response_twice():
     story = Story()
     story.opened(ny(f"{MON} 09:00"), "medium")
     story.responded(ny(f"{MON} 09:30"))
-    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, set())
+    tally, marks, had = step(story, ny(f"{MON} 09:30"), None, Ledger())
     assert tally.evaluated == {("response", "medium"): 1}
     story.priority(ny(f"{MON} 09:10"), "high")  # arrives late: the response now ends cycle 2
     tally, marks, _ = step(story, ny(f"{MON} 09:40"), marks, had)
@@ -153,7 +151,7 @@ def test_escalations_count_levels_reached_once_each():
     story.opened(ny(f"{MON} 09:00"), "medium")
     story.responded(ny(f"{MON} 09:10"))
     # Resolution runs on: breached at 8 business hours (level 1), 150 % (level 2), 200 % (level 3).
-    tally, marks, had = step(story, ny("2026-11-04 17:00"), None, set())
+    tally, marks, had = step(story, ny("2026-11-04 17:00"), None, Ledger())
     assert tally.escalations == {1: 1, 2: 1, 3: 1}
     story.escalation_request(ny("2026-11-04 17:30"), 2)  # a level already reached: nothing new
     again, _, _ = step(story, ny("2026-11-04 18:00"), marks, had)

@@ -1,0 +1,254 @@
+"""The log's story: the states of each ticket that its signals and counters come from.
+
+A view is a function of the events and an instant. Signals and counters are
+not: they say what was true *along the way* (a breach that stood for a while
+before a late event took it back). For them to be a function of the log too,
+"along the way" is defined by the log alone:
+
+* Each customer's events form one ordered stream (one key, one partition).
+  The customer's **log time** after an event is the latest ``occurred_at``
+  among its events so far (never past ``cap``: the worker's wall clock, or a
+  replay's as-of instant, so that an event dated in the future does not drag
+  the customer's tickets ahead of real time).
+* The **story** of a ticket is its state after every event of its customer,
+  each as of the log time then. Signals are what the successive states
+  assert and take back (:func:`projections.signals.settle`); counters count
+  them (:mod:`projections.counting`).
+
+Evaluating every ticket after every event would cost too much, and most of
+those states add nothing: with the same inputs, a later instant only adds
+(breaches, warnings, levels and stops never go away as time passes), and an
+input that is not *late* — that occurred at or after the instant its ticket
+was last evaluated as of — changes nothing before its own instant. So the
+same signals and counts come from far fewer states (:func:`walk`):
+
+1. right before and right after each *late* input (it may take back what
+   was true), for every ticket it can change;
+2. right after each input of a ticket whose charge may be settled (a closed
+   ticket, or one with a fault determined: its ``billing.finalized`` changes
+   with each later work log or fault);
+3. at the end of what was read (a batch, or the whole log), as of the log
+   time then, for every ticket an input reached and every ticket whose next
+   change falls before that instant.
+
+Any other state in between adds nothing, which is why the batch boundaries
+of a worker (extra states of kind 3) do not change the story. A caught-up
+worker's timers add states as of the wall clock: a breach that really stood
+for a while is part of the story (docs/sla-semantics.md, "Signals and
+counters").
+"""
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from events.models import TicketClosed, TicketFaultDetermined
+from projections.account import AccountStanding, account_standing
+from projections.counting import Tally
+from projections.policy import Policy
+from projections.signals import LATE_EVENT, Ledger, settle
+from projections.ticket import TicketState, evaluate
+from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key
+
+# The account_until of a ticket any later account change can reach (open, resolved, pending):
+# the end of the instants the event contract accepts.
+FOREVER = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A state of a ticket in the story: its inputs recorded up to ``upto``, as of ``at``."""
+
+    upto: int | None  # the last recording position that counts (None: all)
+    at: datetime
+    because: tuple[Recorded, ...] = ()  # the late input applied at this point, if any
+
+
+def _settles(record: Recorded) -> bool:
+    return isinstance(record.event, TicketClosed | TicketFaultDetermined)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass
+class Walk:
+    """What :func:`walk` found in a customer's new events."""
+
+    points: dict[TicketKey, list[Point]] = field(default_factory=dict)
+    log_time: datetime | None = None  # the customer's log time after them (not capped)
+
+    def add(self, ticket: TicketKey, point: Point) -> None:
+        self.points.setdefault(ticket, []).append(point)
+
+
+def walk(
+    records: Sequence[Recorded],
+    log_time: datetime | None,
+    cap: datetime,
+    *,
+    reached: Callable[[Recorded], Iterable[TicketKey]] = lambda record: (),
+    evaluated: Mapping[TicketKey, datetime] | None = None,
+    settling: Iterable[TicketKey] = (),
+) -> Walk:
+    """The points of the story in one customer's new events (kinds 1 to 3 above).
+
+    ``records``: the customer's new events, each a first copy, in recording
+    order. ``log_time``: the customer's log time before them (None: no event
+    yet). ``reached(account_event)``: the known tickets an account event can
+    change (besides those of ``records`` before it). ``evaluated``: when each
+    known ticket was last evaluated (a view never goes back in time).
+    ``settling``: the tickets whose inputs already hold a ticket.closed or a
+    ticket.fault_determined.
+    """
+    evaluated = evaluated or {}
+    settling = set(settling)
+    result = Walk(log_time=log_time)
+    mine: list[TicketKey] = []  # tickets with an input in ``records``, first seen first
+    touched: dict[TicketKey, None] = {}  # every ticket an input reached, in order
+
+    def instant(ticket: TicketKey, log: datetime | None) -> datetime | None:
+        return _later(None if log is None else min(log, cap), evaluated.get(ticket))
+
+    for record in records:
+        key = ticket_key(record.event)
+        if key is not None:
+            targets = [key]
+            if _settles(record):
+                settling.add(key)
+        else:
+            targets = list(dict.fromkeys([*mine, *reached(record)]))
+        before = result.log_time
+        after = _later(before, record.at)
+        touched.update(dict.fromkeys(targets))
+        for ticket in targets:
+            at = instant(ticket, before)
+            if at is not None and record.at < at:  # late: what it changes was already told otherwise
+                result.add(ticket, Point(record.seq - 1, at))
+                result.add(ticket, Point(record.seq, at, (record,)))
+            elif ticket in settling and key is not None:
+                result.add(ticket, Point(record.seq, instant(ticket, after) or record.at))
+        if key is not None and key not in mine:
+            mine.append(key)
+        result.log_time = after
+    for ticket in touched:
+        end = instant(ticket, result.log_time)
+        assert end is not None
+        result.add(ticket, Point(None, end))
+    return result
+
+
+StandingCache = dict[tuple[str, int | None, datetime], AccountStanding]
+
+
+def state_at(
+    point: Point,
+    records: Sequence[Recorded],
+    account: Sequence[Recorded],
+    policy: Policy,
+    standings: StandingCache | None = None,
+) -> TicketState | None:
+    """The ticket at ``point``: ``records`` its own events, ``account`` its customer's."""
+    mine = records if point.upto is None else [r for r in records if r.seq <= point.upto]
+    if not mine:
+        return None
+    customer = mine[0].event.customer_id
+    cache_key = (customer, point.upto, point.at)
+    standing = standings.get(cache_key) if standings is not None else None
+    if standing is None:
+        upto = account if point.upto is None else [r for r in account if r.seq <= point.upto]
+        standing = account_standing(history(upto, point.at), policy, point.at)
+        if standings is not None:
+            standings[cache_key] = standing
+    return evaluate(mine, policy, point.at, standing)
+
+
+@dataclass
+class Told:
+    """A ticket after the points of its story: its last state, ledger, marks and the signals sent."""
+
+    state: TicketState | None
+    ledger: Ledger
+    marks: bytes | None
+    signals: list[dict[str, Any]]
+
+
+def tell(
+    points: Sequence[Point],
+    records: Sequence[Recorded],
+    account: Sequence[Recorded],
+    policy: Policy,
+    ledger: Ledger,
+    marks: bytes | None,
+    tally: Tally,
+    *,
+    standings: StandingCache | None = None,
+    because: Sequence[Recorded] = (),
+) -> Told:
+    """Evaluate a ticket at each point in turn, settling its signals and counting them.
+
+    ``because``: the events a revocation at a point with no late input of its
+    own names (the ticket's new inputs, for a worker's batch).
+    """
+    state: TicketState | None = None
+    signals: list[dict[str, Any]] = []
+    for point in points:
+        found = state_at(point, records, account, policy, standings)
+        if found is None:
+            continue  # not opened at this point: nothing asserted, nothing taken back
+        state = found
+        ledger, sent = settle(ledger, state, point.at, point.because or because, LATE_EVENT)
+        marks = tally.count_ticket(state, marks, sent)
+        signals += sent
+    return Told(state, ledger, marks, signals)
+
+
+@dataclass
+class StoryOfLog:
+    """The signals and counter totals of a whole log (what ``slatrack replay --signals`` prints)."""
+
+    signals: list[dict[str, Any]]
+    tally: Tally
+    ledgers: dict[TicketKey, Ledger]
+    rejected: list[tuple[Recorded, str]]  # (record, why): conflicting duplicate ids
+
+    def standing(self) -> dict[str, dict[str, Any]]:
+        """The signals that stand at the end: asserted by the last states, by id."""
+        return {sid: s for ledger in self.ledgers.values() for sid, s in ledger.asserted.items()}
+
+
+def story_of_log(records: Iterable[Recorded], policy: Policy, as_of: datetime) -> StoryOfLog:
+    """The story of every ticket of a whole recorded history, up to ``as_of``.
+
+    The same as a worker reading the log in any batches (with its timers
+    stopped) and then evaluating every ticket as of ``as_of``.
+    """
+    deduped = dedupe(records)
+    streams: dict[str, list[Recorded]] = {}
+    for record in deduped.kept:
+        streams.setdefault(record.event.customer_id, []).append(record)
+    tally = Tally(duplicates=len(deduped.duplicates))
+    signals: list[dict[str, Any]] = []
+    ledgers: dict[TicketKey, Ledger] = {}
+    for customer in sorted(streams):
+        stream = streams[customer]
+        tickets: dict[TicketKey, list[Recorded]] = {}
+        account: list[Recorded] = []
+        for record in stream:
+            key = ticket_key(record.event)
+            if key is None:
+                account.append(record)
+            else:
+                tickets.setdefault(key, []).append(record)
+        found = walk(stream, None, as_of)
+        standings: StandingCache = {}
+        for ticket in sorted(tickets, key=lambda k: (k[1], k[0])):
+            points = [*found.points.get(ticket, []), Point(None, as_of)]
+            told = tell(points, tickets[ticket], account, policy, Ledger(), None, tally, standings=standings)
+            if told.state is not None:
+                ledgers[ticket] = told.ledger
+            signals += told.signals
+    rejected = [(record, "duplicate_event_id_conflict") for record, _ in deduped.conflicts]
+    return StoryOfLog(signals, tally, ledgers, rejected)

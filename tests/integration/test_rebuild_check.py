@@ -1,0 +1,197 @@
+"""A rebuild converges (issue 10, item 5), a generation keeps one policy (item 6), and events
+accepted under a larger size limit stay readable (item 7): over the real broker, the worker
+and the HTTP API."""
+
+import dataclasses
+from importlib import resources
+
+import orjson
+import pytest
+
+from projections.policy import default_policy, parse_policy
+from services.rebuild import rebuild
+from services.store.base import BatchWrite, StoredEvent
+from tests.feed import event
+from tests.integration.live_api import LiveApi, auth, fresh_settings
+
+pytestmark = pytest.mark.broker
+
+READER, PUBLISHER = auth("reader"), auth("publisher")
+# Two uncovered P1s (urgent, Saturday night) with an hour of work each; and a closed non-service
+# ticket whose customer turns out, later, to have been delinquent all along.
+LOG = [
+    event("a1", "ticket.opened", "2026-11-07T08:00:00Z", "c-sat", "SAT-1", priority="urgent"),
+    event("a2", "ticket.responded", "2026-11-07T08:10:00Z", "c-sat", "SAT-1"),
+    event(
+        "a3",
+        "ticket.work_logged",
+        "2026-11-07T09:00:00Z",
+        "c-sat",
+        "SAT-1",
+        started_at="2026-11-07T08:00:00Z",
+        ended_at="2026-11-07T09:00:00Z",
+    ),
+    event("a4", "ticket.fault_determined", "2026-11-07T09:05:00Z", "c-sat", "SAT-1", party="customer"),
+    event("b1", "ticket.opened", "2026-11-07T08:30:00Z", "c-sat", "SAT-2", priority="urgent"),
+    event(
+        "n1",
+        "ticket.opened",
+        "2026-11-02T14:00:00Z",
+        "c-late",
+        "NS-1",
+        priority="medium",
+        category="non_service",
+    ),
+    event("n2", "ticket.responded", "2026-11-03T14:00:00Z", "c-late", "NS-1"),
+    event("n3", "ticket.closed", "2026-11-05T14:00:00Z", "c-late", "NS-1"),
+    event(
+        "n4",
+        "account.invoice_due",
+        "2026-10-01T14:00:00Z",
+        "c-late",
+        invoice_id="I-1",
+        due_at="2026-10-10T00:00:00Z",
+    ),
+]
+
+
+def post(api: LiveApi, *events: dict) -> None:
+    response = api.client.post("/v1/events", content=orjson.dumps(list(events)), headers=PUBLISHER)
+    assert response.status_code == 202, response.text
+
+
+@pytest.fixture
+def api(kafka_bootstrap, tmp_path):
+    live = LiveApi(fresh_settings(kafka_bootstrap, data_dir=tmp_path))
+    live.start_worker()
+    try:
+        yield live
+    finally:
+        live.close()
+
+
+def test_a_rebuild_switches_and_names_the_live_rows_that_were_wrong(api):
+    for e in LOG:
+        post(api, e)
+    api.wait_applied(len(LOG))
+    store, live = api.store, api.store.active_generation()
+    # What main stored before issue 10: NS-1 never heard of the backdated invoice.
+    row = store.ticket(live, ("c-late", "NS-1"))
+    stale = orjson.loads(row.view)
+    stale["clocks"]["response"]["elapsed_seconds"] = 28_800
+    offsets = store.stored_offsets(live, api.settings.topic_events)
+    held = {p: (o, o) for p, o in offsets.items()}
+    store.commit_batch(
+        live,
+        BatchWrite(
+            api.settings.topic_events, held, tickets=[dataclasses.replace(row, view=orjson.dumps(stale))]
+        ),
+    )
+
+    report = api.call(rebuild(api.settings, store, default_policy()))
+    assert report.mismatches == [] and report.switched
+    assert report.live_rows_wrong == [
+        f"ticket ('c-late', 'NS-1'): the live row (as of {row.evaluated_at}) is not the view its events give"
+    ]
+    assert (
+        orjson.loads(store.ticket(report.generation, ("c-late", "NS-1")).view)["clocks"]["response"][
+            "elapsed_seconds"
+        ]
+        == 0
+    )
+
+
+def test_a_rebuild_that_finds_a_difference_leaves_nothing_behind(api):
+    post(api, *LOG[:5])
+    api.wait_applied(5)
+    store, live = api.store, api.store.active_generation()
+    # An event the log does not hold, below the live offsets (a replaced log, a bug...).
+    partition, next_offset = next(iter(store.stored_offsets(live, api.settings.topic_events).items()))
+    ghost = StoredEvent("ghost", "SAT-9", "c-sat", partition, 0, 0, orjson.dumps({}))
+    store.commit_batch(
+        live, BatchWrite(api.settings.topic_events, {partition: (next_offset, next_offset)}, events=[ghost])
+    )
+    before = [g["generation"] for g in store.generations()]
+
+    report = api.call(rebuild(api.settings, store, default_policy()))
+    assert not report.switched and report.dropped
+    assert any("events below offset" in m for m in report.mismatches)
+    assert [g["generation"] for g in store.generations()] == before  # the attempt is gone
+    assert store.active_generation() == live
+
+
+def _dearer() -> str:
+    text = resources.files("projections").joinpath("default_policy.toml").read_text()
+    assert "rate_cents_per_hour = 12500" in text
+    text = text.replace("rate_cents_per_hour = 12500", "rate_cents_per_hour = 20000")
+    return text.replace(f'version = "{default_policy().version}"', 'version = "dearer"', 1)
+
+
+def test_a_generation_keeps_its_policy_and_the_worker_follows_it(api):
+    post(api, *LOG[:5])
+    api.wait_applied(5)
+    dearer = parse_policy(_dearer(), "dearer.toml")
+    assert dearer.version == "dearer"
+    report = api.call(rebuild(api.settings, api.store, dearer))  # the worker still runs the default
+    assert report.switched and report.policy_digest == dearer.digest
+    assert api.store.generation_policy(report.generation) == dearer.text
+    post(
+        api,
+        event(
+            "b2",
+            "ticket.work_logged",
+            "2026-11-07T10:00:00Z",
+            "c-sat",
+            "SAT-2",
+            started_at="2026-11-07T09:00:00Z",
+            ended_at="2026-11-07T10:00:00Z",
+        ),
+        event("b3", "ticket.fault_determined", "2026-11-07T10:05:00Z", "c-sat", "SAT-2", party="customer"),
+    )
+    api.wait_applied(7)
+
+    assert api.projector.policy.digest == dearer.digest  # it followed the generation's policy
+    generation = api.store.active_generation()
+    for ticket in ("SAT-1", "SAT-2"):
+        view = orjson.loads(api.store.ticket(generation, ("c-sat", ticket)).view)
+        assert (view["policy_version"], view["policy_digest"]) == ("dearer", dearer.digest)
+    billing = api.client.get(
+        "/v1/customers/c-sat/billing", params={"month": "2026-11"}, headers=READER
+    ).json()
+    assert {(line["policy_version"], line["rate_cents_per_hour"]) for line in billing["lines"]} == {
+        ("dearer", 20000)
+    }
+    assert billing["total"]["amount_cents"] == 2 * 20000  # an hour each at the new rate
+    as_of = api.client.get("/v1/tickets/SAT-2", params={"as_of": "2026-11-07T10:00:00Z"}, headers=READER)
+    assert as_of.json()["policy_digest"] == dearer.digest
+
+
+def test_an_event_accepted_under_a_larger_limit_stays_readable(kafka_bootstrap, tmp_path):
+    live = LiveApi(fresh_settings(kafka_bootstrap, data_dir=tmp_path, max_event_bytes=262_144))
+    live.start_worker()
+    try:
+        big = event(
+            "mx-1",
+            "ticket.opened",
+            "2026-11-16T15:00:00Z",
+            "c-big",
+            "MX-1",
+            priority="low",
+            notes="x" * 100_000,
+        )
+        post(live, big)
+        live.wait_applied(1)
+        for path in ("/v1/tickets/MX-1/timeline", "/v1/tickets/MX-1"):
+            response = live.client.get(path, params={"as_of": "2026-11-16T16:00:00Z"}, headers=READER)
+            assert response.status_code == 200, response.text
+        live.projector._forget()  # as after a restart: the next event reads the history from the store
+        post(live, event("mx-2", "ticket.responded", "2026-11-16T15:30:00Z", "c-big", "MX-1"))
+        live.wait_applied(2)
+        assert (
+            orjson.loads(live.store.ticket(live.store.active_generation(), ("c-big", "MX-1")).view)["clocks"][
+                "response"
+            ]["status"]
+            == "stopped"
+        )
+    finally:
+        live.close()
