@@ -1,7 +1,7 @@
 """SLA signals: what a ticket's replayed state asserts, for notification systems.
 
 Each signal's id is a hash of its *cause* (customer, ticket, clock, cycle,
-what happened), never of when it was computed: a rebuild, a restart or a
+what happened and at which instant), never of when it was computed: a rebuild, a restart or a
 second worker derives the same id for the same cause, so downstream
 consumers can deduplicate, and the outbox records each id once.
 
@@ -11,9 +11,9 @@ consumers can deduplicate, and the outbox records each id once.
 - ``billing.finalized``: the charge is settled (fault determined, or ticket
   closed) — a later change of the amount is a new cause, hence a new signal;
 - ``sla.breach_revoked`` and ``escalation.revoked``: a breach or an
-  escalation asserted earlier is no longer there (a late event changed the
-  outcome, or a rebuild under another policy recomputed it). Each names the
-  signal it revokes and why.
+  escalation asserted earlier is no longer there, or no longer at that
+  instant (a late event changed the outcome, or a rebuild under another
+  policy recomputed it). Each names the signal it revokes and why.
 
 A ticket's :class:`Ledger` (kept in its row) records what it asserts and how
 often each cause was revoked: a breach revoked and later true again is a new
@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from projections.clock import BREACH, DUE, WARNING
+from projections.clock import BREACH, DUE, WARNING, Cycle
 from projections.ticket import TicketState, utc
 from projections.timeline import Recorded
 
@@ -70,25 +70,29 @@ def asserted(state: TicketState) -> dict[str, dict[str, Any]]:
         for number, cycle in enumerate(clock.cycles, start=1):
             for threshold, kind in ((WARNING, "sla.warning"), (BREACH, "sla.breached")):
                 if threshold in cycle.reached:
-                    signals[signal_id(kind, customer, ticket, clock.name, number)] = {
+                    at = utc(cycle.reached[threshold])
+                    # The instant is part of the cause: a late event that moves a breach takes
+                    # the old one back and asserts the new one.
+                    signals[signal_id(kind, customer, ticket, clock.name, number, at)] = {
                         "type": kind,
                         **base,
                         "clock": clock.name,
                         "cycle": number,
-                        "at": utc(cycle.reached[threshold]),
+                        "at": at,
                         "priority": cycle.priority,
                         "target_seconds": cycle.target,
-                        "due_at": utc(cycle.reached.get(DUE)),
+                        "due_at": utc(_due(cycle, threshold)),
                     }
     for escalation in state.escalations:
         if escalation.entitled:
-            cause = signal_id("escalation.raised", customer, ticket, escalation.level, escalation.cause)
+            at = utc(escalation.at)
+            cause = signal_id("escalation.raised", customer, ticket, escalation.level, escalation.cause, at)
             signals[cause] = {
                 "type": "escalation.raised",
                 **base,
                 "clock": escalation.clock,
                 "cycle": escalation.cycle,
-                "at": utc(escalation.at),
+                "at": at,
                 "level": escalation.level,
                 "cause": escalation.cause,
             }
@@ -110,6 +114,17 @@ def asserted(state: TicketState) -> dict[str, dict[str, Any]]:
             "month": billing.month,
         }
     return signals
+
+
+def _due(cycle: Cycle, threshold: str) -> datetime | None:
+    """When the cycle falls due, as known at the threshold: reached (a breach), or, for a
+    warning, projected from it as if the clock keeps running (whatever happens later, so
+    that the warning says the same however late it is found)."""
+    if threshold == BREACH or cycle.target is None:
+        return cycle.reached.get(DUE)
+    return cycle.calendar.add_open_seconds(
+        cycle.reached[threshold], cycle.target - cycle.thresholds[threshold]
+    )
 
 
 def turn_id(cause: str, turn: int) -> str:
@@ -140,7 +155,7 @@ class Ledger:
 
 def _summary(cause: str, body: dict[str, Any]) -> dict[str, Any]:
     """What the ledger keeps of an asserted signal: enough to say what a revocation takes back."""
-    keep = ("type", "clock", "cycle", "at", "level")
+    keep = ("type", "clock", "cycle", "at", "level", "policy_version")
     return {"cause": cause, **{k: body[k] for k in keep if k in body}}
 
 
@@ -149,13 +164,14 @@ def settle(
     state: TicketState,
     at: datetime,
     because: Sequence[Recorded] = (),
-    reason: str = LATE_EVENT,
 ) -> tuple[Ledger, list[dict[str, Any]]]:
     """The ledger after ``state`` (the ticket as of ``at``), and the signals that says to send.
 
     New causes are asserted; revocable signals the ledger holds and the state
     no longer asserts are revoked (``because``: the events applied since the
-    ledger was last settled, which the revocation names). A signal already in
+    ledger was last settled, which the revocation names; with none, time alone
+    cannot take anything back, so the ledger was settled under another policy
+    and the revocation's reason is ``rebuild``). A signal already in
     the ledger is not sent again; a superseded warning or final charge simply
     leaves it. A cause that comes back after leaving is a new turn.
     """
@@ -176,7 +192,7 @@ def settle(
         # Not asserted any more: if it comes back, it is a new turn, with an id of its own.
         turns[summary["cause"]] = turns.get(summary["cause"], 0) + 1
         if summary["type"] in REVOCATIONS:
-            out.append(_revocation(state, sid, summary, at, because, reason))
+            out.append(_revocation(state, sid, summary, at, because, LATE_EVENT if because else REBUILD))
     out.sort(key=lambda s: (s["at"], _RANK[s["type"]], s["signal_id"]))
     return Ledger(dict(sorted(kept.items())), dict(sorted(turns.items()))), out
 

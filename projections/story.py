@@ -47,7 +47,7 @@ from events.models import TicketClosed, TicketFaultDetermined
 from projections.account import AccountStanding, account_standing
 from projections.counting import Tally
 from projections.policy import Policy
-from projections.signals import LATE_EVENT, Ledger, settle
+from projections.signals import Ledger, settle
 from projections.ticket import TicketState, evaluate
 from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key
 
@@ -199,7 +199,7 @@ def tell(
         if found is None:
             continue  # not opened at this point: nothing asserted, nothing taken back
         state = found
-        ledger, sent = settle(ledger, state, point.at, point.because or because, LATE_EVENT)
+        ledger, sent = settle(ledger, state, point.at, point.because or because)
         marks = tally.count_ticket(state, marks, sent)
         signals += sent
     return Told(state, ledger, marks, signals)

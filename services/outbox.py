@@ -75,6 +75,5 @@ async def relay_once(
 def as_sent(signal: Signal, now: float) -> Signal:
     """The signal as it goes out: its recorded body and ``late_by_seconds`` (whole seconds, >= 0)."""
     body = orjson.loads(signal.body)
-    at = datetime.fromisoformat(body["at"]).timestamp() if body.get("at") else now
-    body["late_by_seconds"] = max(0, int(now - at))
+    body["late_by_seconds"] = max(0, int(now - datetime.fromisoformat(body["at"]).timestamp()))
     return replace(signal, body=orjson.dumps(body, option=orjson.OPT_SORT_KEYS))

@@ -419,6 +419,7 @@ ALTER TABLE generations ADD COLUMN policy TEXT;""",
     ]
 )
 
+
 @dataclass(frozen=True)
 class Migration:
     version: int

@@ -87,7 +87,7 @@ def logs(draw) -> tuple[Drawn, list[list[dict]], datetime]:
         target = partitions[home[customer]]
         for event in streams[customer]:
             target.insert(rnd.randint(_after_last(target, customer), len(target)), event)
-    latest = max(decode_event(orjson.dumps(e)).occurred_at for e in events)
+    latest = max((decode_event(orjson.dumps(e)).occurred_at for e in events), default=drawn.as_of)
     clock = draw(st.sampled_from([latest + timedelta(days=2), drawn.as_of]))
     return drawn, partitions, clock.replace(microsecond=0)
 

@@ -100,6 +100,7 @@ async def test_a_late_answer_revokes_the_breach_and_the_escalation_it_raised(any
         "cycle": 1,
         "level": 1,
         "at": "2026-11-02T15:00:01Z",
+        "policy_version": default_policy().version,
     }
     assert feed.view("ACME", "U-1")["escalation"]["level"] == 0
     assert feed.counted.escalations == {1: 1} and feed.counted.escalation_revocations == {1: 1}

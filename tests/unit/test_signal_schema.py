@@ -67,7 +67,7 @@ class Worker:
         because = mine[self.seen.get(ticket, 0) :] if reason == LATE_EVENT else []
         self.seen[ticket] = len(mine)
         state = self.story.state(as_of, ticket, policy)
-        ledger, sent = settle(Ledger.decode(self.ledgers.get(ticket)), state, as_of, because, reason)
+        ledger, sent = settle(Ledger.decode(self.ledgers.get(ticket)), state, as_of, because)
         self.ledgers[ticket] = ledger.encode()
         self.signals += sent
         return sent
@@ -77,7 +77,7 @@ def late_answer() -> list[dict[str, Any]]:
     """An urgent ticket breaches and is escalated; then its answer, given in time, arrives late."""
     worker = Worker(Story("U-1", "acme"))
     worker.story.opened(utc(f"{MON} 14:00"), "urgent")
-    worker.settle(utc(f"{MON} 14:50"))  # the warning, before the due instant: due_at null
+    worker.settle(utc(f"{MON} 14:50"))  # the warning, before the due instant: due_at projected
     raised = worker.settle(utc(f"{MON} 16:00"))
     assert [s["type"] for s in raised] == ["sla.breached", "escalation.raised"]
     worker.story.responded(utc(f"{MON} 14:30"))
@@ -93,7 +93,9 @@ def rebuilt() -> list[dict[str, Any]]:
     worker.story.responded(utc(f"{MON} 15:30"))
     assert {s["type"] for s in worker.settle(utc(f"{MON} 15:30"))} >= {"sla.breached", "escalation.raised"}
     revoked = worker.settle(utc(f"{MON} 15:30"), policy=TRIAL, reason=REBUILD)
-    assert [s["type"] for s in revoked] == ["sla.breach_revoked", "escalation.revoked"]
+    # TRIAL's warning comes at another instant: another warning. Its breach is gone.
+    assert [s["type"] for s in revoked] == ["sla.warning", "sla.breach_revoked", "escalation.revoked"]
+    assert all(s["reason"] == REBUILD for s in revoked[1:])
     return worker.signals
 
 
@@ -203,8 +205,8 @@ def test_the_scenarios_produce_every_type_and_variant():
     assert ("escalation.raised", "resolution_150_percent", 1) in variants
     assert ("sla.breached", "response", 2) in variants  # a second cycle
     assert {s["rule"] for s in signals if s["type"] == "billing.finalized"} == {"uncovered_p1", "new_install"}
-    warnings = [s["due_at"] for s in signals if s["type"] == "sla.warning"]
-    assert None in warnings and any(warnings)  # told before and after the due instant
+    warnings = [s for s in signals if s["type"] == "sla.warning"]
+    assert warnings and all(s["due_at"] > s["at"] for s in warnings)  # projected from the warning
     assert len({s["signal_id"] for s in signals}) == len(signals)
 
 
