@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -39,14 +41,24 @@ from services.store import open_store
 SLATRACK = str(Path(sys.executable).parent / "slatrack")
 
 
-async def publish(settings: Settings, tickets: int, seed: int) -> tuple[int, float]:
+def history(tickets: int, seed: int, order: str) -> Iterator[dict]:
+    """The simulated desk's events: as an import sends them (invoices, then ticket by ticket, so
+    a fifth of them reach the log after later events of their customer), or in time order, as a
+    live desk sends them."""
+    events = Helpdesk(seed=seed, customers=3000, days=60).history(tickets)
+    if order == "import":
+        return iter(events)
+    return iter(sorted(events, key=lambda e: datetime.fromisoformat(e["occurred_at"])))
+
+
+async def publish(settings: Settings, tickets: int, seed: int, order: str) -> tuple[int, float]:
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", linger_ms=20, max_batch_size=512 * 1024, compression_type=None
     )
     await producer.start()
     count, started, pending = 0, time.perf_counter(), []
     try:
-        for event in Helpdesk(seed=seed, customers=3000, days=60).history(tickets):
+        for event in history(tickets, seed, order):
             pending.append(
                 await producer.send(
                     settings.topic_events, orjson.dumps(event), key=event["customer_id"].encode()
@@ -128,11 +140,17 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=2000, help="consumer batch size of the worker")
+    parser.add_argument(
+        "--order",
+        choices=["import", "time"],
+        default="import",
+        help="import: invoices, then ticket by ticket (many events reach the log late); time: in time order",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="slatrack-bench-") as tmp, EmbeddedBroker() as broker:
         settings = broker.settings(Settings(data_dir=Path(tmp), consumer_max_records=args.batch))
-        count, publish_seconds = asyncio.run(publish(settings, args.tickets, args.seed))
+        count, publish_seconds = asyncio.run(publish(settings, args.tickets, args.seed, args.order))
         raw_seconds = asyncio.run(consume_raw(settings, count))
         projector_rate = run_worker(settings, count)
         started = time.perf_counter()
@@ -150,6 +168,7 @@ def main() -> None:
     result = {
         "events": count,
         "tickets": args.tickets,
+        "order": args.order,
         "publish_events_per_s": round(count / publish_seconds),
         "raw_events_per_s": round(raw_rate),
         "projector_events_per_s": round(projector_rate),

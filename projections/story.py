@@ -165,6 +165,10 @@ def state_at(
     return evaluate(mine, policy, point.at, standing)
 
 
+def _counted(records: Sequence[Recorded], upto: int | None) -> int:
+    return len(records) if upto is None else sum(r.seq <= upto for r in records)
+
+
 @dataclass
 class Told:
     """A ticket after the points of its story: its last state, ledger, marks and the signals sent."""
@@ -194,7 +198,14 @@ def tell(
     """
     state: TicketState | None = None
     signals: list[dict[str, Any]] = []
+    last: tuple[int, int, datetime] | None = None
     for point in points:
+        # The same inputs as of the same instant are the same state: told once (consecutive late
+        # inputs make "right after one" and "right before the next" the same point).
+        inputs = (_counted(records, point.upto), _counted(account, point.upto), point.at)
+        if inputs == last:
+            continue
+        last = inputs
         found = state_at(point, records, account, policy, standings)
         if found is None:
             continue  # not opened at this point: nothing asserted, nothing taken back

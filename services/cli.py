@@ -282,8 +282,12 @@ def schema_drift(directory: Path) -> list[str]:
 def rebuild(no_switch: bool) -> None:
     """Replay the log into a fresh generation of the read models, check it, switch to it.
 
-    The current generation keeps serving meanwhile; workers follow the
-    switch by themselves. Prints the counts and the check as JSON.
+    The new generation is computed with the configured policy (SLATRACK_POLICY_FILE)
+    and keeps it; the current generation keeps serving meanwhile; workers follow
+    the switch by themselves. Prints the counts and the check as JSON, with the
+    live rows that were not the view their events give (the switch repairs
+    them). On a difference in the rebuilt generation it is dropped, nothing
+    switches and the exit status is 1.
     """
     from services.rebuild import rebuild as run_rebuild
     from services.serve import policy_of
@@ -304,7 +308,7 @@ def rebuild(no_switch: bool) -> None:
         store.close()
     _emit(report.as_dict())
     if report.mismatches:
-        raise click.ClickException(f"{len(report.mismatches)} differences: not switched")
+        raise click.ClickException(f"{len(report.mismatches)} differences: not switched, generation dropped")
 
 
 @main.command()

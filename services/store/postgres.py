@@ -188,6 +188,10 @@ class PostgresStore(SqlStore):
                 stack.enter_context(conn.transaction())
             return fn(_PgTx(conn))
 
+    def _pairs(self, pairs: Iterable[tuple[str, str]]) -> tuple[str, tuple]:
+        firsts, seconds = zip(*pairs, strict=True) if pairs else ((), ())
+        return "unnest(?::text[], ?::text[]) AS keys (a, b) JOIN", (list(firsts), list(seconds))
+
     def _in(self, column: str, values: Iterable) -> tuple[str, object]:
         return f"{column} = ANY(?)", list(values)
 

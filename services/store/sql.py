@@ -8,6 +8,9 @@ supplies:
 * ``_read(fn)`` / ``_write(fn)``: run ``fn(tx)`` on its connection, the second
   inside one write transaction that is committed, or rolled back on any error;
 * ``_in(column, values)``: a ``column IN <list>`` fragment taking one parameter;
+* ``_pairs(pairs)``: a relation ``keys (a, b)`` of (customer, id) pairs and the join
+  that follows it (``FROM <it> table ON ...``): two IN lists would make the planners
+  probe every combination of the two;
 * ``_for_share`` / ``_for_update``: row-lock suffixes (empty on SQLite, where
   ``BEGIN IMMEDIATE`` already serializes writers);
 * ``_insert_signal``: the outbox insert (the sequence column differs);
@@ -187,6 +190,9 @@ class SqlStore(ReadModelStore):
 
     @abstractmethod
     def _in(self, column: str, values: Iterable) -> tuple[str, object]: ...
+
+    @abstractmethod
+    def _pairs(self, pairs: Iterable[tuple[str, str]]) -> tuple[str, tuple]: ...
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -397,36 +403,35 @@ class SqlStore(ReadModelStore):
         found: dict[TicketKey, list[StoredEvent]] = {key: [] for key in keys}
         if not keys:
             return found
-        # Both lists, then the pairs asked for: one index range per customer.
-        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
-        ids, id_param = self._in("ticket_id", sorted({t for _, t in keys}))
+        relation, params = self._pairs(keys)
+        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {customers} AND {ids} "  # noqa: S608
-                "ORDER BY customer_id, ticket_id, log_partition, log_offset",
-                (generation, customer_param, id_param),
+                f"SELECT {columns} FROM {relation} events AS e ON e.generation = ? "  # noqa: S608
+                "AND e.customer_id = keys.a AND e.ticket_id = keys.b "
+                "ORDER BY e.customer_id, e.ticket_id, e.log_partition, e.log_offset",
+                (*params, generation),
             )
         )
         for row in rows:
-            events = found.get((row[2], row[1]))
-            if events is not None:
-                events.append(stored_event(row))
+            found[row[2], row[1]].append(stored_event(row))
         return found
 
     def first_copies(self, generation: int, events: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
         keys = set(events)
         if not keys:
             return {}
-        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
-        ids, id_param = self._in("event_id", sorted({e for _, e in keys}))
+        relation, params = self._pairs(sorted(keys))
+        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {EVENTS} FROM events WHERE generation = ? AND {customers} AND {ids}",  # noqa: S608
-                (generation, customer_param, id_param),
+                f"SELECT {columns} FROM {relation} events AS e ON e.generation = ? "  # noqa: S608
+                "AND e.customer_id = keys.a AND e.event_id = keys.b",
+                (*params, generation),
             )
         )
         stored = (stored_event(row) for row in rows)
-        return {(e.customer_id, e.event_id): e for e in stored if (e.customer_id, e.event_id) in keys}
+        return {(e.customer_id, e.event_id): e for e in stored}
 
     def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
         rows = self._read(
@@ -533,16 +538,16 @@ class SqlStore(ReadModelStore):
         keys = set(tickets)
         if not keys:
             return {}
-        customers, customer_param = self._in("customer_id", sorted({c for c, _ in keys}))
-        ids, id_param = self._in("ticket_id", sorted({t for _, t in keys}))
+        relation, params = self._pairs(sorted(keys))
+        columns = ", ".join(f"t.{c}" for c in TICKET_COLUMNS)
         rows = self._read(
             lambda tx: tx.all(
-                f"SELECT {TICKETS} FROM tickets WHERE generation = ? AND {customers} AND {ids}",  # noqa: S608
-                (generation, customer_param, id_param),
+                f"SELECT {columns} FROM {relation} tickets AS t ON t.generation = ? "  # noqa: S608
+                "AND t.customer_id = keys.a AND t.ticket_id = keys.b",
+                (*params, generation),
             )
         )
-        found = (ticket_row(row) for row in rows)
-        return {row.key: row for row in found if row.key in keys}
+        return {(row[1], row[0]): ticket_row(row) for row in rows}
 
     def customer_rows(self, generation: int, customer_ids: Iterable[str]) -> dict[str, CustomerRow]:
         ids = sorted(set(customer_ids))

@@ -142,6 +142,15 @@ class SqliteStore(SqlStore):
         finally:
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
+    def _pairs(self, pairs: Iterable[tuple[str, str]]) -> tuple[str, tuple]:
+        # CROSS JOIN: SQLite then loops over the keys and probes the table's index for each,
+        # instead of walking the table's whole generation for a virtual table of unknown size.
+        relation = (
+            "(SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') AS b "
+            "FROM json_each(?)) AS keys CROSS JOIN"
+        )
+        return relation, (json.dumps([list(pair) for pair in pairs]),)
+
     def _in(self, column: str, values: Iterable) -> tuple[str, object]:
         # One JSON array parameter rather than "IN (?, ?, ...)": any length
         # (SQLite caps the number of parameters) and one cached statement.
