@@ -26,7 +26,9 @@ same signals and counts come from far fewer states (:func:`walk`):
    was true), for every ticket it can change;
 2. right after each input of a ticket whose charge may be settled (a closed
    ticket, or one with a fault determined: its ``billing.finalized`` changes
-   with each later work log or fault);
+   with each later work log or fault), and right after the event that takes
+   the log time past the end of work it logged in advance (billed up to the
+   as-of instant, the charge settles then, with no input of its own);
 3. at the end of what was read (a batch, or the whole log), as of the log
    time then, for every ticket an input reached and every ticket whose next
    change falls before that instant.
@@ -43,13 +45,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from events.models import TicketClosed, TicketFaultDetermined
+from events.models import TicketClosed, TicketFaultDetermined, TicketWorkLogged
 from projections.account import AccountStanding, account_standing
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.signals import Ledger, settle
 from projections.ticket import TicketState, evaluate
-from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key
+from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
 
 # The account_until of a ticket any later account change can reach (open, resolved, pending):
 # the end of the instants the event contract accepts.
@@ -92,6 +94,7 @@ def walk(
     reached: Callable[[Recorded], Iterable[TicketKey]] = lambda record: (),
     evaluated: Mapping[TicketKey, datetime] | None = None,
     settling: Iterable[TicketKey] = (),
+    work_ends: Mapping[TicketKey, Iterable[datetime]] | None = None,
 ) -> Walk:
     """The points of the story in one customer's new events (kinds 1 to 3 above).
 
@@ -101,10 +104,13 @@ def walk(
     change (besides those of ``records`` before it). ``evaluated``: when each
     known ticket was last evaluated (a view never goes back in time).
     ``settling``: the tickets whose inputs already hold a ticket.closed or a
-    ticket.fault_determined.
+    ticket.fault_determined. ``work_ends``: the ``ended_at`` of each known
+    ticket's logged work (its later work logs are read here).
     """
+    customer = records[0].event.customer_id if records else None
     evaluated = evaluated or {}
-    settling = set(settling)
+    settling = {key for key in settling if key[0] == customer}  # a walk is one customer's
+    ends = {key: list(v) for key, v in (work_ends or {}).items() if key[0] == customer}
     result = Walk(log_time=log_time)
     mine: list[TicketKey] = []  # tickets with an input in ``records``, first seen first
     touched: dict[TicketKey, None] = {}  # every ticket an input reached, in order
@@ -118,6 +124,8 @@ def walk(
             targets = [key]
             if _settles(record):
                 settling.add(key)
+            if isinstance(record.event, TicketWorkLogged):
+                ends.setdefault(key, []).append(whole_second(record.event.data.ended_at))
         else:
             targets = list(dict.fromkeys([*mine, *reached(record)]))
         before = result.log_time
@@ -130,6 +138,13 @@ def walk(
                 result.add(ticket, Point(record.seq, at, (record,)))
             elif ticket in settling and key is not None:
                 result.add(ticket, Point(record.seq, instant(ticket, after) or record.at))
+        for ticket in settling - set(targets):  # time passing settles a charge
+            was, now = instant(ticket, before), instant(ticket, after)
+            if now is not None and any(
+                (was is None or was < end) and end <= now for end in ends.get(ticket, ())
+            ):
+                result.add(ticket, Point(record.seq, now))
+                touched[ticket] = None
         if key is not None and key not in mine:
             mine.append(key)
         result.log_time = after

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 import orjson
 
 from events import Event, EventRejected, RejectKind, decode_event, encode_event
+from events.models import TicketWorkLogged
 from projections.account import account_standing
 from projections.counting import Tally
 from projections.policy import Policy, parse_policy
@@ -443,6 +444,7 @@ class Projector:
         tickets = await self._histories(affected)
         accounts = await self._account_histories({c for c, _ in affected} | customers)
         settling = {key for key, records in tickets.items() if any(_settles(r) for r in records)}
+        work_ends = {key: _work_ends(tickets[key]) for key in settling}
         for customer, records in streams.items():
             for record in records:
                 key = ticket_key(record.event)
@@ -461,7 +463,8 @@ class Projector:
                 now,
                 reached=lambda r, reach=reach: [k for k, until in reach.items() if until >= r.at.timestamp()],
                 evaluated={k: at for k, at in evaluated.items() if k[0] == customer},
-                settling=settling,
+                settling=[k for k in settling if k[0] == customer],
+                work_ends={k: ends for k, ends in work_ends.items() if k[0] == customer},
             )
             points.update(found.points)
         for key in affected - set(points):  # no input of its own: time passing, or an account event
@@ -632,6 +635,10 @@ def _reach(
 
 def _settles(record: Recorded) -> bool:
     return record.event.type in ("ticket.closed", "ticket.fault_determined")
+
+
+def _work_ends(records: list[Recorded]) -> list[datetime]:
+    return [whole_second(r.event.data.ended_at) for r in records if isinstance(r.event, TicketWorkLogged)]
 
 
 def _ticket_row(

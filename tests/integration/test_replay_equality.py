@@ -2,7 +2,7 @@
 
 Random histories (tickets of two customers, invoices, late and backdated events,
 identical and conflicting copies of an event id, a ticket id reused under another
-customer) are recorded into a log of three partitions in a random arrival order,
+customer, work logged before it ends) are recorded into a log of three partitions in a random arrival order,
 then fed to the projector the consumer drives (``Projector.handle``) against a
 real store, cut into random batches. Checked against ``slatrack replay`` of the
 same log (``projections.replay`` and ``projections.story``):
@@ -60,6 +60,11 @@ def logs(draw) -> tuple[Drawn, list[list[dict]], datetime]:
     rnd = draw(st.randoms(use_true_random=False))
     extra: list[dict] = []
     for event in events:
+        if event["type"] == "ticket.work_logged" and rnd.random() < 0.25:  # logged before it ends
+            event["data"] = {
+                **event["data"],
+                "ended_at": _shifted(event["occurred_at"], rnd.randint(1, 7200)),
+            }
         roll = rnd.random()
         if roll < 0.08:  # the same event again, later
             extra.append(dict(event))

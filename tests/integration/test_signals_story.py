@@ -163,3 +163,47 @@ def test_a_signal_sent_long_after_its_instant_says_how_late():
     sent = orjson.loads(as_sent(signal, week_later).body)
     assert sent == {**body, "late_by_seconds": 7 * 86_400}
     assert orjson.loads(as_sent(signal, week_later - 8 * 86_400).body)["late_by_seconds"] == 0
+
+
+async def test_a_charge_that_settles_as_time_passes_is_the_same_in_any_batches(tmp_path):
+    """Work logged before it ends is billed up to the as-of instant: the charge settles when the
+    customer's log time passes its end, with no input of the ticket (review of issue 10)."""
+    log = [
+        event("m1", "ticket.opened", "2026-11-07T14:00:00Z", "C", "M-1", priority="urgent"),
+        event("m2", "ticket.fault_determined", "2026-11-07T15:00:00Z", "C", "M-1", party="customer"),
+        event(
+            "m3",
+            "ticket.work_logged",
+            "2026-11-07T15:10:00Z",
+            "C",
+            "M-1",
+            started_at="2026-11-07T15:00:00Z",
+            ended_at="2026-11-07T17:00:00Z",
+        ),
+        event("o1", "ticket.opened", "2026-11-07T17:30:00Z", "C", "O-1", priority="low"),  # time passes
+        event(
+            "m4",
+            "ticket.work_logged",
+            "2026-11-07T18:00:00Z",
+            "C",
+            "M-1",
+            started_at="2026-11-07T17:45:00Z",
+            ended_at="2026-11-07T18:00:00Z",
+        ),
+    ]
+    charges = []
+    for n, cuts in enumerate(([], [4], [1, 2, 3, 4])):
+        (tmp_path / str(n)).mkdir()
+        with a_store("sqlite", tmp_path / str(n)) as store:
+            feed = await Feed(store, NOW).open()
+            for start, end in zip([0, *cuts], [*cuts, len(log)], strict=True):
+                await feed.send(*log[start:end])
+            await feed.projector.tick()
+            charges.append(
+                [(s["amount_cents"], s["at"]) for s in feed.signals() if s["type"] == "billing.finalized"]
+            )
+    records = [Recorded(seq_of(0, i), decode_event(orjson.dumps(e))) for i, e in enumerate(log)]
+    story = story_of_log(records, default_policy(), NOW)
+    told = [(s["amount_cents"], s["at"]) for s in story.signals if s["type"] == "billing.finalized"]
+    # The hour's minimum, then two hours once the work has ended, then 2 h 15 with the last log.
+    assert charges == [told] * 3 and [amount for amount, _ in told] == [12_500, 25_000, 28_125]
