@@ -73,6 +73,10 @@ class BatchHandler(Protocol):
     async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
         """Stored offsets lie beyond the end of the log: partition -> (offset, end)."""
 
+    def take_rewind(self) -> "Rewind | None":
+        """A rewind the handler decided on between batches (a generation switch noticed by its
+        timers), for the consumer to carry out; None if there is none."""
+
 
 class Rewind(Exception):
     """Raised by a handler: read these partitions again from these offsets (None: the beginning)."""
@@ -99,6 +103,9 @@ class SimpleHandler:
 
     async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
         raise RuntimeError(f"committed offsets beyond the end of the log: {partitions}")
+
+    def take_rewind(self) -> None:
+        return None
 
 
 Batch = dict[TopicPartition, list[ConsumerRecord]]
@@ -159,6 +166,8 @@ class ValidatingConsumer:
                     continue
                 if batch:
                     await self._process(batch)
+                if (rewind := self.handler.take_rewind()) is not None:
+                    await self._rewind(rewind)
                 if self._unchecked:
                     await self._check_start_positions()
         finally:

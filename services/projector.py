@@ -164,6 +164,8 @@ class Projector:
         # used first): a ticket touched by consecutive batches is not read back each time.
         self._tickets: OrderedDict[TicketKey, list[Recorded]] = OrderedDict()
         self._accounts: OrderedDict[str, list[Recorded]] = OrderedDict()
+        # Where to read from after a switch the timers noticed (the consumer asks between batches).
+        self._rewind: Rewind | None = None
 
     async def open(self) -> int:
         """Migrate the store, find (or create) the active generation, and take its policy."""
@@ -351,7 +353,8 @@ class Projector:
                         continue
                 await self.tick()
             except GenerationChanged:
-                await self._follow_generation()
+                async with self.lock:
+                    self._rewind = await self._follow_generation()
             except Exception:
                 log.exception("timer pass failed; trying again in 1 s")
                 await asyncio.sleep(1)
@@ -363,7 +366,11 @@ class Projector:
         if active is not None and active != self.generation:
             async with self.lock:
                 if active != self.generation:
-                    await self._follow_generation()
+                    self._rewind = await self._follow_generation()
+
+    def take_rewind(self) -> Rewind | None:
+        rewind, self._rewind = self._rewind, None
+        return rewind
 
     async def tick(self) -> int:
         """Re-evaluate what is due now, as of now; return how many tickets changed.

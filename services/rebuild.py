@@ -41,7 +41,7 @@ from services.config import Settings
 from services.consumer import ConsumedBatch, behind, validate_records
 from services.kafka import client_options
 from services.projector import Projector, decode_stored, keep_only, policy_text
-from services.store.base import ReadModelStore, TicketQuery, TicketRow
+from services.store.base import GenerationBehind, ReadModelStore, TicketQuery, TicketRow
 
 log = logging.getLogger(__name__)
 
@@ -92,66 +92,109 @@ async def rebuild(
             record_signals=False,
         )
         await projector.open()
-        await _replay_log(settings, projector, report, progress)
+        async with _LogReader(settings, projector, report, progress) as reader:
+            await reader.read_to_end()
+            if previous is not None:
+                await asyncio.to_thread(
+                    _check, store, policy, previous, generation, settings.topic_events, report
+                )
+            if switch and not report.mismatches:
+                await _switch(store, reader, report, settings.topic_events)
         counts = await asyncio.to_thread(store.counts, generation)
         report.tickets, report.customers = counts["tickets"], counts["customers"]
-        if previous is not None:
-            await asyncio.to_thread(
-                _check, store, policy, previous, generation, settings.topic_events, report
-            )
-        if switch and not report.mismatches:
-            await asyncio.to_thread(store.activate_generation, generation)
-            report.switched = True
+        if report.switched:
             await asyncio.to_thread(keep_only, store, {generation, previous})
             log.info("switched to generation %d (previous %s kept)", generation, previous)
         elif report.mismatches:
             await _drop(store, report)
     except BaseException:
-        await _drop(store, report)
+        if not report.switched:
+            await _drop(store, report)
         raise
     report.seconds = round(time.monotonic() - started, 3)
     return report
 
 
-async def _replay_log(
-    settings: Settings, projector: Projector, report: RebuildReport, progress: Callable[[int, int], None]
-) -> None:
-    consumer = AIOKafkaConsumer(
-        enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+SWITCH_ATTEMPTS = 10
+
+
+async def _switch(store: ReadModelStore, reader: "_LogReader", report: RebuildReport, topic: str) -> None:
+    """Switch once the new generation has read as far as the live one: the live workers go on
+    committing meanwhile, and the marks and ledgers the switch takes over from them must
+    describe nothing the new generation has not read. Read on until then."""
+    for _ in range(SWITCH_ATTEMPTS):
+        try:
+            await asyncio.to_thread(store.activate_generation, report.generation, covering=topic)
+        except GenerationBehind as exc:
+            log.info("the live workers have read further (%s); reading on before switching", exc)
+            await reader.read_to_end()
+            continue
+        report.switched = True
+        return
+    report.mismatches.append(
+        f"not switched: the live generation stayed ahead after {SWITCH_ATTEMPTS} attempts to catch up"
     )
-    await consumer.start()
-    try:
-        await consumer.topics()  # metadata, so that the partitions are known
-        partitions = sorted(consumer.partitions_for_topic(settings.topic_events) or ())
-        if not partitions:
-            raise RuntimeError(f"topic {settings.topic_events} not found")
-        tps = [TopicPartition(settings.topic_events, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        projector.partitions = set(partitions)
-        done = 0
+
+
+class _LogReader:
+    """``ticket-events`` from its earliest offset (all partitions, no consumer group) into the projector."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        projector: Projector,
+        report: RebuildReport,
+        progress: Callable[[int, int], None],
+    ):
+        self.settings, self.projector, self.report, self.progress = settings, projector, report, progress
+        self.consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+        )
+        self.tps: list[TopicPartition] = []
+        self.done = 0
+
+    async def __aenter__(self) -> "_LogReader":
+        await self.consumer.start()
+        try:
+            await self.consumer.topics()  # metadata, so that the partitions are known
+            partitions = sorted(self.consumer.partitions_for_topic(self.settings.topic_events) or ())
+            if not partitions:
+                raise RuntimeError(f"topic {self.settings.topic_events} not found")
+            self.tps = [TopicPartition(self.settings.topic_events, p) for p in partitions]
+            self.consumer.assign(self.tps)
+            await self.consumer.seek_to_beginning(*self.tps)
+            self.projector.partitions = set(partitions)
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.consumer.stop()
+
+    async def read_to_end(self) -> None:
+        """Project every record up to the end of the log as the fetches see it (at least one fetch)."""
+        settings, consumer = self.settings, self.consumer
         while True:
             batch = await consumer.getmany(timeout_ms=1000, max_records=settings.consumer_max_records)
             if batch:
                 valid, rejected = validate_records(batch, settings.max_event_bytes)
                 offsets = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in batch.items()}
                 # Invalid messages were dead-lettered when they first came; here they are only counted.
-                await projector.handle(
+                await self.projector.handle(
                     ConsumedBatch(valid, offsets, len(rejected), lagging=behind(consumer, batch))
                 )
-                report.events += len(valid)
-                report.invalid += len(rejected)
-                done += sum(len(rs) for rs in batch.values())
+                self.report.events += len(valid)
+                self.report.invalid += len(rejected)
+                self.done += sum(len(rs) for rs in batch.values())
             # The end of the log is the high watermark seen by fetches (the
             # embedded broker's ListOffsets cannot be trusted for it).
-            ends = [consumer.highwater(tp) for tp in tps]
-            positions = [await consumer.position(tp) for tp in tps]
+            ends = [consumer.highwater(tp) for tp in self.tps]
+            positions = [await consumer.position(tp) for tp in self.tps]
             if all(end is not None for end in ends):
-                progress(done, sum(e for e in ends if e is not None))
+                self.progress(self.done, sum(e for e in ends if e is not None))
                 if all(pos >= end for pos, end in zip(positions, ends, strict=True) if end is not None):
-                    break
-    finally:
-        await consumer.stop()
+                    return
 
 
 async def _drop(store: ReadModelStore, report: RebuildReport) -> None:

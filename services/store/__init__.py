@@ -10,6 +10,7 @@ from services.config import Settings
 from services.store.base import (
     BatchWrite,
     CustomerRow,
+    GenerationBehind,
     GenerationChanged,
     ReadModelStore,
     Signal,
@@ -25,6 +26,7 @@ __all__ = [
     "SQLITE_FILE",
     "BatchWrite",
     "CustomerRow",
+    "GenerationBehind",
     "GenerationChanged",
     "ReadModelStore",
     "Signal",

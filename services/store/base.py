@@ -52,6 +52,14 @@ class GenerationChanged(StoreError):
     """The generation written to is no longer the active one (a rebuild switched)."""
 
 
+class GenerationBehind(StoreError):
+    """Not switched: the generation has not read as far as the active one (partition -> (its, active's))."""
+
+    def __init__(self, behind: dict[int, tuple[int, int]]):
+        super().__init__(f"behind the active generation (partition: (offset, active offset)) {behind}")
+        self.behind = behind
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as recorded in the log, kept with the read models."""
@@ -203,8 +211,14 @@ class ReadModelStore(ABC):
         process bound it first; return the policy it is bound to."""
 
     @abstractmethod
-    def activate_generation(self, generation: int) -> None:
+    def activate_generation(self, generation: int, *, covering: str | None = None) -> None:
         """Make ``generation`` the active one, atomically.
+
+        With ``covering`` (a topic), only if it has read that topic at least as far
+        as the generation it replaces, partition by partition, at the instant of the
+        switch (batches in flight are waited for): :class:`GenerationBehind` otherwise,
+        and nothing changes. A rebuild switches so: the live workers' marks and ledgers
+        it takes over then describe no event it has not read.
 
         In the same transaction its tickets take over the ``marks`` and the
         signal ledgers (``signals``) of the generation it replaces (none where

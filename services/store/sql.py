@@ -32,6 +32,7 @@ from services.store.base import (
     BatchWrite,
     CustomerRow,
     EventKey,
+    GenerationBehind,
     GenerationChanged,
     ReadModelStore,
     Signal,
@@ -268,13 +269,15 @@ class SqlStore(ReadModelStore):
 
         return self._write(bind)
 
-    def activate_generation(self, generation: int) -> None:
+    def activate_generation(self, generation: int, *, covering: str | None = None) -> None:
         now = int(time.time())
 
         def activate(tx: Tx) -> None:
             if tx.one(GENERATION_EXISTS, (generation,)) is None:
                 raise StoreError(f"no generation {generation}")
             previous = tx.one(ACTIVE + self._for_update)
+            if covering is not None and previous is not None and previous[0] != generation:
+                self._check_covers(tx, generation, previous[0], covering)
             # Waits on PostgreSQL for batches in flight (they hold the row FOR SHARE).
             tx.run(
                 "INSERT INTO active_generation (id, generation) VALUES (1, ?) "
@@ -307,6 +310,17 @@ class SqlStore(ReadModelStore):
             )
 
         self._write(activate)
+
+    def _check_covers(self, tx: Tx, generation: int, active: int, topic: str) -> None:
+        rows = tx.all(
+            "SELECT a.log_partition, a.next_offset, n.next_offset FROM offsets AS a "
+            "LEFT JOIN offsets AS n ON n.generation = ? AND n.topic = a.topic "
+            "AND n.log_partition = a.log_partition WHERE a.generation = ? AND a.topic = ?",
+            (generation, active, topic),
+        )
+        behind = {p: (ours or 0, theirs) for p, theirs, ours in rows if (ours or 0) < theirs}
+        if behind:
+            raise GenerationBehind(behind)
 
     def tickets_missing_from(self, generation: int, other: int) -> list[TicketKey]:
         rows = self._read(

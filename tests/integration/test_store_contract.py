@@ -24,6 +24,7 @@ from services.store import (
     SQLITE_FILE,
     BatchWrite,
     CustomerRow,
+    GenerationBehind,
     GenerationChanged,
     ReadModelStore,
     Signal,
@@ -1306,6 +1307,21 @@ class StoreContract:
             ("response", "high", "running", 1),
         ]
         assert store.clock_counts(gen, []) == []
+
+    def test_a_switch_covering_a_topic_waits_until_the_new_generation_has_read_as_far(self, store, gen):
+        store.commit_batch(gen, batch({0: (0, 5), 1: (0, 2)}))
+        rebuilt = store.create_generation("rebuild")
+        store.commit_batch(rebuilt, batch({0: (0, 3), 1: (0, 2)}), must_be_active=False)
+        with pytest.raises(GenerationBehind) as behind:
+            store.activate_generation(rebuilt, covering=TOPIC)
+        assert behind.value.behind == {0: (3, 5)}
+        assert store.active_generation() == gen  # nothing changed
+        store.commit_batch(rebuilt, batch({0: (3, 6)}), must_be_active=False)  # read further than live
+        store.activate_generation(rebuilt, covering=TOPIC)
+        assert store.active_generation() == rebuilt
+        other = store.create_generation("empty")
+        store.activate_generation(other)  # without covering: whatever it has read (a replaced log)
+        assert store.active_generation() == other
 
     def test_a_switch_carries_the_marks_and_ledgers_of_the_generation_it_replaces(self, store, gen):
         live = {
