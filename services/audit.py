@@ -48,9 +48,14 @@ def split_history(
 def find_ticket(
     store: ReadModelStore, generation: int, ticket_id: str, customer_id: str | None = None
 ) -> TicketKey:
-    """The ticket with this id (of this customer, if given) in the read models."""
+    """The ticket with this id (of this customer, if given) in the read models.
+
+    Without a customer, an opened ticket is preferred to placeholders of tickets never
+    opened: another customer's stray event for this id does not make the id ambiguous.
+    """
     rows = store.list_tickets(generation, TicketQuery(ticket_id=ticket_id, customer_id=customer_id, limit=50))
-    return _one(ticket_id, {row.key for row in rows})
+    opened = [row for row in rows if row.state != "pending"]
+    return _one(ticket_id, {row.key for row in (opened or rows)})
 
 
 def _one(ticket_id: str, keys: set[TicketKey]) -> TicketKey:

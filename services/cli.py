@@ -585,7 +585,6 @@ def explain(
     """The audit trail of TICKET: every event and what it did, the final view, a digest of the inputs."""
     from projections.explain import explain as explain_ticket
     from projections.replay import latest_instant
-    from projections.timeline import history
     from services.audit import AmbiguousTicket, UnknownTicket, explain_table, split_history
 
     settings = _settings()
@@ -598,7 +597,7 @@ def explain(
                 records, account = split_history(everything, ticket, customer_id)
             except UnknownTicket:
                 raise UnknownTicket(f"unknown ticket {ticket!r}: no event of it in {events_file}") from None
-            instant = instant or latest_instant(history(everything))
+            instant = instant or latest_instant(everything)  # first copies already (per customer)
         else:
             records, account, stored_policy = _stored_history(settings, ticket, customer_id, policy)
             policy = policy if policy_file is not None else stored_policy

@@ -214,12 +214,17 @@ def _check(
     for partition in sorted(set(live_offsets) | set(new_offsets)):
         upto = min(live_offsets.get(partition, 0), new_offsets.get(partition, 0))
         below[partition] = upto
-        live_events = store.event_positions(live, partition, upto)
-        new_events = store.event_positions(new, partition, upto)
-        if live_events != new_events:
+        live_events = set(store.event_positions(live, partition, upto))
+        new_events = set(store.event_positions(new, partition, upto))
+        if live_events - new_events:  # the log no longer holds what the live workers read
             report.mismatches.append(
                 f"partition {partition}: events below offset {upto} differ "
                 f"({len(live_events)} live, {len(new_events)} rebuilt)"
+            )
+        elif new_events - live_events:  # the live generation lost some (an older slatrack did)
+            report.live_rows_wrong.append(
+                f"partition {partition}: the live generation lacks {len(new_events - live_events)} of the "
+                f"log's events below offset {upto}"
             )
         report.checked_partitions += 1
 
@@ -231,29 +236,31 @@ def _check(
         events = histories.get(key, []) + accounts.get(key[0], [])
         return bool(events) and all(e.offset < below.get(e.partition, 0) for e in events)
 
+    def story_of(generation: int, keys: list[TicketKey]) -> tuple[dict, dict]:
+        return store.events_of_tickets(generation, keys), store.account_events_of(
+            generation, {c for c, _ in keys}
+        )
+
     after: TicketKey | None = None
     while rows := store.list_tickets(new, TicketQuery(after=after, limit=1000)):
         after = rows[-1].key
         keys = [row.key for row in rows]
-        histories = store.events_of_tickets(live, keys)
-        accounts = store.account_events_of(live, {c for c, _ in keys})
+        (new_events, new_accounts), (old_events, old_accounts) = story_of(new, keys), story_of(live, keys)
         live_rows = store.ticket_rows(live, keys)
         for row in rows:
-            if not comparable(row.key, histories, accounts):
+            if not comparable(row.key, new_events, new_accounts):
                 continue  # the live generation holds more of it than was compared
-            records, account = (
-                decode_stored(histories[row.key]),
-                decode_stored(accounts.get(row.customer_id, [])),
-            )
-            if _view_at(records, account, policy, row.evaluated_at) != _stored_view(row):
+            ours = _inputs(row.key, new_events, new_accounts)
+            if _view_at(*ours, policy, row.evaluated_at) != _stored_view(row):
                 report.mismatches.append(f"ticket {row.key}: the rebuilt row is not the view its events give")
             live_row = live_rows.get(row.key)
             if live_row is None:
                 report.live_rows_wrong.append(f"ticket {row.key}: no row in the live generation")
-            elif same_policy and _stored_view(live_row) != (
-                _stored_view(row)
-                if live_row.evaluated_at == row.evaluated_at
-                else _view_at(records, account, policy, live_row.evaluated_at)
+                continue
+            theirs = _inputs(row.key, old_events, old_accounts)
+            same = live_row.evaluated_at == row.evaluated_at and theirs == ours
+            if same_policy and _stored_view(live_row) != (
+                _stored_view(row) if same else _view_at(*theirs, policy, live_row.evaluated_at)
             ):
                 report.live_rows_wrong.append(
                     f"ticket {row.key}: the live row (as of {live_row.evaluated_at}) is not the view its "
@@ -270,6 +277,11 @@ def _check(
             len(report.live_rows_wrong),
             "; ".join(report.live_rows_wrong[:10]),
         )
+
+
+def _inputs(key: TicketKey, events: dict, accounts: dict) -> tuple[list[Recorded], list[Recorded]]:
+    """A ticket's stored events and its customer's account events, decoded."""
+    return decode_stored(events.get(key, [])), decode_stored(accounts.get(key[0], []))
 
 
 def _stored_view(row: TicketRow) -> dict[str, Any] | None:

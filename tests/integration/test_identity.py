@@ -82,6 +82,12 @@ def test_another_customer_cannot_resolve_a_ticket(api):
     )
     theirs = api.client.get("/v1/tickets/DT1", params={"customer_id": "intruder"}, headers=READER)
     assert theirs.json()["state"] == "pending"  # their DT1 was never opened: it is not the owner's
+    # Without a customer: the opened one (a stray event of another customer makes no ambiguity) ...
+    plain = api.client.get("/v1/tickets/DT1", headers=READER)
+    assert plain.status_code == 200 and plain.json()["customer_id"] == "owner"
+    # ... unless two customers have really opened a ticket with that id.
+    post(api, opened("x-2", "intruder", "DT1"))
+    api.wait_applied(4)
     both = api.client.get("/v1/tickets/DT1", headers=READER)
     assert both.status_code == 409 and both.json()["error"] == "ambiguous_ticket"
     as_of = api.client.get(
@@ -90,12 +96,14 @@ def test_another_customer_cannot_resolve_a_ticket(api):
     assert as_of.json()["state"] == "open"
     timeline = api.client.get("/v1/tickets/DT1/timeline", params={"customer_id": "owner"}, headers=READER)
     assert [e["event_id"] for e in timeline.json()["entries"]] == ["o-1", "o-2"]
+    log.append(opened("x-2", "intruder", "DT1"))
     # The same in a replay of the log.
     records = [Recorded(i, decode_event(orjson.dumps(e))) for i, e in enumerate(log)]
     views = {
         (v["customer_id"], v["ticket_id"]): v for v in replay(records, default_policy(), AS_OF)["tickets"]
     }
-    assert set(views) == {("owner", "DT1")} and views["owner", "DT1"]["state"] == "open"
+    assert set(views) == {("owner", "DT1"), ("intruder", "DT1")}
+    assert views["owner", "DT1"]["state"] == "open" and views["intruder", "DT1"]["state"] == "resolved"
 
 
 def test_an_event_id_names_one_event(api):
