@@ -165,7 +165,7 @@ def settle(
     at: datetime,
     because: Sequence[Recorded] = (),
 ) -> tuple[Ledger, list[dict[str, Any]]]:
-    """The ledger after ``state`` (the ticket as of ``at``), and the signals that says to send.
+    """The ledger after ``state`` (the ticket as of ``at``), and the signals to send for it.
 
     New causes are asserted; revocable signals the ledger holds and the state
     no longer asserts are revoked (``because``: the events applied since the

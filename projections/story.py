@@ -67,8 +67,14 @@ class Point:
     because: tuple[Recorded, ...] = ()  # the late input applied at this point, if any
 
 
-def _settles(record: Recorded) -> bool:
+def settles(record: Recorded) -> bool:
+    """Whether an input can settle its ticket's charge (a closed ticket, a fault determined)."""
     return isinstance(record.event, TicketClosed | TicketFaultDetermined)
+
+
+def logged_work_ends(records: Iterable[Recorded]) -> list[datetime]:
+    """The ``ended_at`` of every work a ticket's inputs logged."""
+    return [whole_second(r.event.data.ended_at) for r in records if isinstance(r.event, TicketWorkLogged)]
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -122,10 +128,9 @@ def walk(
         key = ticket_key(record.event)
         if key is not None:
             targets = [key]
-            if _settles(record):
+            if settles(record):
                 settling.add(key)
-            if isinstance(record.event, TicketWorkLogged):
-                ends.setdefault(key, []).append(whole_second(record.event.data.ended_at))
+            ends.setdefault(key, []).extend(logged_work_ends([record]))
         else:
             targets = list(dict.fromkeys([*mine, *reached(record)]))
         before = result.log_time

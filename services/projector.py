@@ -32,12 +32,11 @@ from datetime import UTC, datetime
 import orjson
 
 from events import Event, EventRejected, RejectKind, decode_event, encode_event
-from events.models import TicketWorkLogged
 from projections.account import account_standing
 from projections.counting import Tally
 from projections.policy import Policy, parse_policy
 from projections.signals import Ledger
-from projections.story import FOREVER, Point, StandingCache, tell, walk
+from projections.story import FOREVER, Point, StandingCache, logged_work_ends, settles, tell, walk
 from projections.ticket import TicketState
 from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
 from services import metrics
@@ -450,8 +449,8 @@ class Projector:
         previous = await asyncio.to_thread(self.store.ticket_rows, gen, affected)
         tickets = await self._histories(affected)
         accounts = await self._account_histories({c for c, _ in affected} | customers)
-        settling = {key for key, records in tickets.items() if any(_settles(r) for r in records)}
-        work_ends = {key: _work_ends(tickets[key]) for key in settling}
+        settling = {key for key, records in tickets.items() if any(settles(r) for r in records)}
+        logged = {key: logged_work_ends(tickets[key]) for key in settling}
         for customer, records in streams.items():
             for record in records:
                 key = ticket_key(record.event)
@@ -471,7 +470,7 @@ class Projector:
                 reached=lambda r, reach=reach: [k for k, until in reach.items() if until >= r.at.timestamp()],
                 evaluated={k: at for k, at in evaluated.items() if k[0] == customer},
                 settling=[k for k in settling if k[0] == customer],
-                work_ends={k: ends for k, ends in work_ends.items() if k[0] == customer},
+                work_ends={k: v for k, v in logged.items() if k[0] == customer},
             )
             points.update(found.points)
         for key in affected - set(points):  # no input of its own: time passing, or an account event
@@ -638,14 +637,6 @@ def _reach(
         if at is not None:
             since[customer] = min(since.get(customer, at), at)
     return since
-
-
-def _settles(record: Recorded) -> bool:
-    return record.event.type in ("ticket.closed", "ticket.fault_determined")
-
-
-def _work_ends(records: list[Recorded]) -> list[datetime]:
-    return [whole_second(r.event.data.ended_at) for r in records if isinstance(r.event, TicketWorkLogged)]
 
 
 def _ticket_row(
