@@ -34,12 +34,14 @@ def split_history(
     """A whole history -> the ticket's own events and its customer's account events.
 
     A ticket is (customer_id, ticket_id): with no ``customer_id``, the id must
-    belong to one customer only (:class:`AmbiguousTicket` otherwise).
+    belong to one customer that opened it, or (none did) to one customer only
+    (:class:`AmbiguousTicket` otherwise), as :func:`find_ticket` decides.
     """
     keys = {key for r in records if (key := ticket_key(r.event)) is not None and key[1] == ticket_id}
     if customer_id is not None:
         keys = {key for key in keys if key[0] == customer_id}
-    key = _one(ticket_id, keys)
+    opened = {ticket_key(r.event) for r in records if r.event.type == "ticket.opened"} & keys
+    key = _one(ticket_id, opened or keys)
     mine = [r for r in records if ticket_key(r.event) == key]
     account = [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES and r.event.customer_id == key[0]]
     return mine, account
