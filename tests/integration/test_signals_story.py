@@ -23,7 +23,7 @@ NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 PARTITIONS = 6
 
 
-def late_log(tickets: int = 300, seed: int = 7) -> dict[int, list[dict]]:
+def late_log(tickets: int = 150, seed: int = 7) -> dict[int, list[dict]]:
     """A simulated desk whose events reach the log late and out of order (per customer, shuffled
     within a sliding window), split into partitions by customer as a Kafka producer does."""
     desk = Helpdesk(seed=seed, customers=30, start=datetime(2026, 11, 2, tzinfo=UTC), days=20)
