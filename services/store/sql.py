@@ -415,37 +415,41 @@ class SqlStore(ReadModelStore):
     ) -> dict[TicketKey, list[StoredEvent]]:
         keys = list(dict.fromkeys(tickets))
         found: dict[TicketKey, list[StoredEvent]] = {key: [] for key in keys}
-        if not keys:
-            return found
-        relation, params = self._pairs(keys)
-        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
-        rows = self._read(
-            lambda tx: tx.all(
-                f"SELECT {columns} FROM {relation} events AS e ON e.generation = ? "  # noqa: S608
-                "AND e.customer_id = keys.a AND e.ticket_id = keys.b "
-                "ORDER BY e.customer_id, e.ticket_id, e.log_partition, e.log_offset",
-                (*params, generation),
-            )
-        )
-        for row in rows:
+        order = "ORDER BY r.customer_id, r.ticket_id, r.log_partition, r.log_offset"
+        for row in self._by_pairs("events", EVENT_COLUMNS, "ticket_id", generation, keys, order):
             found[row[2], row[1]].append(stored_event(row))
         return found
 
     def first_copies(self, generation: int, events: Iterable[EventKey]) -> dict[EventKey, StoredEvent]:
-        keys = set(events)
-        if not keys:
-            return {}
-        relation, params = self._pairs(sorted(keys))
-        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
-        rows = self._read(
+        stored = (
+            stored_event(row)
+            for row in self._by_pairs("events", EVENT_COLUMNS, "event_id", generation, events)
+        )
+        return {(e.customer_id, e.event_id): e for e in stored}
+
+    def _by_pairs(
+        self,
+        table: str,
+        columns: list[str],
+        second: str,
+        generation: int,
+        keys: Iterable[tuple[str, str]],
+        order: str = "",
+    ) -> list[tuple]:
+        """The rows of ``table`` whose (customer_id, ``second``) is one of ``keys``: one index
+        probe per key (two IN lists would make the planners probe every combination)."""
+        pairs = sorted(set(keys))
+        if not pairs:
+            return []
+        relation, params = self._pairs(pairs)
+        selected = ", ".join(f"r.{c}" for c in columns)
+        return self._read(
             lambda tx: tx.all(
-                f"SELECT {columns} FROM {relation} events AS e ON e.generation = ? "  # noqa: S608
-                "AND e.customer_id = keys.a AND e.event_id = keys.b",
+                f"SELECT {selected} FROM {relation} {table} AS r ON r.generation = ? "  # noqa: S608
+                f"AND r.customer_id = keys.a AND r.{second} = keys.b {order}",
                 (*params, generation),
             )
         )
-        stored = (stored_event(row) for row in rows)
-        return {(e.customer_id, e.event_id): e for e in stored}
 
     def event_positions(self, generation: int, partition: int, below: int) -> list[tuple[int, str]]:
         rows = self._read(
@@ -549,18 +553,7 @@ class SqlStore(ReadModelStore):
         return None if row is None else row[0]
 
     def ticket_rows(self, generation: int, tickets: Iterable[TicketKey]) -> dict[TicketKey, TicketRow]:
-        keys = set(tickets)
-        if not keys:
-            return {}
-        relation, params = self._pairs(sorted(keys))
-        columns = ", ".join(f"t.{c}" for c in TICKET_COLUMNS)
-        rows = self._read(
-            lambda tx: tx.all(
-                f"SELECT {columns} FROM {relation} tickets AS t ON t.generation = ? "  # noqa: S608
-                "AND t.customer_id = keys.a AND t.ticket_id = keys.b",
-                (*params, generation),
-            )
-        )
+        rows = self._by_pairs("tickets", TICKET_COLUMNS, "ticket_id", generation, tickets)
         return {(row[1], row[0]): ticket_row(row) for row in rows}
 
     def customer_rows(self, generation: int, customer_ids: Iterable[str]) -> dict[str, CustomerRow]:

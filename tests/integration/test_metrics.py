@@ -15,6 +15,7 @@ from projections.policy import default_policy
 from services.embedded_broker import free_port
 from services.rebuild import rebuild
 from services.store import open_store
+from tests.feed import event
 from tests.kafka_helpers import produce
 from tests.worker_helpers import (
     applied,
@@ -33,17 +34,7 @@ SAT = "2026-11-07"
 
 
 def ev(n: str, type_: str, at: str, customer: str, ticket: str | None, **data) -> tuple[bytes, bytes]:
-    event = {
-        "event_id": f"m-{n}",
-        "type": type_,
-        "schema_version": 1,
-        "occurred_at": at,
-        "customer_id": customer,
-        "data": data,
-    }
-    if ticket is not None:
-        event["ticket_id"] = ticket
-    return customer.encode(), orjson.dumps(event)
+    return customer.encode(), orjson.dumps(event(f"m-{n}", type_, at, customer, ticket, **data))
 
 
 def scenario() -> list[tuple[bytes, bytes]]:
