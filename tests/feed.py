@@ -3,7 +3,7 @@
 what the worker stores and signals, batch by batch."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -62,7 +62,7 @@ class Feed:
     async def _dead_letter(self, items) -> None:
         self.dead_letters += items
 
-    async def open(self, partitions: set[int] = frozenset({0})) -> "Feed":  # type: ignore[assignment]
+    async def open(self, partitions: Iterable[int] = (0,)) -> "Feed":
         await self.projector.open()
         await self.projector.start_offsets(set(partitions))
         return self

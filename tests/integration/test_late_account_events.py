@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from events import decode_event
 from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
@@ -38,15 +39,10 @@ BACKDATED = event(
 
 
 def replayed(feed: Feed, customer: str, ticket: str, as_of: datetime) -> dict:
-    records = [Recorded(i, e) for i, e in enumerate(_decoded(feed))]
+    """The ticket as `slatrack replay` of what the feed sent gives it."""
+    records = [Recorded(i, decode_event(orjson.dumps(e))) for i, e in enumerate(feed.log[0])]
     document = replay(records, default_policy(), as_of)
     return next(v for v in document["tickets"] if (v["customer_id"], v["ticket_id"]) == (customer, ticket))
-
-
-def _decoded(feed: Feed):
-    from events import decode_event
-
-    return [decode_event(orjson.dumps(e)) for e in feed.log[0]]
 
 
 async def test_a_backdated_invoice_reaches_a_closed_ticket(any_store):
