@@ -88,3 +88,12 @@ def any_store(request, tmp_path):
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgres" else None
     with a_store(request.param, tmp_path, dsn) as store:
         yield store
+
+
+@pytest.fixture
+def postgres_settings(kafka_settings, postgres_dsn, tmp_path):
+    """Broker settings of the test with a PostgreSQL database of their own (dropped afterwards)."""
+    from tests.worker_helpers import postgres_database
+
+    with postgres_database(kafka_settings, postgres_dsn, tmp_path) as settings:
+        yield settings

@@ -24,7 +24,7 @@ from services.store import open_store
 from tests.feed import event
 from tests.integration.live_api import AS_OF, LiveApi, auth, fresh_settings
 from tests.kafka_helpers import produce, read_all
-from tests.worker_helpers import applied, assignments, postgres_database, wait_for, worker
+from tests.worker_helpers import applied, assignments, wait_for, worker
 
 pytestmark = pytest.mark.broker
 
@@ -141,12 +141,6 @@ def test_the_intake_refuses_two_bodies_of_one_event_id(api):
     assert again.status_code == 202  # the same event twice: a duplicate, harmless
     api.wait_applied(2)
     assert api.client.get("/v1/tickets/T2", headers=READER).status_code == 404
-
-
-@pytest.fixture
-def postgres_settings(kafka_settings, postgres_dsn, tmp_path):
-    with postgres_database(kafka_settings, postgres_dsn, tmp_path) as settings:
-        yield settings
 
 
 @pytest.mark.postgres

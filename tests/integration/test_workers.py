@@ -23,7 +23,6 @@ from tests.worker_helpers import (
     applied,
     assignments,
     pending_signals,
-    postgres_database,
     wait_for,
     worker,
 )
@@ -96,12 +95,6 @@ async def test_sigkill_at_random_points_ends_like_a_clean_rebuild(sqlite_setting
     published = await read_all(settings, settings.topic_signals, len(result["sent"]), timeout=60)
     ids = [orjson.loads(r.value)["signal_id"] for r in published]
     assert set(ids) == result["sent"], "every recorded signal reached the topic"
-
-
-@pytest.fixture
-def postgres_settings(kafka_settings, postgres_dsn, tmp_path):
-    with postgres_database(kafka_settings, postgres_dsn, tmp_path) as settings:
-        yield settings
 
 
 @pytest.mark.postgres
