@@ -2,7 +2,6 @@
 ``ConsumedBatch`` values), against a real store, without a broker: for tests of
 what the worker stores and signals, batch by batch."""
 
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -110,16 +109,12 @@ def a_store(kind: str, tmp_path, postgres_dsn: str | None = None) -> Iterator[Re
         finally:
             store.close()
         return
-    import psycopg
+    from tests.worker_helpers import throwaway_database
 
     assert postgres_dsn is not None
-    name = f"slatrack_feed_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    store = open_store(Settings(database_url=SecretStr(postgres_dsn.rsplit("/", 1)[0] + "/" + name)))
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with throwaway_database(postgres_dsn, "slatrack_feed") as url:
+        store = open_store(Settings(database_url=SecretStr(url)))
+        try:
+            yield store
+        finally:
+            store.close()

@@ -79,19 +79,25 @@ async def wait_for(condition, timeout: float, what: str, interval: float = 0.2) 
 
 
 @contextlib.contextmanager
-def postgres_database(kafka_settings, postgres_dsn: str, tmp_path: Path) -> Iterator:
-    """Settings with a PostgreSQL database of their own, dropped afterwards."""
-    name = f"slatrack_workers_{uuid.uuid4().hex[:10]}"
+def throwaway_database(postgres_dsn: str, prefix: str = "slatrack_test") -> Iterator[str]:
+    """The URL of a PostgreSQL database of its own on the server of ``postgres_dsn``, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    url = postgres_dsn.rsplit("/", 1)[0] + "/" + name
     try:
-        yield kafka_settings.model_copy(
-            update={"database_url": SecretStr(url), "data_dir": tmp_path / "data"}
-        )
+        yield postgres_dsn.rsplit("/", 1)[0] + "/" + name
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def postgres_database(kafka_settings, postgres_dsn: str, tmp_path: Path) -> Iterator:
+    """Settings with a PostgreSQL database of their own, dropped afterwards."""
+    with throwaway_database(postgres_dsn, "slatrack_workers") as url:
+        yield kafka_settings.model_copy(
+            update={"database_url": SecretStr(url), "data_dir": tmp_path / "data"}
+        )
 
 
 def assignments(log: Path) -> set[int]:

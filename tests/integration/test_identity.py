@@ -3,6 +3,7 @@ over the real broker, intake and HTTP API, on SQLite and PostgreSQL; and two wor
 PostgreSQL, a customer per partition, cannot lose an update to each other."""
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from services.store import open_store
 from tests.feed import event
 from tests.integration.live_api import AS_OF, LiveApi, auth, fresh_settings
 from tests.kafka_helpers import produce, read_all
-from tests.worker_helpers import applied, assignments, wait_for, worker
+from tests.worker_helpers import applied, assignments, throwaway_database, wait_for, worker
 
 pytestmark = pytest.mark.broker
 
@@ -33,26 +34,17 @@ READER, PUBLISHER = auth("reader"), auth("publisher")
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def api(request, kafka_bootstrap, tmp_path) -> Iterator[LiveApi]:
-    overrides: dict[str, Any] = {"data_dir": tmp_path}
-    if request.param == "postgres":
-        import uuid
-
-        import psycopg
-
-        dsn = request.getfixturevalue("postgres_dsn")
-        name = f"slatrack_identity_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        overrides["database_url"] = SecretStr(f"{dsn.rsplit('/', 1)[0]}/{name}")
-    live = LiveApi(fresh_settings(kafka_bootstrap, **overrides))
-    live.start_worker()
-    try:
-        yield live
-    finally:
-        live.close()
+    with contextlib.ExitStack() as stack:
+        overrides: dict[str, Any] = {"data_dir": tmp_path}
         if request.param == "postgres":
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            dsn = request.getfixturevalue("postgres_dsn")
+            overrides["database_url"] = SecretStr(
+                stack.enter_context(throwaway_database(dsn, "slatrack_identity"))
+            )
+        live = LiveApi(fresh_settings(kafka_bootstrap, **overrides))
+        stack.callback(live.close)
+        live.start_worker()
+        yield live
 
 
 def post(api: LiveApi, *events: dict) -> None:

@@ -21,7 +21,6 @@ same log (``projections.replay`` and ``projections.story``):
 import asyncio
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -46,6 +45,7 @@ from services.rebuild import RebuildReport, _check
 from services.store import open_store
 from services.store.base import ReadModelStore, TicketQuery
 from tests.unit.test_engine_properties import POLICIES, Drawn, histories
+from tests.worker_helpers import throwaway_database
 
 EXAMPLES = int(os.environ.get("SLATRACK_PROPERTY_EXAMPLES", "30"))
 TOPIC = "ticket-events"
@@ -248,15 +248,8 @@ def test_live_read_models_signals_and_counters_equal_replay_sqlite(policy_name, 
 
 @pytest.fixture(scope="module")
 def postgres_url(request):
-    import psycopg
-
-    dsn = request.getfixturevalue("postgres_dsn")
-    name = f"slatrack_prop_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield dsn.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with throwaway_database(request.getfixturevalue("postgres_dsn"), "slatrack_prop") as url:
+        yield url
 
 
 @contextmanager
