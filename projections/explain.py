@@ -21,6 +21,7 @@ from events import ACCOUNT_EVENT_TYPES, Event, encode_event
 from projections.account import account_standing
 from projections.billing import Billing, bill, merge
 from projections.policy import Policy, canonical_policy
+from projections.quarantine import quarantined_view
 from projections.ticket import Effect, TicketState, due_from_start, evaluate, utc
 from projections.timeline import Recorded, history, whole_second
 
@@ -43,8 +44,30 @@ def explain(
         return None
     customer = opening.customer_id
     invoices = history([r for r in account if _is_account_event_of(r.event, customer)], as_of)
+    try:
+        return _explained(ordered, records, invoices, policy, as_of)
+    except Exception as error:  # a bug of the engine: the ticket is quarantined (projections.quarantine)
+        view = quarantined_view((customer, opening.ticket_id), records, as_of, error, policy)
+        return {
+            "ticket_id": opening.ticket_id,
+            "customer_id": customer,
+            "as_of": utc(as_of),
+            "policy_version": policy.version,
+            "quarantine": view["quarantine"],
+            "view": view,
+        }
+
+
+def _explained(
+    ordered: list[Recorded],
+    records: list[Recorded],
+    invoices: list[Recorded],
+    policy: Policy,
+    as_of: datetime,
+) -> dict[str, Any]:
     state = evaluate(ordered, policy, as_of, account_standing(invoices, policy, as_of))
     assert state is not None and state.opened is not None
+    opening, customer = state.opened, state.opened.customer_id
     ticket_events = [step for _, step in state.steps if not isinstance(step, str)]
     # Account events count only for a ticket that a suspension can pause (same test as the engine).
     counted = [r.event for r in invoices] if state.opened.data.category in _paused(policy) else []

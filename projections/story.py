@@ -197,6 +197,11 @@ class Told:
     ledger: Ledger
     marks: bytes | None
     signals: list[dict[str, Any]]
+    # The engine raised evaluating the last state (the ticket is quarantined: projections.quarantine).
+    fault: Exception | None = None
+    # The engine raised settling or counting a state that was computed: that state's signals and
+    # counts are left out (the view stands), and the error is reported.
+    uncounted: list[Exception] = field(default_factory=list)
 
 
 def tell(
@@ -217,6 +222,8 @@ def tell(
     own names (the ticket's new inputs, for a worker's batch).
     """
     state: TicketState | None = None
+    fault: Exception | None = None
+    uncounted: list[Exception] = []
     signals: list[dict[str, Any]] = []
     last: tuple[int, int, datetime] | None = None
     for point in points:
@@ -226,14 +233,25 @@ def tell(
         if inputs == last:
             continue
         last = inputs
-        found = state_at(point, records, account, policy, standings)
+        try:
+            found = state_at(point, records, account, policy, standings)
+        except Exception as error:  # a bug of the engine: the ticket is quarantined, nothing settled
+            state, fault = None, error
+            continue
         if found is None:
             continue  # not opened at this point: nothing asserted, nothing taken back
-        state = found
-        ledger, sent = settle(ledger, state, point.at, point.because or because)
-        marks = tally.count_ticket(state, marks, sent)
+        state, fault = found, None
+        counted = Tally()  # added only if the whole point is told: a failure counts nothing
+        try:
+            settled, sent = settle(ledger, state, point.at, point.because or because)
+            marks = counted.count_ticket(state, marks, sent)
+        except Exception as error:
+            uncounted.append(error)
+            continue
+        ledger = settled
+        tally.add(counted)
         signals += sent
-    return Told(state, ledger, marks, signals)
+    return Told(state, ledger, marks, signals, fault, uncounted)
 
 
 @dataclass

@@ -110,6 +110,8 @@ def histories_from_store(
 
 def explain_table(document: dict[str, Any]) -> str:
     """One line per effect (instant, event, effect, detail), then the final view, policy and digest."""
+    if "quarantine" in document:
+        return _quarantine_text(document)
     rows = [
         (entry["occurred_at"], _event(entry), entry["type"], effect["effect"], _detail(effect))
         for entry in document["entries"]
@@ -123,6 +125,16 @@ def explain_table(document: dict[str, Any]) -> str:
     lines = [head, "", _row(_HEADER, widths), "-" * (sum(widths) + 2 * 4 + 30)]
     lines += [_row(row, widths) for row in rows]
     return "\n".join([*lines, "", *_view_summary(document), f"digest {document['digest']}"])
+
+
+def _quarantine_text(document: dict[str, Any]) -> str:
+    q = document["quarantine"]
+    return (
+        f"ticket {document['ticket_id']}   customer {document['customer_id']}   "
+        f"as of {document['as_of']}   policy {document['policy_version']}\n\n"
+        f"QUARANTINED: the engine raised evaluating this ticket (a bug, not bad input): {q['error']}\n"
+        f"last event: {q['event_id']} ({q['event_type']}); see docs/operations.md"
+    )
 
 
 _HEADER = ("instant", "event (position)", "type", "effect", "detail")

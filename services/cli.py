@@ -470,6 +470,13 @@ def render_table(document: dict) -> str:
     header += " esc  billing"
     lines += [header, "-" * len(header)]
     for t in document["tickets"]:
+        if "quarantine" in t:
+            q = t["quarantine"]
+            lines.append(
+                f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} QUARANTINED: {q['error']} "
+                f"(last event {q['event_id']})"
+            )
+            continue
         billing = t["billing"]
         bill_text = (
             "-"

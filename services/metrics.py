@@ -98,6 +98,16 @@ for _code in INTAKE_CODES:
 for _signal in SIGNAL_TYPES:
     SIGNALS_SENT.labels(type=_signal)
 
+ENGINE_FAULTS = Counter(
+    "slatrack_engine_faults",
+    "Evaluations of a ticket in which the engine raised (a bug, not bad input), by what failed: "
+    "evaluate (the ticket is quarantined) or count (its signals and counts for that state are left out).",
+    ["stage"],
+    registry=REGISTRY,
+)
+for _stage in ("evaluate", "count"):
+    ENGINE_FAULTS.labels(stage=_stage)
+
 REBUILD_PROGRESS = Gauge(
     "slatrack_rebuild_progress_ratio",
     "Progress of the rebuild running in this process (0 to 1; 1 once done).",
@@ -296,6 +306,21 @@ class _WorkerCollector(Collector):
                 clocks.add_metric(list(labels), count)
             yield clocks
 
+        quarantined = GaugeMetricFamily(
+            "slatrack_tickets_quarantined",
+            "Tickets of this worker's partitions the engine could not evaluate (it raised: a bug, not "
+            "bad input); each row says the error and the event (docs/operations.md).",
+        )
+        if self.store is not None and generation is not None and partitions:
+            try:
+                quarantined.add_metric([], self.store.quarantined_count(generation, partitions))
+                yield quarantined
+            except Exception:
+                log.exception("could not count quarantined tickets for /metrics")
+        else:
+            quarantined.add_metric([], 0)
+            yield quarantined
+
         lag = GaugeMetricFamily(
             "slatrack_projector_lag_events",
             "Records of the log not yet projected, per partition this worker holds "
@@ -310,6 +335,8 @@ class _WorkerCollector(Collector):
 
 class ClockCounter(Protocol):
     def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]: ...
+
+    def quarantined_count(self, generation: int, partitions: Sequence[int]) -> int: ...
 
 
 WORKER = _WorkerCollector()

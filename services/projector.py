@@ -35,6 +35,7 @@ from events import Event, EventRejected, RejectKind, decode_event, encode_event
 from projections.account import account_standing
 from projections.counting import Tally
 from projections.policy import Policy, parse_policy
+from projections.quarantine import QUARANTINED, describe, quarantined_view
 from projections.signals import Ledger
 from projections.story import FOREVER, Point, StandingCache, logged_work_ends, settles, tell, walk
 from projections.ticket import TicketState
@@ -59,6 +60,7 @@ from services.store.base import (
 log = logging.getLogger(__name__)
 
 CACHE_TICKETS = 20_000  # decoded histories kept: about 100 MB
+QUARANTINE_RETRY_S = 300  # how often a quarantined ticket is tried again as time passes
 
 DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
 
@@ -496,12 +498,23 @@ class Projector:
                 because=[r for r in streams.get(key[0], []) if ticket_key(r.event) in (key, None)],
             )
             at = points[key][-1].at
-            if told.state is None:
+            self._report_uncounted(key, told.uncounted)
+            if told.fault is None and told.state is None:
                 # Not opened as of then (its ticket.opened is still ahead, or missing): a
                 # placeholder row keeps the instant to look again.
                 write.tickets.append(_pending_row(key, records, at, before))
                 continue
-            write.tickets.append(_ticket_row(told.state, records, at, told.ledger, told.marks))
+            row, fault = None, told.fault
+            if told.state is not None:
+                try:
+                    row = _ticket_row(told.state, records, at, told.ledger, told.marks)
+                except Exception as error:  # the view itself failed: as replay has it, quarantined
+                    fault = error
+            if fault is not None:
+                self._report_fault(key, fault, before)
+                row = _quarantined_row(key, records, at, self.policy, fault, told.ledger, told.marks)
+            assert row is not None
+            write.tickets.append(row)
             if self.record_signals:
                 partition = partition_of(records[0])
                 write.signals += [
@@ -516,6 +529,31 @@ class Projector:
                 _customer_row(customer, partition, self.policy, ends[customer], accounts[customer], log_time)
             )
         return write, tally
+
+    def _report_fault(self, key: TicketKey, fault: Exception, before: TicketRow | None) -> None:
+        """A ticket quarantined: the traceback once, when it becomes so; a line while it stays."""
+        if self.count_metrics:
+            metrics.ENGINE_FAULTS.labels(stage="evaluate").inc()
+        if before is not None and before.state == QUARANTINED:
+            log.warning("ticket %s stays quarantined: %s", key, describe(fault))
+            return
+        log.error(
+            "ticket %s quarantined: the engine raised evaluating it (a bug, not bad input); its row "
+            "records the error and the event; the partition goes on (docs/operations.md)",
+            key,
+            exc_info=fault,
+        )
+
+    def _report_uncounted(self, key: TicketKey, errors: list[Exception]) -> None:
+        for error in errors:
+            if self.count_metrics:
+                metrics.ENGINE_FAULTS.labels(stage="count").inc()
+            log.error(
+                "ticket %s: the engine raised settling its signals or counting a state; that state's "
+                "signals and counts are left out (a bug)",
+                key,
+                exc_info=error,
+            )
 
     # -- histories (cache, then store) -------------------------------------
 
@@ -726,6 +764,51 @@ def _pending_row(
         # opened *yet* takes nothing back.
         signals=before.signals if before is not None else b"{}",
         marks=before.marks if before is not None else b"{}",
+        account_until=FOREVER_EPOCH,
+    )
+
+
+def _quarantined_row(
+    key: TicketKey,
+    records: list[Recorded],
+    as_of: datetime,
+    policy: Policy,
+    error: Exception,
+    ledger: Ledger,
+    marks: bytes | None,
+) -> TicketRow:
+    """A ticket the engine raised on: its view says so (projections.quarantine). Its signals
+    and counts stay as they were; it is evaluated again at its next event, or as of the wall
+    clock after QUARANTINE_RETRY_S (a fixed version of the engine heals it then)."""
+    customer, ticket = key
+    view = quarantined_view(key, records, as_of, error, policy)
+    return TicketRow(
+        ticket_id=ticket,
+        customer_id=customer,
+        partition=partition_of(records[0]),
+        priority="",
+        category="",
+        state=QUARANTINED,
+        status="",
+        escalation_level=0,
+        response_status="",
+        resolution_status="",
+        breached=False,
+        at_risk=False,
+        response_due_at=None,
+        resolution_due_at=None,
+        next_due_at=None,
+        next_change_at=(epoch(as_of) or 0) + QUARANTINE_RETRY_S,
+        billing_rule=None,
+        billing_status="none",
+        billing_month=None,
+        amount_cents=0,
+        billable_seconds=0,
+        opened_at=0,
+        evaluated_at=epoch(as_of) or 0,
+        view=orjson.dumps(view),
+        signals=ledger.encode(),
+        marks=marks or b"{}",
         account_until=FOREVER_EPOCH,
     )
 

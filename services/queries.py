@@ -28,11 +28,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from events.models import RFC3339_PATTERN, Instant, Priority
-from projections.account import account_standing
 from projections.explain import explain
 from projections.policy import Policy, default_policy
-from projections.ticket import evaluate, utc
-from projections.timeline import TicketKey, history, whole_second
+from projections.quarantine import view_at
+from projections.ticket import utc
+from projections.timeline import TicketKey, whole_second
 from services.audit import AmbiguousTicket, UnknownTicket, find_ticket, generation_policy, stored_histories
 from services.auth import AUTH_RESPONSES, ApiError, error, require
 from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
@@ -89,14 +89,16 @@ class TicketView(BaseModel):
     """A ticket's view as the SLA engine computes it (see docs/sla-semantics.md).
 
     A ticket whose ``ticket.opened`` is not yet in force has the placeholder
-    ``{"ticket_id", "customer_id", "state": "pending", "opens_at"}``.
+    ``{"ticket_id", "customer_id", "state": "pending", "opens_at"}``. A ticket the engine
+    raised on (a bug, not bad input) is ``"state": "quarantined"``, with ``quarantine``:
+    the error and the event that triggered it, and no clocks (docs/operations.md).
     """
 
     model_config = ConfigDict(extra="allow")
 
     ticket_id: str
     customer_id: str | None
-    state: str = Field(description="open, resolved, closed (or pending, see above)")
+    state: str = Field(description="open, resolved, closed (or pending, quarantined: see above)")
     priority: str | None = None
     category: str | None = None
     status: str | None = None
@@ -106,6 +108,9 @@ class TicketView(BaseModel):
     billing: dict[str, Any] | None = None
     flags: list[str] | None = None
     policy_version: str | None = None
+    quarantine: dict[str, Any] | None = Field(
+        None, description="Only on a quarantined ticket: `error`, `event_id`, `event_type`"
+    )
 
 
 class TicketItem(BaseModel):
@@ -254,9 +259,7 @@ def view_as_of(
 ) -> dict[str, Any] | None:
     """The ticket's view as of ``as_of`` from the stored events (None if not opened by then)."""
     records, account = stored_histories(store, generation, ticket)
-    standing = account_standing(history(account, as_of), policy, as_of)
-    state = evaluate(records, policy, as_of, standing)
-    return None if state is None else state.view()
+    return view_at(ticket, records, account, policy, as_of)
 
 
 def encode_cursor(after: TicketKey) -> str:
@@ -287,8 +290,11 @@ def decode_cursor(cursor: str) -> TicketKey:
 async def list_tickets(
     request: Request,
     state: Annotated[
-        Literal["open", "resolved", "closed", "pending"] | None,
-        Query(description="The ticket's state (pending: its ticket.opened is not in force yet)"),
+        Literal["open", "resolved", "closed", "pending", "quarantined"] | None,
+        Query(
+            description="The ticket's state (pending: its ticket.opened is not in force yet; "
+            "quarantined: the engine raised evaluating it)"
+        ),
     ] = None,
     priority: Annotated[Priority | None, Query(description="The current priority")] = None,
     clock_status: Annotated[

@@ -33,10 +33,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from projections.account import account_standing
 from projections.policy import Policy, parse_policy
-from projections.ticket import evaluate
-from projections.timeline import Recorded, TicketKey, history
+from projections.quarantine import view_at
+from projections.timeline import Recorded, TicketKey
 from services.config import Settings
 from services.consumer import ConsumedBatch, behind, validate_records
 from services.kafka import client_options
@@ -251,7 +250,7 @@ def _check(
             if not comparable(row.key, new_events, new_accounts):
                 continue  # the live generation holds more of it than was compared
             ours = _inputs(row.key, new_events, new_accounts)
-            if _view_at(*ours, policy, row.evaluated_at) != _stored_view(row):
+            if _view_at(row.key, *ours, policy, row.evaluated_at) != _stored_view(row):
                 report.mismatches.append(f"ticket {row.key}: the rebuilt row is not the view its events give")
             live_row = live_rows.get(row.key)
             if live_row is None:
@@ -260,7 +259,7 @@ def _check(
             theirs = _inputs(row.key, old_events, old_accounts)
             same = live_row.evaluated_at == row.evaluated_at and theirs == ours
             if same_policy and _stored_view(live_row) != (
-                _stored_view(row) if same else _view_at(*theirs, policy, live_row.evaluated_at)
+                _stored_view(row) if same else _view_at(row.key, *theirs, policy, live_row.evaluated_at)
             ):
                 report.live_rows_wrong.append(
                     f"ticket {row.key}: the live row (as of {live_row.evaluated_at}) is not the view its "
@@ -290,8 +289,6 @@ def _stored_view(row: TicketRow) -> dict[str, Any] | None:
 
 
 def _view_at(
-    records: list[Recorded], account: list[Recorded], policy: Policy, epoch_seconds: int
+    key: TicketKey, records: list[Recorded], account: list[Recorded], policy: Policy, epoch_seconds: int
 ) -> dict[str, Any] | None:
-    as_of = datetime.fromtimestamp(epoch_seconds, UTC)
-    state = evaluate(records, policy, as_of, account_standing(history(account, as_of), policy, as_of))
-    return None if state is None else state.view()
+    return view_at(key, records, account, policy, datetime.fromtimestamp(epoch_seconds, UTC))

@@ -339,6 +339,10 @@ class ReadModelStore(ABC):
         """The customer's tickets charged in ``month`` (YYYY-MM), ordered by ticket_id."""
 
     @abstractmethod
+    def quarantined_count(self, generation: int, partitions: Sequence[int]) -> int:
+        """How many tickets of these partitions are quarantined (projections.quarantine)."""
+
+    @abstractmethod
     def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]:
         """Clocks of the tickets not closed (open or resolved) of these partitions:
         (clock, priority, status, count), sorted.

@@ -27,6 +27,7 @@ from functools import cached_property
 from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
+from projections.quarantine import QUARANTINED
 from services.store import migrations
 from services.store.base import (
     BatchWrite,
@@ -631,6 +632,19 @@ class SqlStore(ReadModelStore):
             )
         )
         return [ticket_row(row) for row in rows]
+
+    def quarantined_count(self, generation: int, partitions: Sequence[int]) -> int:
+        parts = sorted(set(partitions))
+        if not parts:
+            return 0
+        where, param = self._in("log_partition", parts)
+        row = self._read(
+            lambda tx: tx.one(
+                f"SELECT count(*) FROM tickets WHERE generation = ? AND {where} AND state = ?",  # noqa: S608
+                (generation, param, QUARANTINED),
+            )
+        )
+        return int(row[0]) if row is not None else 0
 
     def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]:
         parts = sorted(set(partitions))
