@@ -28,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
@@ -451,6 +452,43 @@ class Projector:
         previous = await asyncio.to_thread(self.store.ticket_rows, gen, affected)
         tickets = await self._histories(affected)
         accounts = await self._account_histories({c for c, _ in affected} | customers)
+        # The fold is CPU work (a ticket with a long history takes a good part of a second): off
+        # the event loop, which also answers HTTP and keeps the consumer's group membership alive.
+        tally = await asyncio.to_thread(
+            self._fold,
+            write,
+            streams,
+            rows,
+            ends,
+            log_times,
+            reached,
+            affected,
+            previous,
+            tickets,
+            accounts,
+            now=now,
+            due_customers=due_customers,
+        )
+        return write, tally
+
+    def _fold(
+        self,
+        write: BatchWrite,
+        streams: dict[str, list[Recorded]],
+        rows: dict[str, CustomerRow],
+        ends: dict[str, datetime],
+        log_times: dict[str, datetime],
+        reached: Sequence[TicketKey],
+        affected: set[TicketKey],
+        previous: dict[TicketKey, TicketRow],
+        tickets: dict[TicketKey, list[Recorded]],
+        accounts: dict[str, list[Recorded]],
+        *,
+        now: datetime,
+        due_customers: Sequence[str],
+    ) -> Tally:
+        """The batch's rows and signals into ``write``: the story of each affected ticket."""
+        customers = set(streams) | set(due_customers)
         settling = {key for key, records in tickets.items() if any(settles(r) for r in records)}
         logged = {key: logged_work_ends(tickets[key]) for key in settling}
         for customer, records in streams.items():
@@ -528,7 +566,7 @@ class Projector:
             write.customers.append(
                 _customer_row(customer, partition, self.policy, ends[customer], accounts[customer], log_time)
             )
-        return write, tally
+        return tally
 
     def _report_fault(self, key: TicketKey, fault: Exception, before: TicketRow | None) -> None:
         """A ticket quarantined: the traceback once, when it becomes so; a line while it stays."""
@@ -560,10 +598,10 @@ class Projector:
     async def _histories(self, tickets: Iterable[TicketKey]) -> dict[TicketKey, list[Recorded]]:
         wanted = set(tickets)
         missing = [key for key in wanted if key not in self._tickets]
-        if missing:
-            stored = await asyncio.to_thread(self.store.events_of_tickets, self._gen, missing)
-            for key in missing:
-                self._tickets[key] = decode_stored(stored.get(key, []))
+        if missing:  # read and decoded off the loop (CPU work, as the fold)
+            self._tickets.update(
+                await asyncio.to_thread(_decoded, self.store.events_of_tickets, self._gen, missing)
+            )
         histories = {}
         for key in wanted:
             self._tickets.move_to_end(key)
@@ -575,9 +613,9 @@ class Projector:
         wanted = set(customers)
         missing = [c for c in wanted if c not in self._accounts]
         if missing:
-            stored = await asyncio.to_thread(self.store.account_events_of, self._gen, missing)
-            for customer in missing:
-                self._accounts[customer] = decode_stored(stored.get(customer, []))
+            self._accounts.update(
+                await asyncio.to_thread(_decoded, self.store.account_events_of, self._gen, missing)
+            )
         histories = {}
         for customer in wanted:
             self._accounts.move_to_end(customer)
@@ -618,6 +656,17 @@ def decode_stored_body(body: bytes) -> Event:
 
 def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
     return [Recorded(seq_of(e.partition, e.offset), decode_stored_body(e.body)) for e in stored]
+
+
+K = TypeVar("K")
+
+
+def _decoded(
+    read: Callable[[int, list[K]], dict[K, list[StoredEvent]]], generation: int, keys: list[K]
+) -> dict[K, list[Recorded]]:
+    """The stored histories of ``keys``, decoded (an empty one for a key with none)."""
+    stored = read(generation, keys)
+    return {key: decode_stored(stored.get(key, [])) for key in keys}
 
 
 def raw_record(topic: str, item: ConsumedEvent) -> RawRecord:
