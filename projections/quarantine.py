@@ -12,7 +12,7 @@ like any view, so the worker, a rebuild and ``slatrack replay`` agree on it:
 the triggering event is the last of the ticket's history as of that instant
 (the one whose arrival made the evaluation raise, for a worker reading the
 log in order). A later event, or a software version that no longer raises,
-heals the ticket the next time it is evaluated (docs/operations.md).
+heals the ticket the next time it is evaluated (README, Operations).
 """
 
 from collections.abc import Sequence

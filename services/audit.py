@@ -133,7 +133,7 @@ def _quarantine_text(document: dict[str, Any]) -> str:
         f"ticket {document['ticket_id']}   customer {document['customer_id']}   "
         f"as of {document['as_of']}   policy {document['policy_version']}\n\n"
         f"QUARANTINED: the engine raised evaluating this ticket (a bug, not bad input): {q['error']}\n"
-        f"last event: {q['event_id']} ({q['event_type']}); see docs/operations.md"
+        f"last event: {q['event_id']} ({q['event_type']}); see README, Operations"
     )
 
 

@@ -1,7 +1,6 @@
 """The ``slatrack`` command line."""
 
 import asyncio
-import logging
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +15,7 @@ from events import Event, EventRejected, RejectKind, decode_event
 from events.models import Instant
 from events.schema import render, schema_documents
 from projections.timeline import whole_second
+from services import logs
 from services.config import Settings, settings_help
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ def _settings() -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(settings.log_level)
 
 
 @click.group()

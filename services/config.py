@@ -121,6 +121,18 @@ class Settings(BaseSettings):
 
     # --- Events ----------------------------------------------------------
     max_event_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted event, in bytes.")
+    dlq_max_message_bytes: int = Field(
+        1_000_000,
+        ge=64 * 1024,
+        description="Largest dead letter, headers included (at most the dead-letter topic's "
+        "max.message.bytes): a larger one is cut to fit, saying so in its headers.",
+    )
+    dlq_send_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="How long a dead letter may take to be acknowledged before its partition halts "
+        "(and is tried again): the other partitions go on.",
+    )
 
     # --- HTTP ------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
@@ -145,6 +157,18 @@ class Settings(BaseSettings):
         ge=0,
         description="/readyz answers 503 while the worker of this process has more unprocessed events "
         "than this in any partition.",
+    )
+    ready_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="/readyz answers 503 when a partition of this worker has records to project and made "
+        "no progress for this many seconds.",
+    )
+    stop_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="After SIGTERM, how long serve lets the batch in hand and the HTTP requests finish "
+        "before it abandons them (nothing committed is lost).",
     )
 
     # --- Embedded broker -------------------------------------------------

@@ -19,6 +19,7 @@ a rebalance listener.
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,6 +37,7 @@ from services.store.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,28 @@ class Rewind(Exception):
         self.offsets = offsets
 
 
+@dataclass
+class Halt:
+    """A partition held at an offset: what is there cannot be handled yet (README, Operations,
+    "A halted partition"). It is tried again by itself, less and less often."""
+
+    offset: int
+    cause: str  # one of metrics.HALT_CAUSES
+    reason: str
+    since: float  # time.monotonic()
+    attempts: int = 1
+    retry_at: float = 0.0
+    logged_at: float = 0.0
+
+    def backoff(self) -> float:
+        return float(min(2 ** (self.attempts - 1), HALT_MAX_BACKOFF_S))
+
+
+HALT_MAX_BACKOFF_S = 60
+HALT_LOG_EVERY_S = 60.0  # while a partition stays halted, a line this often (not one per attempt)
+ISOLATION_ROUNDS = 3  # per-partition fetches to find which partition an error comes from
+
+
 class SimpleHandler:
     """A handler that only wants the valid events, from Kafka's committed offsets."""
 
@@ -131,6 +155,27 @@ class ValidatingConsumer:
         self._unchecked: set[int] = set()  # assigned partitions whose start is not yet checked
         self.assigned: set[int] = set()
         self._next: dict[int, int] = {}  # partition -> next offset to process (once known)
+        self.halts: dict[int, Halt] = {}
+        self._isolate = 0  # fetch one partition at a time for this many rounds (after an error)
+        self._retry_logged_at = 0.0
+
+        self._progress: dict[int, float] = {}  # partition -> when it last moved on (or was assigned)
+
+    def problems(self, stalled_after_s: float) -> list[str]:
+        """Why this worker's partitions are not going on, for /readyz: the halted ones, and
+        those with records to project that made no progress for ``stalled_after_s``."""
+        found = [
+            f"partition {p} is halted at offset {h.offset}: {h.reason}" for p, h in sorted(self.halts.items())
+        ]
+        now = time.monotonic()
+        for partition, behind in self.lag().items():
+            since = self._progress.get(partition)
+            if behind and partition not in self.halts and since is not None and now - since > stalled_after_s:
+                found.append(
+                    f"partition {partition} has {behind} records to project and made no progress "
+                    f"for {now - since:.0f} s"
+                )
+        return found
 
     def lag(self) -> dict[int, int | None]:
         """Per assigned partition, how many records of the log are not processed yet.
@@ -152,10 +197,9 @@ class ValidatingConsumer:
         log.info("consuming %s as group %s", self.topic, self.settings.kafka_group_id)
         try:
             while not stop.is_set():
+                self._resume_due()
                 try:
-                    batch = await self.consumer.getmany(
-                        timeout_ms=250, max_records=self.settings.consumer_max_records
-                    )
+                    batch = await (self._fetch_isolated() if self._isolate else self._fetch())
                 except OffsetOutOfRangeError as exc:  # Apache Kafka says so itself
                     await self._beyond_end({tp.partition for tp in exc.args[0]} if exc.args else set())
                     continue
@@ -164,6 +208,9 @@ class ValidatingConsumer:
                     # listener was still deciding where to start; it seeks
                     # every assigned partition, so the next fetch has one.
                     continue
+                except Exception as exc:  # e.g. a record batch that cannot be decoded
+                    await self._fetch_failed(exc)
+                    continue
                 if batch:
                     await self._process(batch)
                 if (rewind := self.handler.take_rewind()) is not None:
@@ -171,13 +218,129 @@ class ValidatingConsumer:
                 if self._unchecked:
                     await self._check_start_positions()
         finally:
-            await self.consumer.stop()
-            log.info("left consumer group %s", self.settings.kafka_group_id)
+            try:  # leaving the group needs the broker: one that does not answer cannot hold us
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await self.consumer.stop()
+                log.info("left consumer group %s", self.settings.kafka_group_id)
+            except TimeoutError:
+                log.warning(
+                    "could not leave consumer group %s: the broker does not answer",
+                    self.settings.kafka_group_id,
+                )
+
+    # -- fetching, and partitions that cannot go on ------------------------
+
+    async def _fetch(self) -> Batch:
+        return await self.consumer.getmany(timeout_ms=250, max_records=self.settings.consumer_max_records)
+
+    async def _fetch_isolated(self) -> Batch:
+        """One partition at a time: an error aiokafka raises for a fetch does not say which
+        partition's records caused it; fetched alone, the one that raises is the one."""
+        self._isolate -= 1
+        batch: Batch = {}
+        paused = self.consumer.paused()
+        for tp in sorted(self.consumer.assignment() - paused, key=lambda tp: tp.partition):
+            try:
+                batch |= await self.consumer.getmany(
+                    tp, timeout_ms=100, max_records=self.settings.consumer_max_records
+                )
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError):
+                raise
+            except Exception as exc:
+                position = await self.consumer.position(tp)
+                self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {_said(exc)}")
+                self._isolate = 0
+        return batch
+
+    async def _fetch_failed(self, error: Exception) -> None:
+        # aiokafka had taken the records of other partitions before one raised, moving their
+        # positions past records we never got: put every position back where we are.
+        for tp in self.consumer.assignment():
+            await self._seek(tp, self._next.get(tp.partition))
+        if not self._isolate:
+            self._isolate = ISOLATION_ROUNDS
+            return
+        # Fetched alone, no partition raised it: not one partition's records. Try again later.
+        self._isolate = 0
+        self._log_retry(f"fetching failed: {_said(error)}", error)
+        await asyncio.sleep(RETRY_DELAY_S)
+
+    def _halt(self, partition: int, offset: int, cause: str, reason: str) -> None:
+        """Hold ``partition`` at ``offset`` (nothing there or after it is skipped) and try again later."""
+        tp = TopicPartition(self.topic, partition)
+        if tp not in self.consumer.assignment():
+            return
+        now = time.monotonic()
+        halt = self.halts.get(partition)
+        if halt is None or halt.offset != offset:
+            halt = self.halts[partition] = Halt(offset, cause, reason, since=now, logged_at=now)
+            log.error(
+                "PARTITION %d HALTED at offset %d: %s. The other partitions go on; this one is tried again "
+                "by itself (README, Operations: a halted partition)",
+                partition,
+                offset,
+                reason,
+            )
+        else:
+            halt.attempts += 1
+            halt.cause, halt.reason = cause, reason
+            if now - halt.logged_at >= HALT_LOG_EVERY_S:
+                halt.logged_at = now
+                log.warning(
+                    "partition %d still halted at offset %d after %d attempts over %.0f s: %s",
+                    partition,
+                    offset,
+                    halt.attempts,
+                    now - halt.since,
+                    reason,
+                )
+        halt.retry_at = now + halt.backoff()
+        self.consumer.pause(tp)
+        self.consumer.seek(tp, offset)
+        self._next[partition] = offset
+        metrics.set_halted(partition, cause)
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        for partition, halt in self.halts.items():
+            tp = TopicPartition(self.topic, partition)
+            if halt.retry_at <= now and tp in self.consumer.paused():
+                self.consumer.resume(tp)
+
+    def _went_on(self, batch: Batch) -> None:
+        """Partitions handled past where they halted are no longer halted."""
+        for tp, records in batch.items():
+            partition = tp.partition
+            halt = self.halts.get(partition)
+            if halt is not None and records[-1].offset >= halt.offset:
+                del self.halts[partition]
+                log.info(
+                    "partition %d goes on from offset %d (halted %.0f s, %d attempts)",
+                    partition,
+                    halt.offset,
+                    time.monotonic() - halt.since,
+                    halt.attempts,
+                )
+                metrics.set_halted(partition, None)
+
+    def _log_retry(self, what: str, error: BaseException) -> None:
+        """A batch to read again (the broker or the store is away): a traceback at first, then
+        a line at most every HALT_LOG_EVERY_S, not one per attempt."""
+        now = time.monotonic()
+        if now - self._retry_logged_at < HALT_LOG_EVERY_S:
+            return
+        first = self._retry_logged_at == 0.0
+        self._retry_logged_at = now
+        if first:
+            log.error("%s; trying again every %.0f s", what, RETRY_DELAY_S, exc_info=error)
+        else:
+            log.warning("%s; still trying again every %.0f s", what, RETRY_DELAY_S)
 
     # -- assignment --------------------------------------------------------
 
     async def _assigned(self, partitions: set[int]) -> None:
         self.assigned |= partitions
+        self._progress |= dict.fromkeys(partitions, time.monotonic())
         starts = await self.handler.start_offsets(partitions)
         for partition in partitions:
             tp = TopicPartition(self.topic, partition)
@@ -192,6 +355,9 @@ class ValidatingConsumer:
         self.assigned -= partitions
         for partition in partitions:
             self._next.pop(partition, None)
+            self._progress.pop(partition, None)
+            if self.halts.pop(partition, None) is not None:
+                metrics.set_halted(partition, None)  # its next owner says so if it still cannot go on
         self._unchecked -= partitions
         await self.handler.revoked(partitions)
 
@@ -237,21 +403,35 @@ class ValidatingConsumer:
 
     async def _process(self, batch: Batch) -> None:
         valid, rejected = self._validate(batch)
-        offsets = {tp.partition: (records[0].offset, records[-1].offset + 1) for tp, records in batch.items()}
-        consumed = ConsumedBatch(valid, offsets, len(rejected), behind(self.consumer, batch))
+        if rejected:
+            for partition, (offset, reason) in (await self._dead_letter(rejected)).items():
+                self._halt(partition, offset, "dead_letter_failed", reason)
+                batch = _before(batch, partition, offset)
+            valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
+            rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+        if not batch:
+            return
         try:
-            if rejected:
-                await self.publisher.dead_letter(rejected)
-            await self.handler.handle(consumed)
+            await self._handle(batch, valid, len(rejected))
         except Rewind as rewind:
             await self._rewind(rewind)
             return
-        except (KafkaError, OSError, TimeoutError, StoreUnavailable):
+        except (KafkaError, OSError, TimeoutError, StoreUnavailable) as exc:
             # The broker (or the store) is unavailable: keep nothing, read the batch again.
-            log.exception("batch not processed; reading it again in %.0f s", RETRY_DELAY_S)
-            await self._rewind(Rewind({p: first for p, (first, _) in offsets.items()}, "retry"))
+            self._log_retry(f"batch not processed ({_said(exc)}); reading it again", exc)
+            await self._rewind(
+                Rewind({tp.partition: records[0].offset for tp, records in batch.items()}, "retry")
+            )
             await asyncio.sleep(RETRY_DELAY_S)
             return
+        except Exception as exc:  # a bug, not the weather: find the partition it comes from
+            batch = await self._handle_alone(batch, valid, rejected, exc)
+            valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
+            rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+            if not batch:
+                return
+        self._retry_logged_at = 0.0
+        self._went_on(batch)
         for record, rejection in rejected:
             metrics.EVENTS_REJECTED.labels(reason=str(rejection.kind)).inc()
             log.warning(
@@ -260,9 +440,79 @@ class ValidatingConsumer:
         metrics.DLQ_MESSAGES.inc(len(rejected))
         for item in valid:
             metrics.EVENTS_CONSUMED.labels(type=item.event.type).inc()
-        for partition, (_, after) in offsets.items():
-            self._next[partition] = after
+        now = time.monotonic()
+        for tp, records in batch.items():
+            self._next[tp.partition] = records[-1].offset + 1
+            self._progress[tp.partition] = now
         await self._commit(batch)
+
+    async def _handle(self, batch: Batch, valid: list[ConsumedEvent], rejected: int) -> None:
+        offsets = {tp.partition: (records[0].offset, records[-1].offset + 1) for tp, records in batch.items()}
+        await self.handler.handle(ConsumedBatch(valid, offsets, rejected, behind(self.consumer, batch)))
+
+    async def _handle_alone(
+        self,
+        batch: Batch,
+        valid: list[ConsumedEvent],
+        rejected: list[tuple[RawRecord, EventRejected]],
+        error: Exception,
+    ) -> Batch:
+        """The handler raised on a batch: hand over each partition's part alone, and halt the
+        partitions whose part still fails. Returns the part that was handled."""
+        if len(batch) == 1:
+            ((tp, records),) = batch.items()
+            self._handler_failed(tp.partition, records, error)
+            return {}
+        handled: Batch = {}
+        for tp, records in sorted(batch.items(), key=lambda item: item[0].partition):
+            part = {tp: records}
+            mine = [v for v in valid if v.partition == tp.partition]
+            try:
+                await self._handle(part, mine, sum(r.partition == tp.partition for r, _ in rejected))
+            except Rewind as rewind:
+                await self._rewind(rewind)
+            except (KafkaError, OSError, TimeoutError, StoreUnavailable) as exc:
+                self._log_retry(
+                    f"partition {tp.partition} not processed ({_said(exc)}); reading it again", exc
+                )
+                await self._rewind(Rewind({tp.partition: records[0].offset}, "retry"))
+            except Exception as exc:
+                self._handler_failed(tp.partition, records, exc)
+            else:
+                handled |= part
+        return handled
+
+    def _handler_failed(self, partition: int, records: list[ConsumerRecord], error: Exception) -> None:
+        log.error(
+            "partition %d: the projector raised on offsets %d..%d",
+            partition,
+            records[0].offset,
+            records[-1].offset,
+            exc_info=error,
+        )
+        self._halt(partition, records[0].offset, "handler_failed", f"the projector raised: {_said(error)}")
+
+    async def _dead_letter(
+        self, rejected: list[tuple[RawRecord, EventRejected]]
+    ) -> dict[int, tuple[int, str]]:
+        """Send the dead letters, each partition's apart: the partitions where one failed, with the
+        offset of its first dead letter (where the partition halts) and why."""
+        by_partition: dict[int, list[tuple[RawRecord, EventRejected]]] = {}
+        for item in rejected:
+            by_partition.setdefault(item[0].partition, []).append(item)
+
+        async def send(items: list[tuple[RawRecord, EventRejected]]) -> str | None:
+            try:
+                await asyncio.wait_for(self.publisher.dead_letter(items), self.settings.dlq_send_timeout_s)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                return f"its dead letter could not be written to {self.settings.topic_dlq}: {_said(exc)}"
+            return None
+
+        partitions = sorted(by_partition)
+        outcomes = await asyncio.gather(*(send(by_partition[p]) for p in partitions))
+        return {
+            p: (by_partition[p][0][0].offset, why) for p, why in zip(partitions, outcomes, strict=True) if why
+        }
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
         return validate_records(batch, self.settings.max_event_bytes)
@@ -295,6 +545,31 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.owner._assigned({tp.partition for tp in assigned})
+
+
+def _before(batch: Batch, partition: int, offset: int) -> Batch:
+    """The batch without ``partition``'s records from ``offset`` on."""
+    kept: Batch = {}
+    for tp, records in batch.items():
+        mine = records if tp.partition != partition else [r for r in records if r.offset < offset]
+        if mine:
+            kept[tp] = mine
+    return kept
+
+
+def _kept(batch: Batch, partition: int, offset: int) -> bool:
+    return any(
+        tp.partition == partition and records[0].offset <= offset <= records[-1].offset
+        for tp, records in batch.items()
+    )
+
+
+def _said(error: BaseException) -> str:
+    """An error in one line: its type, and its message if it has one."""
+    name, text = type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if text.startswith(name):  # aiokafka's errors name themselves
+        return text
+    return f"{name}: {text}" if text else name
 
 
 def behind(consumer: AIOKafkaConsumer, batch: Batch) -> set[int]:

@@ -28,6 +28,7 @@ from projections.ticket import utc
 from services import intake, metrics, queries
 from services.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
 from services.config import Settings
+from services.kafka import BrokerWatch
 from services.publisher import EventPublisher
 from services.store.base import ReadModelStore
 
@@ -113,6 +114,8 @@ def create_app(
     policy: Policy | None = None,
     lag: Lag | None = None,
     api: bool = True,
+    problems: Callable[[float], list[str]] | None = None,
+    broker: BrokerWatch | None = None,
 ) -> FastAPI:
     """The app. ``lag`` is the worker's lag (``ValidatingConsumer.lag``) when this process runs one.
 
@@ -129,6 +132,8 @@ def create_app(
     app.state.store = store
     app.state.policy = policy
     app.state.lag = lag
+    app.state.problems = problems  # why the worker's partitions do not go on (ValidatingConsumer.problems)
+    app.state.broker = broker  # whether the broker answers (None: not watched)
     app.state.created = time.monotonic()
     app.state.worker_assigned = False  # the worker had partitions once (see _readiness)
     app.state.auth = Authenticator(settings.tokens)
@@ -159,7 +164,9 @@ def create_app(
         """Ready when the read models can be reached and have an active generation, and, in a
         process that runs the worker, once the worker was assigned its partitions (or three
         session timeouts passed without any) and none has more than `SLATRACK_READY_MAX_LAG`
-        unprocessed events (nor an unknown lag)."""
+        unprocessed events (nor an unknown lag), no partition is halted (the reason names
+        each halted partition, its offset and why) or has records to project and made no
+        progress for `SLATRACK_READY_STALL_S`, and the broker answers."""
         return await _readiness(request.app)
 
     @operations.get(
@@ -218,6 +225,11 @@ async def _readiness(app: FastAPI) -> JSONResponse:
                 f"the worker is behind by more than {bound} events (SLATRACK_READY_MAX_LAG) in "
                 f"partitions {sorted(over)}: up to {max(over.values())}"
             )
+    if app.state.problems is not None:
+        reasons += app.state.problems(app.state.settings.ready_stall_s)
+    broker: BrokerWatch | None = app.state.broker
+    if broker is not None and (silent := broker.problem()) is not None:
+        reasons.append(silent)
     if reasons:
         body = {"error": "not_ready", "detail": "; ".join(reasons), "reasons": reasons, "lag": lag}
         return JSONResponse(body, status_code=503)

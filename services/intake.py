@@ -86,6 +86,10 @@ async def _handle(request: Request) -> JSONResponse:
         return JSONResponse({"error": "invalid_events", "detail": detail, "errors": errors}, status_code=422)
 
     publisher: EventPublisher = request.app.state.publisher
+    broker = request.app.state.broker
+    if broker is not None and (silent := broker.problem()) is not None:
+        # Known to be away: say so now rather than hold the client for a request timeout.
+        return _error(503, "broker_unavailable", f"{silent}; nothing was sent; retry")
     timeout = request.app.state.settings.kafka_request_timeout_ms / 1000 + 5
     try:
         await asyncio.wait_for(publisher.publish(events), timeout)

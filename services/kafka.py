@@ -4,6 +4,7 @@ Nothing here knows whether the broker is Apache Kafka or the embedded one.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -149,6 +150,72 @@ async def wait_until_reachable(settings: Settings, timeout: float, still_startin
                 await admin.close()
             await asyncio.sleep(0.05)
     raise TimeoutError(f"Kafka at {settings.bootstrap()} not reachable after {timeout:.0f} s: {last_error}")
+
+
+class BrokerWatch:
+    """Whether the broker answers now: a metadata request every ``every`` seconds, each given
+    ``timeout`` seconds (a frozen broker keeps its connections open and answers nothing, so
+    only a timeout tells). ``/readyz`` and the intake ask :meth:`problem`."""
+
+    def __init__(self, settings: Settings, every: float = 2.0, timeout: float = 3.0):
+        self.settings = settings
+        self.every = every
+        self.timeout = timeout
+        self.failing_since: float | None = None
+        self.error = ""
+
+    def problem(self) -> str | None:
+        """Why the broker counts as unreachable, or None while it answers."""
+        if self.failing_since is None:
+            return None
+        silent = time.monotonic() - self.failing_since
+        return f"the broker at {self.settings.bootstrap()} has not answered for {silent:.0f} s ({self.error})"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        admin: AIOKafkaAdminClient | None = None
+        options = {**client_options(self.settings), "request_timeout_ms": int(self.timeout * 1000)}
+        try:
+            while not stop.is_set():
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        if admin is None:
+                            admin = AIOKafkaAdminClient(**options)
+                            await admin.start()
+                        await admin.list_topics()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    self._failed(exc)
+                    if admin is not None:
+                        await _close_quietly(admin)
+                        admin = None
+                else:
+                    self._answered()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.every)
+        finally:
+            if admin is not None:
+                await _close_quietly(admin)
+
+    def _failed(self, error: BaseException) -> None:
+        timed_out = isinstance(error, TimeoutError)
+        self.error = "no answer in time" if timed_out else str(error) or type(error).__name__
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.error("the broker at %s does not answer: %s", self.settings.bootstrap(), self.error)
+
+    def _answered(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "the broker at %s answers again (after %.0f s)",
+                self.settings.bootstrap(),
+                time.monotonic() - self.failing_since,
+            )
+        self.failing_since = None
+
+
+async def _close_quietly(admin: AIOKafkaAdminClient) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await admin.close()
 
 
 @contextmanager

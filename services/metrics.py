@@ -108,6 +108,27 @@ ENGINE_FAULTS = Counter(
 for _stage in ("evaluate", "count"):
     ENGINE_FAULTS.labels(stage=_stage)
 
+PARTITION_HALTED = Gauge(
+    "slatrack_partition_halted",
+    "1 while a partition this worker holds is halted at an offset it cannot get past (why: "
+    "undecodable records, a dead letter that could not be written, a projector error); it is tried "
+    "again by itself, and /readyz says why (README, Operations).",
+    ["partition", "cause"],
+    registry=REGISTRY,
+)
+
+
+HALT_CAUSES = ("undecodable", "dead_letter_failed", "handler_failed")
+
+
+def set_halted(partition: int, cause: str | None) -> None:
+    """Mark ``partition`` halted for ``cause`` (None: going on again): one series per partition."""
+    for other in HALT_CAUSES:
+        PARTITION_HALTED.remove(str(partition), other)
+    if cause is not None:
+        PARTITION_HALTED.labels(partition=str(partition), cause=cause).set(1)
+
+
 REBUILD_PROGRESS = Gauge(
     "slatrack_rebuild_progress_ratio",
     "Progress of the rebuild running in this process (0 to 1; 1 once done).",
@@ -309,7 +330,7 @@ class _WorkerCollector(Collector):
         quarantined = GaugeMetricFamily(
             "slatrack_tickets_quarantined",
             "Tickets of this worker's partitions the engine could not evaluate (it raised: a bug, not "
-            "bad input); each row says the error and the event (docs/operations.md).",
+            "bad input); each row says the error and the event (README, Operations).",
         )
         if self.store is not None and generation is not None and partitions:
             try:

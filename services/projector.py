@@ -577,7 +577,7 @@ class Projector:
             return
         log.error(
             "ticket %s quarantined: the engine raised evaluating it (a bug, not bad input); its row "
-            "records the error and the event; the partition goes on (docs/operations.md)",
+            "records the error and the event; the partition goes on (README, Operations)",
             key,
             exc_info=fault,
         )

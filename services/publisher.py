@@ -7,6 +7,7 @@ success to anyone.
 """
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,13 @@ H_PARTITION = "slatrack-dlq-original-partition"
 H_OFFSET = "slatrack-dlq-original-offset"
 H_TIMESTAMP = "slatrack-dlq-original-timestamp-ms"
 DLQ_HEADERS = (H_REASON, H_DETAIL, H_TOPIC, H_PARTITION, H_OFFSET, H_TIMESTAMP)
+# Only on a dead letter cut to fit (see fit_dead_letter).
+H_TRUNCATED = "slatrack-dlq-truncated"
+H_ORIGINAL_SIZE = "slatrack-dlq-original-size"
+H_ORIGINAL_SHA256 = "slatrack-dlq-original-sha256"
+# What a record costs beyond its key, value and headers (Kafka's record and batch framing,
+# generously): a dead letter is sized to stay this far below the limit.
+RECORD_OVERHEAD = 1024
 
 
 @dataclass(frozen=True)
@@ -113,16 +121,46 @@ class EventPublisher:
 
     async def dead_letter(self, rejected: Sequence[tuple[RawRecord, EventRejected]]) -> None:
         """Send each rejected message, key and value untouched, with the reason in headers."""
-        pending = [
-            await self._dlq.publish(
-                record.value,
-                key=record.key,
-                headers=dead_letter_headers(record, rejection),
-                no_confirm=True,
-            )
-            for record, rejection in rejected
-        ]
+        limit = self.settings.dlq_max_message_bytes
+        pending = []
+        for record, rejection in rejected:
+            key, value, headers = fit_dead_letter(record, dead_letter_headers(record, rejection), limit)
+            pending.append(await self._dlq.publish(value, key=key, headers=headers, no_confirm=True))
         await asyncio.gather(*pending)
+
+
+def fit_dead_letter(
+    record: RawRecord, headers: dict[str, str], limit: int
+) -> tuple[bytes | None, bytes | None, dict[str, str]]:
+    """The dead letter of ``record`` within ``limit`` bytes: as it came if it fits.
+
+    A message the source topic took can be too large for the dead-letter topic once our
+    headers are added (a value just under Kafka's 1 MiB default). Then the publisher's own
+    headers are left out first, and if that is not enough the value is cut, saying so in
+    headers (its size and SHA-256). Nothing is lost: the whole message stays in the source
+    topic at the partition and offset the headers name.
+    """
+    budget = limit - RECORD_OVERHEAD
+    key, value = record.key, record.value
+
+    def size(headers: dict[str, str]) -> int:
+        return len(key or b"") + len(value or b"") + sum(len(n) + len(v.encode()) for n, v in headers.items())
+
+    if size(headers) <= budget:
+        return key, value, headers
+    ours = {name: text for name, text in headers.items() if name.startswith("slatrack-dlq-")}
+    if size(ours) <= budget:
+        return key, value, ours | {H_TRUNCATED: "the publisher's headers were left out to fit"}
+    original = value or b""
+    cut = {
+        H_TRUNCATED: f"the value was cut to fit: the whole message is in {record.topic} at partition "
+        f"{record.partition}, offset {record.offset}",
+        H_ORIGINAL_SIZE: str(len(original)),
+        H_ORIGINAL_SHA256: hashlib.sha256(original).hexdigest(),
+    }
+    value = b""  # size() now counts the key and headers only: what is left is the room for the value
+    room = max(budget - size(ours | cut), 0)
+    return key, original[:room], ours | cut
 
 
 def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> dict[str, str]:

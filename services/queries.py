@@ -91,7 +91,7 @@ class TicketView(BaseModel):
     A ticket whose ``ticket.opened`` is not yet in force has the placeholder
     ``{"ticket_id", "customer_id", "state": "pending", "opens_at"}``. A ticket the engine
     raised on (a bug, not bad input) is ``"state": "quarantined"``, with ``quarantine``:
-    the error and the event that triggered it, and no clocks (docs/operations.md).
+    the error and the event that triggered it, and no clocks (README, Operations).
     """
 
     model_config = ConfigDict(extra="allow")

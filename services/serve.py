@@ -20,7 +20,7 @@ from services.config import Settings
 from services.consumer import ValidatingConsumer
 from services.embedded_broker import EmbeddedBroker
 from services.http import create_app
-from services.kafka import ensure_topics, wait_until_reachable
+from services.kafka import BrokerWatch, ensure_topics, wait_until_reachable
 from services.outbox import relay_signals
 from services.projector import Projector
 from services.publisher import EventPublisher
@@ -97,8 +97,12 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
     stop = asyncio.Event()
     _on_signals(stop)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
+    watch = BrokerWatch(settings)
+    jobs["broker"] = watch.run(stop)
     consumer: ValidatingConsumer | None = None
-    async with EventPublisher(settings) as publisher:
+    publisher = EventPublisher(settings)
+    await publisher.start()
+    try:
         if role in ("all", "worker"):
             projector = Projector(store, policy, settings.topic_events, dead_letter=publisher.dead_letter)
             generation = await projector.open()
@@ -115,7 +119,14 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
         sock = _listen(settings.http_host, settings.http_port)
         host, port = sock.getsockname()[:2]
         app = create_app(
-            settings, publisher, store, policy, lag=consumer.lag if consumer else None, api=role != "worker"
+            settings,
+            publisher,
+            store,
+            policy,
+            lag=consumer.lag if consumer else None,
+            api=role != "worker",
+            problems=consumer.problems if consumer else None,
+            broker=watch,
         )
         if role == "worker":
             log.info("worker: HTTP serves /healthz, /readyz and /metrics only")
@@ -129,14 +140,45 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
         await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         server.should_exit = True
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        results = await _finish(tasks, settings.stop_timeout_s)
         stopping.cancel()
+    finally:
+        await _stop_publisher(publisher)
     metrics.WORKER.detach()
     await asyncio.to_thread(store.close)
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
     log.info("slatrack stopped")
+
+
+async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> list[BaseException | None]:
+    """Let every job end by itself within ``grace`` seconds; then abandon the rest.
+
+    Abandoning loses nothing committed: a batch not committed is read again from the log by
+    the next owner of its partitions, a signal not yet relayed stays in the outbox.
+    """
+    _, pending = await asyncio.wait(tasks, timeout=grace)
+    if pending:
+        log.warning(
+            "still busy %.0f s after the stop (SLATRACK_STOP_TIMEOUT_S): %s; abandoning them (what they "
+            "had not committed is read again from the log)",
+            grace,
+            ", ".join(sorted(t.get_name() for t in pending)),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=5)
+    return [None if t.cancelled() or not t.done() else t.exception() for t in tasks]
+
+
+async def _stop_publisher(publisher: EventPublisher) -> None:
+    """Flush and close the producer; a broker that does not answer cannot hold the stop up."""
+    try:
+        async with asyncio.timeout(5):
+            await publisher.stop()
+    except TimeoutError:
+        log.warning("the producer did not close within 5 s (the broker does not answer); leaving it")
 
 
 def _log_access(settings: Settings, host: str) -> None:
