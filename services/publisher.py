@@ -10,11 +10,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from events import Event, EventRejected, encode_event
 from services.config import Settings
-from services.kafka import security
+from services.kafka import raw_producer, security
 from services.store.base import Signal
 
 # Dead-letter headers: why the message was rejected and where it came from.
@@ -25,6 +26,7 @@ H_PARTITION = "slatrack-dlq-original-partition"
 H_OFFSET = "slatrack-dlq-original-offset"
 H_TIMESTAMP = "slatrack-dlq-original-timestamp-ms"
 DLQ_HEADERS = (H_REASON, H_DETAIL, H_TOPIC, H_PARTITION, H_OFFSET, H_TIMESTAMP)
+DLQ_PREFIX = "slatrack-dlq-"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class EventPublisher:
             description="The event log (contract v1, docs/events.md); key = customer_id.",
             schema=Event,
         )
+        # Documents the topic in the AsyncAPI schema; dead letters go out through ``_raw``.
         self._dlq = self.broker.publisher(
             settings.topic_dlq,
             title="ticket-events.dlq",
@@ -74,12 +77,18 @@ class EventPublisher:
             "escalation.revoked, billing.finalized), JSON, key = customer_id; signal_id is derived from "
             "the cause: deduplicate on it (docs/signals.md).",
         )
+        self._raw: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         await self.broker.connect()
+        self._raw = raw_producer(self.settings)
+        await self._raw.start()
 
     async def stop(self) -> None:
         await self.broker.stop()
+        if self._raw is not None:
+            await self._raw.stop()
+            self._raw = None
 
     async def __aenter__(self) -> "EventPublisher":
         await self.start()
@@ -112,35 +121,33 @@ class EventPublisher:
         await asyncio.gather(*pending)
 
     async def dead_letter(self, rejected: Sequence[tuple[RawRecord, EventRejected]]) -> None:
-        """Send each rejected message, key and value untouched, with the reason in headers."""
+        """Send each rejected message, key, value and headers untouched, with the reason in headers."""
+        assert self._raw is not None, "start() the publisher first"
         pending = [
-            await self._dlq.publish(
+            await self._raw.send(
+                self.settings.topic_dlq,
                 record.value,
                 key=record.key,
                 headers=dead_letter_headers(record, rejection),
-                no_confirm=True,
             )
             for record, rejection in rejected
         ]
         await asyncio.gather(*pending)
 
 
-def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> dict[str, str]:
-    headers = {}
-    # The publisher's own headers travel along where they are text; ours win.
-    for name, value in record.headers:
-        try:
-            headers[name] = value.decode()
-        except UnicodeDecodeError:
-            continue
-    headers.update(
-        {
-            H_REASON: str(rejection.kind),
-            H_DETAIL: rejection.detail,
-            H_TOPIC: record.topic,
-            H_PARTITION: str(record.partition),
-            H_OFFSET: str(record.offset),
-            H_TIMESTAMP: str(record.timestamp_ms),
-        }
-    )
-    return headers
+def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> list[tuple[str, bytes]]:
+    """The message's own headers byte for byte, in order, then ours (UTF-8 text, none empty).
+
+    A ``slatrack-dlq-*`` header the message brought (it was a dead letter once, sent again)
+    is left out: ours say why it is here now.
+    """
+    own = [(name, value) for name, value in record.headers if not name.startswith(DLQ_PREFIX)]
+    ours = [
+        (H_REASON, str(rejection.kind)),
+        (H_DETAIL, rejection.detail),
+        (H_TOPIC, record.topic),
+        (H_PARTITION, str(record.partition)),
+        (H_OFFSET, str(record.offset)),
+        (H_TIMESTAMP, str(record.timestamp_ms)),
+    ]
+    return own + [(name, value.encode()) for name, value in ours]
