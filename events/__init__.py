@@ -4,7 +4,7 @@ Pure data definitions and (de)serialisation. No I/O lives here; services read
 bytes from Kafka or HTTP and hand them to :func:`decode_event`.
 """
 
-from events.codec import EventRejected, RejectKind, decode_event, encode_event
+from events.codec import EventRejected, RejectKind, decode_event, encode_event, quoted
 from events.models import (
     ACCOUNT_EVENT_TYPES,
     EVENT_MODELS,
@@ -29,4 +29,5 @@ __all__ = [
     "TicketEvent",
     "decode_event",
     "encode_event",
+    "quoted",
 ]

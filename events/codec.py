@@ -68,6 +68,14 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event.model_dump(mode="json", exclude_unset=True), option=orjson.OPT_SORT_KEYS)
 
 
+def quoted(text: str | bytes) -> str:
+    """Text in double quotes, escaped as JSON writes it: how details and logs name an id or a key
+    (never a Python repr such as ``b'...'``). Bytes are read as UTF-8, undecodable ones as U+FFFD."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return orjson.dumps(text).decode()
+
+
 def _rejection(exc: ValidationError) -> EventRejected:
     errors = exc.errors(include_url=False, include_input=False)
     kinds = {e["type"] for e in errors}

@@ -5,7 +5,7 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import click
 import orjson
@@ -19,12 +19,16 @@ from services import logs
 from services.config import Settings, settings_help
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from projections.calendar import Calendar
     from projections.policy import Policy
     from projections.timeline import Recorded
+    from services.dead_letters import DeadLetter
     from services.export import EventFilter
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
+T = TypeVar("T")
 
 SCHEMA_DIR = Path("docs/schemas")
 PUBLISH_CHUNK = 1000
@@ -672,6 +676,123 @@ def add(cal: "Calendar", start: str, seconds: int) -> None:
     from projections.ticket import utc
 
     _emit({"at": utc(cal.add_open_seconds(_instant(start, "START"), seconds))})
+
+
+# --- dead letters: list them, send them back after a fix ----------------------
+
+DLQ_REASONS = click.Choice([str(kind) for kind in RejectKind])
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter topic: what was rejected and why, and sending it back after a fix."""
+
+
+@dlq.command("list")
+@click.option("--reason", "reasons", multiple=True, type=DLQ_REASONS, help="Only this reason (repeatable).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="Show at most N.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with every field, for scripts.")
+def dlq_list(reasons: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List dead letters, oldest first: name (PARTITION@OFFSET in the dead-letter topic), reason,
+    where the message was, the first bytes of its value and what is wrong with it."""
+    from services.dead_letters import list_dead_letters
+
+    settings = _settings()
+    _logging(settings)
+    listing = _dlq_run(settings, list_dead_letters(settings, set(reasons), limit))
+    if as_json:
+        _emit(
+            {
+                "topic": settings.topic_dlq,
+                "total": listing.total,
+                "matching": listing.matching,
+                "dead_letters": [letter.document() for letter in listing.shown],
+            }
+        )
+        return
+    header = f"{'dead letter':<12} {'reason':<28} {'original':<28} {'value':<42} detail"
+    lines = [header, "-" * len(header)]
+    for letter in listing.shown:
+        doc = letter.document()
+        detail = str(doc["detail"] or "")
+        lines.append(
+            f"{letter.name:<12} {letter.reason:<28} {letter.original:<28} {doc['value_start']!s:<42} "
+            + (detail if len(detail) <= 100 else detail[:99] + "…")
+        )
+    lines.append(
+        f"{len(listing.shown)} shown of {listing.matching} matching, {listing.total} dead letters "
+        f"in {settings.topic_dlq}"
+    )
+    click.echo("\n".join(lines))
+
+
+@dlq.command("replay")
+@click.argument("names", nargs=-1, metavar="[PARTITION@OFFSET]...")
+@click.option("--reason", "reasons", multiple=True, type=DLQ_REASONS, help="All of this reason.")
+@click.option("--send", is_flag=True, help="Send them (without it: only show what would be sent).")
+def dlq_replay(names: tuple[str, ...], reasons: tuple[str, ...], send: bool) -> None:
+    """Send dead letters back to the events topic, once each, after what rejected them was fixed.
+
+    Name them (PARTITION@OFFSET, as `dlq list` shows) or choose them by
+    --reason. Each goes back as it was (key, value, its publisher's headers)
+    with a slatrack-replay-of header naming the dead letter; one whose replay
+    is in the events topic already is not sent again. Without --send, a dry
+    run: nothing is sent. A message that is itself wrong is not helped by a
+    replay: publish a corrected copy instead (`slatrack publish`).
+    """
+    from services.dead_letters import UnknownDeadLetter, parse_name, plan_replay, send_replays
+
+    if bool(names) == bool(reasons):
+        raise click.UsageError("name the dead letters (PARTITION@OFFSET) or give --reason, not both")
+    for name in names:
+        try:
+            parse_name(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="PARTITION@OFFSET") from None
+    settings = _settings()
+    _logging(settings)
+    try:
+        plan = _dlq_run(settings, plan_replay(settings, names, set(reasons)))
+    except UnknownDeadLetter as exc:
+        raise click.UsageError(str(exc)) from None
+    for name, where in plan.replayed.items():
+        click.echo(f"{name}: replayed before, at {settings.topic_events} {where}: not sent again")
+    for letter in plan.foreign:
+        click.echo(f"{letter.name}: came from {letter.original_topic}, not {settings.topic_events}: not sent")
+    if not send:
+        for letter in plan.send:
+            click.echo(f"{letter.name}: {letter.reason}, from {letter.original}: would be sent")
+        click.echo(f"dry run: {len(plan.send)} to send, nothing sent (add --send)")
+        return
+
+    def sent(letter: "DeadLetter", where: str) -> None:
+        click.echo(f"{letter.name}: sent to {settings.topic_events} {where}")
+
+    _dlq_run(settings, send_replays(settings, plan.send, sent))
+    click.echo(f"sent {len(plan.send)} dead letters to {settings.topic_events}")
+
+
+def _dlq_run(settings: Settings, work: "Coroutine[object, object, T]") -> T:
+    """Run a dlq command's work against the broker; its failures as one line (exit status 1)."""
+    from aiokafka.errors import KafkaError
+
+    from services.export import LogNotFound
+    from services.kafka import wait_until_reachable
+
+    async def go() -> T:
+        try:
+            await wait_until_reachable(settings, timeout=15)
+        except TimeoutError as exc:
+            hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
+            raise click.ClickException(f"{exc}.{hint}") from exc
+        return await work
+
+    try:
+        return asyncio.run(go())
+    except LogNotFound as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (KafkaError, OSError) as exc:
+        raise click.ClickException(f"the broker at {settings.bootstrap()} failed: {exc}") from exc
 
 
 if __name__ == "__main__":

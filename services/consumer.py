@@ -27,8 +27,8 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
-from events import Event, EventRejected, RejectKind, decode_event
-from services import metrics
+from events import Event, EventRejected, RejectKind, decode_event, quoted
+from services import metrics, routing
 from services.config import Settings
 from services.kafka import client_options
 from services.publisher import EventPublisher, RawRecord
@@ -515,7 +515,8 @@ class ValidatingConsumer:
         }
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
-        return validate_records(batch, self.settings.max_event_bytes)
+        partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
+        return validate_records(batch, self.settings.max_event_bytes, partitions)
 
     async def _commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
@@ -583,9 +584,13 @@ def behind(consumer: AIOKafkaConsumer, batch: Batch) -> set[int]:
 
 
 def validate_records(
-    batch: Batch, max_bytes: int
+    batch: Batch, max_bytes: int, partitions: int = 0
 ) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
-    """Split a fetched batch into valid events and rejected messages (with why)."""
+    """Split a fetched batch into valid events and rejected messages (with why).
+
+    ``partitions``: the topic's partition count, to report valid events that are not on the
+    partition their key hashes to (:mod:`services.routing`); 0 reports nothing.
+    """
     valid: list[ConsumedEvent] = []
     rejected: list[tuple[RawRecord, EventRejected]] = []
     for tp, records in batch.items():
@@ -597,6 +602,7 @@ def validate_records(
                 rejected.append((_raw(record), rejection))
             else:
                 valid.append(ConsumedEvent(event, tp.partition, record.offset, record.value, _raw(record)))
+                routing.REPORTER.check(tp.topic, tp.partition, record.key, partitions)
     return valid, rejected
 
 
@@ -604,8 +610,20 @@ def _check_key(key: bytes | None, event: Event) -> None:
     if key != event.customer_id.encode():
         raise EventRejected(
             RejectKind.KEY_MISMATCH,
-            f"the message key {key!r} is not the event's customer_id {event.customer_id!r}",
+            f"{_key_text(key)}, not the event's customer_id {quoted(event.customer_id)}: "
+            "a customer's events must be keyed by its customer_id",
         )
+
+
+def _key_text(key: bytes | None) -> str:
+    if key is None:
+        return "the message has no key"
+    if not key:
+        return "the message key is empty"
+    try:
+        return f"the message key is {quoted(key.decode())}"
+    except UnicodeDecodeError:
+        return f"the message key is {len(key)} bytes that are not UTF-8"
 
 
 def _raw(record: ConsumerRecord) -> RawRecord:

@@ -44,7 +44,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -161,10 +161,23 @@ async def read_log(
     buffer_limit: int = BUFFER_LIMIT,
 ) -> AsyncIterator[LogRecord]:
     """Every record of ``topic`` (default: the events topic) up to its end as of the start, in
-    (offset, partition) order. ``on_bounds`` is called once, before the first record, with
-    what will be read. Raises :class:`LogNotFound` if the topic does not exist, and aiokafka's
-    errors if the broker fails."""
-    topic = topic or settings.topic_events
+    (offset, partition) order, each classified as an event or a rejection. ``on_bounds`` is
+    called once, before the first record, with what will be read. Raises :class:`LogNotFound`
+    if the topic does not exist, and aiokafka's errors if the broker fails."""
+    records = read_records(settings, topic or settings.topic_events, on_bounds, buffer_limit=buffer_limit)
+    async with aclosing(records):
+        async for tp, record in records:
+            yield _classify(tp, record, settings.max_event_bytes)
+
+
+async def read_records(
+    settings: Settings,
+    topic: str,
+    on_bounds: Callable[[LogBounds], None] | None = None,
+    *,
+    buffer_limit: int = BUFFER_LIMIT,
+) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord]]:
+    """:func:`read_log`'s records as Kafka gave them (key, value, headers), unclassified."""
     consumer = AIOKafkaConsumer(
         group_id=None,
         enable_auto_commit=False,
@@ -193,8 +206,8 @@ async def read_log(
                 announced = True
                 if on_bounds is not None:
                     on_bounds(LogBounds(topic, dict(start), dict(merge.end)))
-            for tp, record in merge.ready():
-                yield _classify(tp, record, settings.max_event_bytes)
+            for ready in merge.ready():
+                yield ready
             if merge.finished():
                 return
             await merge.update()

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
@@ -60,6 +61,22 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "request_timeout_ms": settings.kafka_request_timeout_ms,
         **parse_security(security(settings)),
     }
+
+
+def raw_producer(settings: Settings) -> AIOKafkaProducer:
+    """A plain aiokafka producer (acks=all), for messages that must go out exactly as given.
+
+    faststream's publishers add headers of their own (``content-type``, a random
+    ``correlation_id``) and send an empty key as none; a dead letter or a replay
+    must carry the original key, value and headers byte for byte. Call it in the
+    event loop that will use it.
+    """
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=5,
+        **client_options(settings),
+    )
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,12 @@ DLQ_MESSAGES = Counter(
     "Messages written to the dead-letter topic (acknowledged by the broker).",
     registry=REGISTRY,
 )
+EVENTS_MISROUTED = Counter(
+    "slatrack_events_misrouted",
+    "Valid events read from a partition other than the one murmur2 gives their key "
+    "(a producer with another partitioner); projected anyway.",
+    registry=REGISTRY,
+)
 INTAKE_REQUESTS = Counter(
     "slatrack_intake_requests",
     "HTTP intake requests by response status code.",

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import orjson
 
-from events import Event, EventRejected, RejectKind, decode_event, encode_event
+from events import Event, EventRejected, RejectKind, decode_event, encode_event, quoted
 from projections.account import account_standing
 from projections.counting import Tally
 from projections.policy import Policy, parse_policy
@@ -115,8 +115,8 @@ def accepted(valid: Sequence[ConsumedEvent], stored: dict[tuple[str, str], Store
             result.duplicates += 1
         else:
             detail = (
-                f"event_id {item.event.event_id!r} of customer {item.event.customer_id!r} was recorded "
-                f"before ({first[key][1]}) with another body; the first copy is the event"
+                f"event_id {quoted(item.event.event_id)} of customer {quoted(item.event.customer_id)} "
+                f"was recorded before ({first[key][1]}) with another body; the first copy is the event"
             )
             result.conflicts.append((item, EventRejected(RejectKind.DUPLICATE_EVENT_ID_CONFLICT, detail)))
     return result

@@ -11,11 +11,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from events import Event, EventRejected, encode_event
 from services.config import Settings
-from services.kafka import security
+from services.kafka import raw_producer, security
 from services.store.base import Signal
 
 # Dead-letter headers: why the message was rejected and where it came from.
@@ -26,6 +27,7 @@ H_PARTITION = "slatrack-dlq-original-partition"
 H_OFFSET = "slatrack-dlq-original-offset"
 H_TIMESTAMP = "slatrack-dlq-original-timestamp-ms"
 DLQ_HEADERS = (H_REASON, H_DETAIL, H_TOPIC, H_PARTITION, H_OFFSET, H_TIMESTAMP)
+DLQ_PREFIX = "slatrack-dlq-"
 # Only on a dead letter cut to fit (see fit_dead_letter).
 H_TRUNCATED = "slatrack-dlq-truncated"
 H_ORIGINAL_SIZE = "slatrack-dlq-original-size"
@@ -68,6 +70,7 @@ class EventPublisher:
             description="The event log (contract v1, docs/events.md); key = customer_id.",
             schema=Event,
         )
+        # Documents the topic in the AsyncAPI schema; dead letters go out through ``_raw``.
         self._dlq = self.broker.publisher(
             settings.topic_dlq,
             title="ticket-events.dlq",
@@ -82,12 +85,18 @@ class EventPublisher:
             "escalation.revoked, billing.finalized), JSON, key = customer_id; signal_id is derived from "
             "the cause: deduplicate on it (docs/signals.md).",
         )
+        self._raw: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         await self.broker.connect()
+        self._raw = raw_producer(self.settings)
+        await self._raw.start()
 
     async def stop(self) -> None:
         await self.broker.stop()
+        if self._raw is not None:
+            await self._raw.stop()
+            self._raw = None
 
     async def __aenter__(self) -> "EventPublisher":
         await self.start()
@@ -120,18 +129,23 @@ class EventPublisher:
         await asyncio.gather(*pending)
 
     async def dead_letter(self, rejected: Sequence[tuple[RawRecord, EventRejected]]) -> None:
-        """Send each rejected message, key and value untouched, with the reason in headers."""
+        """Send each rejected message, key, value and headers untouched, with the reason in headers
+        (cut to fit ``SLATRACK_DLQ_MAX_MESSAGE_BYTES`` if it must be: :func:`fit_dead_letter`)."""
+        assert self._raw is not None, "start() the publisher first"
         limit = self.settings.dlq_max_message_bytes
         pending = []
         for record, rejection in rejected:
             key, value, headers = fit_dead_letter(record, dead_letter_headers(record, rejection), limit)
-            pending.append(await self._dlq.publish(value, key=key, headers=headers, no_confirm=True))
+            pending.append(await self._raw.send(self.settings.topic_dlq, value, key=key, headers=headers))
         await asyncio.gather(*pending)
 
 
+Headers = list[tuple[str, bytes]]
+
+
 def fit_dead_letter(
-    record: RawRecord, headers: dict[str, str], limit: int
-) -> tuple[bytes | None, bytes | None, dict[str, str]]:
+    record: RawRecord, headers: Headers, limit: int
+) -> tuple[bytes | None, bytes | None, Headers]:
     """The dead letter of ``record`` within ``limit`` bytes: as it came if it fits.
 
     A message the source topic took can be too large for the dead-letter topic once our
@@ -143,42 +157,39 @@ def fit_dead_letter(
     budget = limit - RECORD_OVERHEAD
     key, value = record.key, record.value
 
-    def size(headers: dict[str, str]) -> int:
-        return len(key or b"") + len(value or b"") + sum(len(n) + len(v.encode()) for n, v in headers.items())
+    def size(headers: Headers) -> int:
+        return len(key or b"") + len(value or b"") + sum(len(n) + len(v) for n, v in headers)
 
     if size(headers) <= budget:
         return key, value, headers
-    ours = {name: text for name, text in headers.items() if name.startswith("slatrack-dlq-")}
+    ours = [(name, text) for name, text in headers if name.startswith(DLQ_PREFIX)]
     if size(ours) <= budget:
-        return key, value, ours | {H_TRUNCATED: "the publisher's headers were left out to fit"}
+        return key, value, [*ours, (H_TRUNCATED, b"the publisher's headers were left out to fit")]
     original = value or b""
-    cut = {
-        H_TRUNCATED: f"the value was cut to fit: the whole message is in {record.topic} at partition "
-        f"{record.partition}, offset {record.offset}",
-        H_ORIGINAL_SIZE: str(len(original)),
-        H_ORIGINAL_SHA256: hashlib.sha256(original).hexdigest(),
-    }
+    where = f"the whole message is in {record.topic} at partition {record.partition}, offset {record.offset}"
+    cut = [
+        (H_TRUNCATED, f"the value was cut to fit: {where}".encode()),
+        (H_ORIGINAL_SIZE, str(len(original)).encode()),
+        (H_ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode()),
+    ]
     value = b""  # size() now counts the key and headers only: what is left is the room for the value
-    room = max(budget - size(ours | cut), 0)
-    return key, original[:room], ours | cut
+    room = max(budget - size([*ours, *cut]), 0)
+    return key, original[:room], [*ours, *cut]
 
 
-def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> dict[str, str]:
-    headers = {}
-    # The publisher's own headers travel along where they are text; ours win.
-    for name, value in record.headers:
-        try:
-            headers[name] = value.decode()
-        except UnicodeDecodeError:
-            continue
-    headers.update(
-        {
-            H_REASON: str(rejection.kind),
-            H_DETAIL: rejection.detail,
-            H_TOPIC: record.topic,
-            H_PARTITION: str(record.partition),
-            H_OFFSET: str(record.offset),
-            H_TIMESTAMP: str(record.timestamp_ms),
-        }
-    )
-    return headers
+def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> list[tuple[str, bytes]]:
+    """The message's own headers byte for byte, in order, then ours (UTF-8 text, none empty).
+
+    A ``slatrack-dlq-*`` header the message brought (it was a dead letter once, sent again)
+    is left out: ours say why it is here now.
+    """
+    own = [(name, value) for name, value in record.headers if not name.startswith(DLQ_PREFIX)]
+    ours = [
+        (H_REASON, str(rejection.kind)),
+        (H_DETAIL, rejection.detail),
+        (H_TOPIC, record.topic),
+        (H_PARTITION, str(record.partition)),
+        (H_OFFSET, str(record.offset)),
+        (H_TIMESTAMP, str(record.timestamp_ms)),
+    ]
+    return own + [(name, value.encode()) for name, value in ours]
