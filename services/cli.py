@@ -400,6 +400,7 @@ def restore(wait: float) -> None:
     """
     from aiokafka.errors import KafkaError
 
+    from services.export import LogNotFound
     from services.kafka import ensure_topics, wait_until_reachable
     from services.restore import Restored, RestoreFailed, RestoreRefused, restore_log
     from services.store import StoreError, open_store
@@ -421,7 +422,7 @@ def restore(wait: float) -> None:
     except RestoreRefused as exc:
         click.echo(f"slatrack restore: {exc}", err=True)
         sys.exit(2)
-    except (TimeoutError, RestoreFailed, StoreError, KafkaError, OSError) as exc:
+    except (TimeoutError, LogNotFound, RestoreFailed, StoreError, KafkaError, OSError) as exc:
         raise click.ClickException(f"restore failed: {exc}") from exc
     if restored is None:
         click.echo("nothing to restore: the active read-model generation holds no event", err=True)

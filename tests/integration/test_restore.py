@@ -99,9 +99,12 @@ def rows(store: ReadModelStore) -> dict:
     return {"tickets": {t.key: t for t in tickets}, "customers": customers}
 
 
-async def logged(settings: Settings) -> dict[tuple[int, int], tuple[bytes | None, bool]]:
-    """(partition, offset) -> (value, whether it is a valid event) of the whole log."""
-    return {(r.partition, r.offset): (r.value, r.event is not None) async for r in read_log(settings)}
+async def logged(settings: Settings) -> dict[tuple[int, int], tuple[bytes | None, str]]:
+    """(partition, offset) -> (value, "event" or why it is not one) of the whole log."""
+    return {
+        (r.partition, r.offset): (r.value, "event" if r.event is not None else r.reason)
+        async for r in read_log(settings)
+    }
 
 
 async def test_the_log_comes_back_at_its_offsets(tmp_path):
@@ -117,7 +120,9 @@ async def test_the_log_comes_back_at_its_offsets(tmp_path):
 
             log = await logged(settings)
             expected = {
-                (p, o): (bodies[p][o], True) if o in bodies[p] else (b"", False)
+                (p, o): (bodies[p][o], "event")
+                if o in bodies[p]
+                else (b"", "empty: the message has no value")
                 for p, end in {0: 5, 3: 2, 5: 3}.items()
                 for o in range(end)
             }
