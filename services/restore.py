@@ -138,7 +138,10 @@ async def _restore_partition(
         upto = page[-1].offset + 1 if page else min(end, position + PAGE)
         by_offset = {event.offset: event for event in page}
         if len(by_offset) < len(page):
-            raise RestoreFailed(f"{topic}[{partition}]: two stored events share an offset; nothing fits")
+            raise RestoreFailed(
+                f"{topic}[{partition}]: read-model generation {generation} stores two events at one "
+                "offset, which no log can hold; rebuild the read models from a log instead"
+            )
         sent = []
         for offset in range(position, upto):
             event = by_offset.get(offset)
