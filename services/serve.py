@@ -18,18 +18,30 @@ from projections.policy import Policy, default_policy, load_policy
 from services import metrics
 from services.config import Settings
 from services.consumer import ValidatingConsumer
-from services.embedded_broker import EmbeddedBroker
+from services.embedded_broker import BrokerExited, EmbeddedBroker, PortTaken
 from services.http import create_app
 from services.kafka import BrokerWatch, ensure_topics, wait_until_reachable
 from services.outbox import relay_signals
 from services.projector import Projector
 from services.publisher import EventPublisher
+from services.restore import RestoreRefused, restore_log
 from services.store import open_store
 
 log = logging.getLogger(__name__)
 
 BROKER_WAIT_S = 30.0
+# Once the embedded broker is dead, how long the jobs may take to stop before they are
+# cancelled: the Kafka clients would otherwise retry it for their whole request timeout.
+STOP_WITHOUT_BROKER_S = 2.0
 Role = Literal["all", "worker", "api"]
+
+
+class ServeRefused(RuntimeError):
+    """``serve`` cannot start as configured (a taken port, ...): found before anything started."""
+
+
+class ServeFailed(RuntimeError):
+    """``serve`` stopped on a failure it has logged already (the embedded broker died)."""
 
 
 class _Server(uvicorn.Server):
@@ -67,25 +79,60 @@ def exposure_problem(settings: Settings, role: Role, insecure: bool) -> str | No
 
 
 def run(settings: Settings, role: Role = "all") -> None:
-    """Run until SIGINT or SIGTERM; stop everything this process started."""
+    """Run until SIGINT or SIGTERM; stop everything this process started.
+
+    Raises :class:`ServeRefused` if a port is taken (nothing was started) and
+    :class:`ServeFailed` if the embedded broker died (logged already).
+    """
+    # First, and kept: a taken HTTP port is found before anything starts, and no
+    # other process can take the port between a check and the bind.
+    sock = _listen(settings.http_host, settings.http_port)
     broker = None
-    if settings.uses_embedded_broker:
-        broker = EmbeddedBroker(settings.embedded_port, log_path=settings.data_dir / "embedded-broker.log")
-        broker.spawn()  # from the main thread, so that it dies with us
     try:
-        asyncio.run(_serve(settings, broker, role))
+        if settings.uses_embedded_broker:
+            log_path = settings.data_dir / "embedded-broker.log"
+            broker = EmbeddedBroker(settings.embedded_port, log_path=log_path)
+            broker.spawn()  # from the main thread, so that it dies with us; checks its port first
+        asyncio.run(_serve(settings, broker, role, sock))
+    except (PortTaken, RestoreRefused) as exc:
+        raise ServeRefused(str(exc)) from None
+    except BrokerExited as exc:
+        raise ServeFailed(str(exc)) from None
     finally:
         if broker is not None:
             broker.stop()
+        sock.close()
 
 
-async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) -> None:
+async def _start_embedded(settings: Settings, broker: EmbeddedBroker) -> Settings:
+    """Wait for the new (so empty) embedded broker, and write back the log the read models hold."""
+    await broker.wait_ready(settings, BROKER_WAIT_S)
+    settings = broker.settings(settings)
+    log.info("broker: embedded at %s (memory only: its log is lost when slatrack stops)", broker.bootstrap)
+    store = open_store(settings)
+    try:
+        restored = await restore_log(settings, store)
+    finally:
+        await asyncio.to_thread(store.close)
+    if restored is not None:
+        log.info("embedded broker: %s", restored.summary())
+    return settings
+
+
+async def _watch_broker(broker: EmbeddedBroker, stop: asyncio.Event) -> None:
+    try:
+        await broker.watch(stop)
+    except BrokerExited as exc:
+        log.error("%s; stopping", exc)
+        # What the Kafka clients log from now on (refused connections, every 100 ms) says
+        # nothing more than this line.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        raise
+
+
+async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, sock: socket.socket) -> None:
     if broker is not None:
-        await broker.wait_ready(settings, BROKER_WAIT_S)
-        settings = broker.settings(settings)
-        log.info(
-            "broker: embedded at %s (memory only: its log is lost when slatrack stops)", broker.bootstrap
-        )
+        settings = await _start_embedded(settings, broker)
     else:
         await wait_until_reachable(settings, BROKER_WAIT_S)
         await ensure_topics(settings)
@@ -98,8 +145,9 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
     _on_signals(stop)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
     watch = BrokerWatch(settings)
-    jobs["broker"] = watch.run(stop)
+    jobs["broker-watch"] = watch.run(stop)
     consumer: ValidatingConsumer | None = None
+    projector: Projector | None = None
     publisher = EventPublisher(settings)
     await publisher.start()
     try:
@@ -114,9 +162,10 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
             jobs["consumer"] = consumer.run(stop)
             jobs["timers"] = projector.run_timers(stop)
             jobs["signals"] = relay_signals(store, publisher, stop, lambda: sorted(projector.partitions))
+        if broker is not None:
+            jobs["embedded-broker"] = _watch_broker(broker, stop)
         # Every role listens: a worker serves /healthz, /readyz and /metrics only.
         await asyncio.to_thread(store.migrate)
-        sock = _listen(settings.http_host, settings.http_port)
         host, port = sock.getsockname()[:2]
         app = create_app(
             settings,
@@ -140,13 +189,20 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role) 
         await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
         server.should_exit = True
-        results = await _finish(tasks, settings.stop_timeout_s)
+        if projector is not None:
+            async with projector.committed:  # the timers sleep on it: wake them to see the stop
+                projector.committed.notify_all()
+        # Without its embedded broker nothing can finish: a short grace. Nothing is lost by
+        # cancelling: every batch is committed with its offsets or not at all.
+        broker_died = any(t.get_name() == "embedded-broker" and t.done() for t in tasks)
+        results = await _finish(tasks, STOP_WITHOUT_BROKER_S if broker_died else settings.stop_timeout_s)
         stopping.cancel()
     finally:
         await _stop_publisher(publisher)
     metrics.WORKER.detach()
     await asyncio.to_thread(store.close)
     failures = [r for r in results if isinstance(r, BaseException)]
+    failures.sort(key=lambda r: not isinstance(r, BrokerExited))  # the cause of what failed after it
     if failures:
         raise failures[0]
     log.info("slatrack stopped")
@@ -210,10 +266,21 @@ def _on_signals(stop: asyncio.Event) -> None:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """Bind before serving, so that the address we log is the real one (port 0 included)."""
+    """Bind and listen before anything else, so that the address we log is the real one (port 0
+    included) and a taken port is a :class:`ServeRefused` before a broker or a database is touched."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listening at once: a bound socket that does not listen yet can be bound again by
+        # another process with SO_REUSEADDR (Linux); a listening one cannot.
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServeRefused(
+            f"cannot listen on {host}:{port} ({exc.strerror}): another process holds it, or the address "
+            "is not this machine's. Set SLATRACK_HTTP_PORT (0: any free port) or SLATRACK_HTTP_HOST"
+        ) from None
     sock.set_inheritable(True)
     return sock

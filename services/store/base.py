@@ -275,6 +275,11 @@ class ReadModelStore(ABC):
         """(offset, event_id) of the partition's stored events with offset < ``below``, in offset order."""
 
     @abstractmethod
+    def events_from(self, generation: int, partition: int, start: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` stored events of the partition at offsets from ``start`` on, in offset
+        order (``slatrack restore`` writes a lost log back from them, page by page)."""
+
+    @abstractmethod
     def account_events_of(self, generation: int, customer_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
         """Stored account events of each customer, in offset order."""
 

@@ -462,6 +462,17 @@ class SqlStore(ReadModelStore):
         )
         return [(offset, event_id) for offset, event_id in rows]
 
+    def events_from(self, generation: int, partition: int, start: int, limit: int) -> list[StoredEvent]:
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT {EVENTS} FROM events "  # noqa: S608
+                "WHERE generation = ? AND log_partition = ? AND log_offset >= ? "
+                "ORDER BY log_offset, event_id LIMIT ?",
+                (generation, partition, start, limit),
+            )
+        )
+        return [stored_event(row) for row in rows]
+
     def account_events_of(self, generation: int, customer_ids: Iterable[str]) -> dict[str, list[StoredEvent]]:
         ids = list(dict.fromkeys(customer_ids))
         found: dict[str, list[StoredEvent]] = {cid: [] for cid in ids}

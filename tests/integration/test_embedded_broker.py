@@ -1,6 +1,7 @@
 """The embedded broker wrapper: ready when a metadata request succeeds, topics
 created with their configs, and never left running."""
 
+import asyncio
 import socket
 
 import psutil
@@ -9,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
+from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, PortTaken
 from services.kafka import client_options
 
 pytestmark = pytest.mark.broker
@@ -40,11 +41,26 @@ def test_stop_leaves_no_process():
     broker.stop()  # twice is fine
 
 
-def test_a_broker_that_cannot_start_fails_fast_with_its_log():
+def test_a_taken_port_is_refused_before_the_broker_starts():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        broker = EmbeddedBroker(taken.getsockname()[1])
-        with pytest.raises(EmbeddedBrokerError, match="Address in use"):
+        port = taken.getsockname()[1]
+        broker = EmbeddedBroker(port)
+        with pytest.raises(PortTaken, match=f"port 127.0.0.1:{port} is taken"):
             broker.start(timeout=20)
-    assert broker.pid is None
+    assert broker.pid is None  # never spawned: nothing can answer in its place
+
+
+def test_a_broker_that_exits_before_it_is_ready_says_so_in_one_line(tmp_path):
+    broker = EmbeddedBroker(log_path=tmp_path / "broker.log")
+    broker.spawn()
+    assert broker.pid is not None
+    psutil.Process(broker.pid).kill()
+    with pytest.raises(EmbeddedBrokerError) as failed:
+        asyncio.run(broker.wait_ready(timeout=20))
+    broker.stop()
+    assert str(failed.value) == (
+        "the embedded broker exited (killed by SIGKILL) before it was ready; "
+        f"its log: {tmp_path / 'broker.log'}"
+    )

@@ -949,6 +949,28 @@ class StoreContract:
         assert store.event_positions(gen, 0, 0) == []
         assert store.event_positions(gen, 2, 10) == []
 
+    def test_events_from_pages_a_partition_in_offset_order(self, store, gen):
+        store.commit_batch(
+            gen,
+            batch(
+                {0: (0, 5), 1: (0, 1)},
+                [
+                    event("e4", offset=4),
+                    event("a1", None, offset=1),
+                    event("e0", "t2", offset=0),
+                    event("p0", partition=1, offset=0),
+                    event("e3", offset=3),
+                ],
+            ),
+        )
+        page = store.events_from(gen, 0, 0, 2)
+        assert [(e.offset, e.event_id, e.ticket_id) for e in page] == [(0, "e0", "t2"), (1, "a1", None)]
+        assert [(e.offset, e.event_id) for e in store.events_from(gen, 0, 2, 2)] == [(3, "e3"), (4, "e4")]
+        assert store.events_from(gen, 0, 5, 2) == []
+        assert [e.event_id for e in store.events_from(gen, 1, 0, 10)] == ["p0"]
+        assert store.events_from(gen, 2, 0, 10) == []
+        assert store.events_from(store.create_generation("other"), 0, 0, 10) == []
+
     def test_account_events_of_in_offset_order(self, store, gen):
         store.commit_batch(
             gen,

@@ -1,0 +1,170 @@
+"""Writing a lost event log back from the read models: ``slatrack restore``, and ``serve``
+when it starts an embedded broker (which keeps its log in memory only).
+
+The read models keep every accepted event as it was recorded: its message
+value, its key (the customer id), its partition and its offset
+(:class:`services.store.base.StoredEvent`). When the log is gone but the read
+models are intact, each partition of an *empty* ``ticket-events`` gets its
+stored events back, in offset order.
+
+**Offsets.** A new partition numbers its records from 0 without gaps; the
+stored events have gaps where the log held a message that never became a
+stored event (rejected and dead-lettered, or a repeated copy of an event).
+Each gap is filled with a *placeholder*: no key, an empty value, the header
+:data:`PLACEHOLDER_HEADER`. So every event lands at its original offset, the
+active generation's stored offsets are exactly the end of the restored log,
+and the workers go on from there with the rows, the counters' marks and the
+signal ledgers they had: nothing is projected, counted or sent again. A
+rebuild or an export reads a placeholder as an invalid message (empty), as
+the message at that offset was not an event either.
+
+Every record's offset is checked as the broker acknowledges it: a log that
+someone else writes to meanwhile stops the restore with an error instead of
+shifting the events.
+"""
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+
+from services.config import Settings
+from services.export import LogBounds, read_log
+from services.kafka import client_options
+from services.store.base import ReadModelStore, StoredEvent
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_HEADER = "slatrack-restore-placeholder"
+PLACEHOLDER_NOTE = b"the message at this offset was not an event (rejected or repeated) before the restore"
+PAGE = 2_000  # stored events read (and records in flight) at a time
+
+
+class RestoreRefused(RuntimeError):
+    """The log cannot be restored as things are; nothing was written (a one-line reason)."""
+
+
+class RestoreFailed(RuntimeError):
+    """The broker put a restored record at another offset than its original one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a restore wrote."""
+
+    topic: str
+    generation: int
+    events: int
+    placeholders: int
+    partitions: int
+
+    def summary(self) -> str:
+        return (
+            f"restored {self.events} events of read-model generation {self.generation} into {self.topic} "
+            f"({self.partitions} partitions, {self.placeholders} placeholders where the log held a "
+            "rejected or repeated message)"
+        )
+
+
+async def restore_log(settings: Settings, store: ReadModelStore) -> Restored | None:
+    """Write the active generation's events back into an empty events topic (None: it has none)."""
+    generation = await asyncio.to_thread(store.active_generation)
+    if generation is None:
+        return None
+    stored = await asyncio.to_thread(store.stored_offsets, generation, settings.topic_events)
+    ends = {partition: end for partition, end in sorted(stored.items()) if end > 0}
+    if not ends:
+        return None
+    bounds = await log_bounds(settings)
+    _check_target(settings.topic_events, generation, ends, bounds)
+    producer = AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=5,
+        max_request_size=max(1024 * 1024, 2 * settings.max_event_bytes),
+        **client_options(settings),
+    )
+    await producer.start()
+    events = placeholders = 0
+    try:
+        for partition, end in ends.items():
+            written, filled = await _restore_partition(
+                producer, store, settings.topic_events, generation, partition, end
+            )
+            events, placeholders = events + written, placeholders + filled
+    finally:
+        await producer.stop()
+    return Restored(settings.topic_events, generation, events, placeholders, len(ends))
+
+
+async def log_bounds(settings: Settings) -> LogBounds:
+    """Where each partition of the events topic starts and ends (read, not trusted from ListOffsets)."""
+    found: list[LogBounds] = []
+    # Stops at the first record: the bounds are announced before it.
+    async with contextlib.aclosing(read_log(settings, found.append)) as records:
+        async for _ in records:
+            break
+    return found[0]
+
+
+def _check_target(topic: str, generation: int, ends: dict[int, int], bounds: LogBounds) -> None:
+    missing = sorted(p for p in ends if p not in bounds.end)
+    if missing:
+        raise RestoreRefused(
+            f"read-model generation {generation} holds events of {topic} partitions up to {max(ends)}, but "
+            f"the topic has {len(bounds.end)} partitions: create it with {max(ends) + 1} or more "
+            "(SLATRACK_TOPIC_PARTITIONS) before restoring"
+        )
+    if any(bounds.end.values()):
+        held = {p: end for p, end in sorted(bounds.end.items()) if end}
+        raise RestoreRefused(
+            f"{topic} is not empty (partition: end offset {held}): restore writes only into an empty "
+            "log, so that every event gets its original offset back"
+        )
+
+
+async def _restore_partition(
+    producer: AIOKafkaProducer, store: ReadModelStore, topic: str, generation: int, partition: int, end: int
+) -> tuple[int, int]:
+    """Offsets 0 to ``end`` of one partition: its stored events, placeholders between them."""
+    events = placeholders = 0
+    position = 0
+    while position < end:
+        page = await asyncio.to_thread(store.events_from, generation, partition, position, PAGE)
+        page = [event for event in page if event.offset < end]
+        # No stored event left: placeholders up to the end (a page's worth at a time).
+        upto = page[-1].offset + 1 if page else min(end, position + PAGE)
+        by_offset = {event.offset: event for event in page}
+        if len(by_offset) < len(page):
+            raise RestoreFailed(
+                f"{topic}[{partition}]: read-model generation {generation} stores two events at one "
+                "offset, which no log can hold; rebuild the read models from a log instead"
+            )
+        sent = []
+        for offset in range(position, upto):
+            event = by_offset.get(offset)
+            sent.append((offset, await _send(producer, topic, partition, event)))
+            events, placeholders = events + (event is not None), placeholders + (event is None)
+        for offset, future in sent:
+            landed = (await future).offset
+            if landed != offset:
+                raise RestoreFailed(
+                    f"{topic}[{partition}]: a restored record landed at offset {landed}, not {offset}: "
+                    "someone else writes to the log; stop every publisher and worker, empty the topic "
+                    "and restore again"
+                )
+        position = upto
+    return events, placeholders
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, partition: int, event: StoredEvent | None
+) -> asyncio.Future:
+    if event is None:
+        # An empty value, not none: a producer needs a key or a value.
+        return await producer.send(
+            topic, b"", partition=partition, headers=[(PLACEHOLDER_HEADER, PLACEHOLDER_NOTE)]
+        )
+    return await producer.send(topic, event.body, key=event.customer_id.encode(), partition=partition)
