@@ -37,6 +37,8 @@ from services.store.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
+# What `slatrack restore` writes at an offset whose message was not an event (services/restore.py).
+PLACEHOLDER_HEADER = "slatrack-restore-placeholder"
 STOP_TIMEOUT_S = 5.0
 
 
@@ -516,7 +518,10 @@ class ValidatingConsumer:
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
         partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
-        return validate_records(batch, self.settings.max_event_bytes, partitions)
+        valid, rejected = validate_records(batch, self.settings.max_event_bytes, partitions)
+        # A restore's placeholder holds the place of a message that was dead-lettered (or counted
+        # as a repeat) when it first came: not a dead letter again.
+        return valid, [(r, why) for r, why in rejected if not is_placeholder(r)]
 
     async def _commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
@@ -546,6 +551,11 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.owner._assigned({tp.partition for tp in assigned})
+
+
+def is_placeholder(record: RawRecord) -> bool:
+    """What ``slatrack restore`` wrote where the log held a message that was not an event."""
+    return not record.value and any(name == PLACEHOLDER_HEADER for name, _ in record.headers)
 
 
 def _before(batch: Batch, partition: int, offset: int) -> Batch:

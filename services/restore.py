@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from services.config import Settings
+from services.consumer import PLACEHOLDER_HEADER
 from services.export import LogBounds, read_log
 from services.kafka import client_options
 from services.store.base import ReadModelStore, StoredEvent
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER_HEADER = "slatrack-restore-placeholder"
 PLACEHOLDER_NOTE = b"the message at this offset was not an event (rejected or repeated) before the restore"
 PAGE = 2_000  # stored events read (and records in flight) at a time
 

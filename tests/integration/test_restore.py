@@ -24,6 +24,8 @@ from services.restore import RestoreRefused, log_bounds, restore_log
 from services.store import open_store
 from services.store.base import ReadModelStore, TicketQuery
 from tests.feed import TOPIC, event
+from tests.integration.test_projector import project
+from tests.kafka_helpers import read_all
 from tests.worker_helpers import SLATRACK, applied
 
 pytestmark = pytest.mark.broker
@@ -129,6 +131,12 @@ async def test_the_log_comes_back_at_its_offsets(tmp_path):
             assert log == expected
             bounds = await log_bounds(settings)
             assert bounds.end == {0: 5, 1: 0, 2: 0, 3: 2, 4: 0, 5: 3}
+
+            # A worker reading the restored log from its beginning (a new store) projects the
+            # events and takes the placeholders for what they are: not dead letters again.
+            fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh"})
+            await project(fresh, [], 7)
+            assert await read_all(fresh, fresh.topic_dlq, 0) == []
 
             # Nothing is written into a log that is not empty.
             with pytest.raises(RestoreRefused, match="ticket-events is not empty"):
