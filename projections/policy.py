@@ -451,7 +451,8 @@ def load_policy(path: str | Path) -> Policy:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(str(path), [f"cannot read the file: {exc}"]) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyError(str(path), [f"cannot read the file: {reason}"]) from None
     return parse_policy(text, str(path))
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,7 +18,7 @@ from events.models import Instant
 from events.schema import render, schema_documents
 from projections.timeline import whole_second
 from services import logs
-from services.config import Settings, settings_help
+from services.config import Settings, configuration_problem, settings_help, unknown_variables
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from projections.timeline import Recorded
     from services.dead_letters import DeadLetter
     from services.export import EventFilter
+    from services.store import ReadModelStore
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 T = TypeVar("T")
@@ -35,11 +37,35 @@ SCHEMA_DIR = Path("docs/schemas")
 PUBLISH_CHUNK = 1000
 
 
+class UserError(click.ClickException):
+    """A user's mistake (the configuration, an input file): one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+
 def _settings() -> Settings:
+    """The configuration, checked: a warning for each SLATRACK_ variable that is no setting."""
+    for warning in unknown_variables(os.environ):
+        click.echo(f"warning: {warning}", err=True)
     try:
         return Settings()
     except ValidationError as exc:
-        raise click.UsageError(f"bad configuration: {exc}") from exc
+        raise UserError(f"bad configuration: {configuration_problem(exc)}") from None
+
+
+def _reads(*parts: str) -> str:
+    """A command's epilog: the environment variables it reads (its parts of the Settings)."""
+    if not parts:
+        return "Reads no SLATRACK_ environment variable."
+    return (
+        "Environment variables it reads (every SLATRACK_ variable is checked at start; "
+        "`slatrack serve --help` lists them all):\n\n\b\n" + settings_help(*parts)
+    )
+
+
+def _broker_wait(settings: Settings) -> float:
+    """How long a command waits for the broker at start: the configured request timeout."""
+    return settings.kafka_request_timeout_ms / 1000
 
 
 def _logging(settings: Settings) -> None:
@@ -51,7 +77,10 @@ def main() -> None:
     """slatrack: event-sourced SLA tracking for support desks."""
 
 
-@main.command(epilog="Configuration (environment variables):\n\n\b\n" + settings_help())
+@main.command(
+    epilog="Environment variables it reads (every SLATRACK_ variable is checked at start):\n\n\b\n"
+    + settings_help()
+)
 @click.option(
     "--role",
     type=click.Choice(["all", "worker", "api"]),
@@ -73,12 +102,18 @@ def serve(role: str, insecure: bool) -> None:
     configured (SLATRACK_API_TOKENS), the API is open and listens only on a
     loopback address unless --insecure is given.
     """
+    from services.kafka import BrokerUnreachable
     from services.serve import ServeFailed, ServeRefused, exposure_problem, run
 
     settings = _settings()
     problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
     if problem is not None:
         raise click.UsageError(problem)
+    # Checked before anything starts: the policy, the read models' place, the data dir.
+    _configured_policy(settings)
+    _open_store(settings).close()
+    if settings.uses_embedded_broker:
+        _data_dir(settings)  # its output goes there
     _logging(settings)
     try:
         run(settings, role)  # type: ignore[arg-type]
@@ -87,9 +122,11 @@ def serve(role: str, insecure: bool) -> None:
         sys.exit(2)
     except ServeFailed:  # logged already, as one ERROR line
         sys.exit(1)
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
-@main.command()
+@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "events", "logging"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-invalid", is_flag=True, help="Send the valid lines even if some are invalid.")
 def publish(file: Path, skip_invalid: bool) -> None:
@@ -97,6 +134,8 @@ def publish(file: Path, skip_invalid: bool) -> None:
 
     Invalid lines are reported by number with the reason; unless
     --skip-invalid is given, nothing is sent when any line is invalid.
+    With SLATRACK_KAFKA_BOOTSTRAP unset, the events go to the embedded
+    broker of a running `slatrack serve`, at 127.0.0.1:SLATRACK_EMBEDDED_PORT.
     """
     settings = _settings()
     _logging(settings)
@@ -118,14 +157,10 @@ def publish(file: Path, skip_invalid: bool) -> None:
 
 
 async def _send(settings: Settings, file: Path, count: int) -> None:
-    from services.kafka import ensure_topics, wait_until_reachable
+    from services.kafka import ensure_topics
     from services.publisher import EventPublisher
 
-    try:
-        await wait_until_reachable(settings, timeout=15)
-    except TimeoutError as exc:
-        hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
-        raise click.ClickException(f"{exc}.{hint}") from exc
+    await _reachable(settings)
     await ensure_topics(settings)  # never let a producer auto-create the log with default settings
     async with EventPublisher(settings) as publisher:
         with click.progressbar(length=count, label="publishing", file=sys.stderr) as bar:
@@ -142,6 +177,16 @@ async def _send(settings: Settings, file: Path, count: int) -> None:
             bar.update(len(chunk))
 
 
+async def _reachable(settings: Settings) -> None:
+    from services.kafka import BrokerUnreachable, wait_until_reachable
+
+    try:
+        await wait_until_reachable(settings, timeout=_broker_wait(settings))
+    except BrokerUnreachable as exc:
+        hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
+        raise click.ClickException(f"{exc}.{hint}") from None
+
+
 def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | EventRejected]]:
     """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine."""
     with open(file, "rb") as lines:
@@ -155,7 +200,7 @@ def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | Even
                 yield lineno, rejection
 
 
-@main.command()
+@main.command(epilog=_reads("broker", "log", "batches", "events", "logging"))
 @click.option("--customer", metavar="ID", help="Only this customer's events (its tickets' and account's).")
 @click.option(
     "--since",
@@ -214,13 +259,8 @@ async def _export(settings: Settings, sink: BinaryIO, keep: "EventFilter") -> di
     from aiokafka.errors import KafkaError
 
     from services.export import LogBounds, LogNotFound, jsonl_line, read_log
-    from services.kafka import wait_until_reachable
 
-    try:
-        await wait_until_reachable(settings, timeout=15)
-    except TimeoutError as exc:
-        hint = " Is `slatrack serve` running?" if settings.uses_embedded_broker else ""
-        raise click.ClickException(f"{exc}.{hint}") from exc
+    await _reachable(settings)
     counts = {"written": 0, "skipped": 0, "invalid": 0}
     with click.progressbar(length=1, label="exporting", file=sys.stderr, update_min_steps=500) as bar:
 
@@ -246,7 +286,7 @@ async def _export(settings: Settings, sink: BinaryIO, keep: "EventFilter") -> di
     return counts
 
 
-@main.command()
+@main.command(epilog=_reads())
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=SCHEMA_DIR, show_default=True
 )
@@ -284,7 +324,7 @@ def schema_drift(directory: Path) -> list[str]:
 # --- operations: rebuild, demo --------------------------------------------------
 
 
-@main.command()
+@main.command(epilog=_reads("broker", "log", "batches", "events", "policy", "store", "logging"))
 @click.option(
     "--no-switch", is_flag=True, help="Build and check the new generation, but keep the current one."
 )
@@ -299,12 +339,11 @@ def rebuild(no_switch: bool) -> None:
     switches and the exit status is 1.
     """
     from services.rebuild import rebuild as run_rebuild
-    from services.serve import policy_of
-    from services.store import open_store
 
     settings = _settings()
+    policy = _configured_policy(settings)
     _logging(settings)
-    store = open_store(settings)
+    store = _open_store(settings)
     try:
         with click.progressbar(length=1, label="rebuilding", file=sys.stderr) as bar:
 
@@ -312,7 +351,7 @@ def rebuild(no_switch: bool) -> None:
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
-            report = asyncio.run(run_rebuild(settings, store, policy_of(settings), progress, not no_switch))
+            report = asyncio.run(run_rebuild(settings, store, policy, progress, not no_switch))
     finally:
         store.close()
     _emit(report.as_dict())
@@ -320,7 +359,7 @@ def rebuild(no_switch: bool) -> None:
         raise click.ClickException(f"{len(report.mismatches)} differences: not switched, generation dropped")
 
 
-@main.command()
+@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "logging"))
 @click.option("--customers", default=300, show_default=True, help="Simulated customers.")
 @click.option("--tickets", default=2000, show_default=True, help="Simulated tickets.")
 @click.option("--days", default=3, show_default=True, help="Days of history before now.")
@@ -330,7 +369,7 @@ def rebuild(no_switch: bool) -> None:
 def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, seed: int) -> None:
     """Publish a simulated helpdesk's traffic to the log (run `slatrack serve` beside it)."""
     from services.demo import run_demo
-    from services.kafka import ensure_topics, wait_until_reachable
+    from services.kafka import BrokerUnreachable, ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
@@ -342,7 +381,10 @@ def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, s
             settings, customers=customers, tickets=tickets, days=days, speedup=speedup, rate=rate, seed=seed
         )
 
-    sent = asyncio.run(go())
+    try:
+        sent = asyncio.run(go())
+    except BrokerUnreachable as exc:
+        raise click.ClickException(f"{exc}. Is `slatrack serve` running?") from None
     click.echo(f"demo: published {sent} events to {settings.topic_events} at {settings.bootstrap()}")
 
 
@@ -351,7 +393,7 @@ def topics() -> None:
     """The Kafka topics slatrack uses (events, dead letters, signals)."""
 
 
-@topics.command("create")
+@topics.command("create", epilog=_reads("broker", "log", "topics", "logging"))
 @click.option("--wait", default=60.0, show_default=True, help="Seconds to wait for the broker.")
 def topics_create(wait: float) -> None:
     """Create the topics that are missing, with their configs; check the others.
@@ -363,12 +405,12 @@ def topics_create(wait: float) -> None:
     """
     from services.kafka import ensure_topics, topic_specs, wait_until_reachable
 
-    settings = _settings().model_copy(update={"kafka_create_topics": True})
+    settings = _settings()
     _logging(settings)
 
     async def go() -> None:
         await wait_until_reachable(settings, timeout=wait)
-        await ensure_topics(settings)
+        await ensure_topics(settings, create=True)  # whatever SLATRACK_KAFKA_CREATE_TOPICS says
 
     from aiokafka.errors import KafkaError
 
@@ -436,13 +478,44 @@ def restore(wait: float) -> None:
 # --- the auditor's replay and the calendar questions -------------------------
 
 
-def _policy(path: Path | None) -> "Policy":
+def _policy(path: Path | None, variable: str | None = None) -> "Policy":
+    """The policy file at ``path`` (default: the packaged policy); a bad one is one line, exit 2."""
     from projections.policy import PolicyError, default_policy, load_policy
 
     try:
         return load_policy(path) if path is not None else default_policy()
     except PolicyError as exc:
-        raise click.ClickException(str(exc)) from exc
+        where = f"{variable}: " if variable else ""
+        problems = "; ".join(exc.problems).replace("\n", " ")
+        raise UserError(f"{where}{exc.source}: invalid policy: {problems}") from None
+
+
+def _configured_policy(settings: Settings) -> "Policy":
+    return _policy(settings.policy_file, "SLATRACK_POLICY_FILE" if settings.policy_file else None)
+
+
+def _open_store(settings: Settings, *, create: bool = True) -> "ReadModelStore":
+    """The read models; not there or not openable as configured: one line (exit 2, else 1)."""
+    from services.store import StoreError, StoreNotOpened, open_store
+
+    try:
+        return open_store(settings, create=create)
+    except StoreNotOpened as exc:
+        raise UserError(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from None
+
+
+def _data_dir(settings: Settings) -> None:
+    """The data dir exists and can be written."""
+    directory = settings.data_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise UserError(f"SLATRACK_DATA_DIR: cannot create {directory}: {reason}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UserError(f"SLATRACK_DATA_DIR: cannot write in {directory}: permission denied")
 
 
 def _instant(value: str, name: str) -> datetime:
@@ -458,7 +531,7 @@ def _emit(document: object) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-@main.command()
+@main.command(epilog=_reads("events"))
 @click.option(
     "--events",
     "events_file",
@@ -506,9 +579,10 @@ def replay(
     """
     from projections.replay import replay as replay_history
 
+    settings = _settings()
     policy = _policy(policy_file)
     instant = _instant(as_of, "--as-of") if as_of is not None else None
-    records, rejected = _recorded(events_file)
+    records, rejected = _recorded(events_file, settings.max_event_bytes)
     if compare_file is not None:
         _what_if(records, _policy(compare_file), policy, instant, rejected, output)
         return
@@ -571,13 +645,13 @@ def _clock_text(clock: dict) -> str:
     return f"{clock['status']:<7} {hm(clock['elapsed_seconds'])}/{target}{mark}"
 
 
-def _recorded(events_file: Path) -> tuple[list["Recorded"], int]:
+def _recorded(events_file: Path, max_bytes: int) -> tuple[list["Recorded"], int]:
     """The events of a JSONL file (line number = recording order), each a first copy; bad lines
     and later copies of an event id with another body reported and counted."""
     from projections.timeline import Recorded, dedupe
 
     records, rejected = [], 0
-    for lineno, outcome in _read_events(events_file, _settings().max_event_bytes):
+    for lineno, outcome in _read_events(events_file, max_bytes):
         if isinstance(outcome, EventRejected):
             rejected += 1
             click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
@@ -614,7 +688,7 @@ def _what_if(
         click.echo(comparison_table(document))
 
 
-@main.command()
+@main.command(epilog=_reads("events", "policy", "store"))
 @click.argument("ticket")
 @click.option(
     "--customer",
@@ -654,11 +728,11 @@ def explain(
     from services.audit import AmbiguousTicket, UnknownTicket, explain_table, split_history
 
     settings = _settings()
-    policy = _policy(policy_file or settings.policy_file)
+    policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
     instant = _instant(as_of, "--as-of") if as_of is not None else None
     try:
         if events_file is not None:
-            everything, _ = _recorded(events_file)
+            everything, _ = _recorded(events_file, settings.max_event_bytes)
             try:
                 records, account = split_history(everything, ticket, customer_id)
             except UnknownTicket:
@@ -685,19 +759,15 @@ def _stored_history(
     settings: Settings, ticket: str, customer_id: str | None, configured: "Policy"
 ) -> tuple[list["Recorded"], list["Recorded"], "Policy"]:
     from services.audit import histories_from_store
-    from services.store import StoreError, open_store
 
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+    store = _open_store(settings, create=False)  # a read-only command creates no read models
     try:
         return histories_from_store(store, ticket, customer_id, configured)
     finally:
         store.close()
 
 
-@main.group()
+@main.group(epilog=_reads())
 @click.option(
     "--policy",
     "policy_file",

@@ -1,15 +1,28 @@
 """Configuration from ``SLATRACK_*`` environment variables (pydantic-settings).
 
 Every setting has a sane default for a developer machine; ``slatrack serve
---help`` lists them all with their descriptions.
+--help`` lists them all with their descriptions, and each command's ``--help``
+the ones it reads (:data:`SETTING_PARTS`).
 """
 
+import difflib
 import json
+import re
+import textwrap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SLATRACK_"
@@ -96,7 +109,12 @@ class Settings(BaseSettings):
         description="Idempotent producer. Recommended on Apache Kafka; the embedded broker cannot do it.",
     )
     kafka_create_topics: bool = Field(True, description="Create missing topics at start-up.")
-    kafka_request_timeout_ms: int = Field(30_000, ge=5_000, description="Kafka client request timeout.")
+    kafka_request_timeout_ms: int = Field(
+        30_000,
+        ge=5_000,
+        description="Kafka client request timeout; also how long `publish`, `export` and `serve` (with "
+        "SLATRACK_KAFKA_BOOTSTRAP set) wait at start for the broker to answer.",
+    )
     kafka_session_timeout_ms: int = Field(
         10_000, ge=3_000, description="Consumer session timeout: how soon a dead worker's partitions move."
     )
@@ -173,19 +191,34 @@ class Settings(BaseSettings):
 
     # --- Embedded broker -------------------------------------------------
     embedded_port: int = Field(
-        9092, ge=0, le=65535, description="Port of the embedded broker (0: any free port)."
+        9092,
+        ge=0,
+        le=65535,
+        description="Port of the embedded broker on 127.0.0.1 (0: any free port). With "
+        "SLATRACK_KAFKA_BOOTSTRAP unset, the other commands (publish, export, ...) look for a running "
+        "`slatrack serve`'s broker there.",
     )
     data_dir: Path = Field(
-        Path("data"), description="Local state: embedded broker log, later the read models."
+        Path("data"),
+        description="Local state: the SQLite read models (slatrack.db, unless SLATRACK_DATABASE_URL is "
+        "set) and the embedded broker's output (embedded-broker.log; its events are kept in memory only).",
     )
 
     database_url: SecretStr | None = Field(
         None,
-        description="PostgreSQL URL of the read models (postgresql://user@host:5432/db), shared by "
-        "workers and API replicas. Unset: SQLite in SLATRACK_DATA_DIR.",
+        description="URL of the read models (never logged): postgresql://user@host:5432/db (or "
+        "postgres://), shared by workers and API replicas; or sqlite:///PATH (sqlite:////ABSOLUTE/PATH). "
+        "Unset: SQLite in SLATRACK_DATA_DIR.",
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            database_scheme(url.get_secret_value())  # raises ValueError: not a scheme we open
+        return url
 
     @model_validator(mode="after")
     def _api_tokens_are_valid(self) -> "Settings":
@@ -236,11 +269,153 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_port}"
 
 
-def settings_help() -> str:
-    """One line per environment variable, for ``--help``."""
+# --- the database URL ----------------------------------------------------------
+
+DATABASE_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "sqlite"}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_DATABASE_URL_FORMS = (
+    "use postgresql://USER@HOST:PORT/DATABASE (or postgres://) or sqlite:///PATH; "
+    f"unset, the read models are SQLite in {ENV_PREFIX}DATA_DIR"
+)
+
+
+def database_scheme(url: str) -> Literal["postgresql", "sqlite"]:
+    """Which store a database URL names; ValueError for any other (the URL is never quoted: it may
+    hold a password; only a scheme is)."""
+    found = _SCHEME.match(url)
+    if found is None:
+        raise ValueError(f"not a URL: {_DATABASE_URL_FORMS}")
+    scheme = DATABASE_SCHEMES.get(found.group(1).lower())
+    if scheme is None:
+        raise ValueError(f"scheme {found.group(1)!r} is not supported: {_DATABASE_URL_FORMS}")
+    if scheme == "sqlite" and not url[found.end() :].startswith("/"):
+        raise ValueError(f"a SQLite URL names a file, not a host: {_DATABASE_URL_FORMS}")
+    return scheme  # type: ignore[return-value]
+
+
+def sqlite_url_path(url: str) -> Path:
+    """The file of a ``sqlite:///PATH`` URL: relative after three slashes, absolute after four."""
+    return Path(url.split(":///", 1)[1])
+
+
+# --- which command reads what ------------------------------------------------------
+
+# Every setting belongs to one part; a command's --help lists the parts it reads (a test runs the
+# commands and checks that each setting they read is listed, and that each setting has a part).
+SETTING_PARTS: dict[str, tuple[str, ...]] = {
+    "broker": (
+        "kafka_bootstrap",
+        "embedded_port",
+        "kafka_security_protocol",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_client_id",
+        "kafka_request_timeout_ms",
+    ),
+    "producer": ("kafka_enable_idempotence",),
+    "group": ("kafka_group_id", "kafka_session_timeout_ms"),
+    "batches": ("consumer_max_records",),
+    "log": ("topic_events",),
+    # The other topics, and how slatrack creates all three (publish, demo, serve, topics create).
+    "topics": (
+        "topic_dlq",
+        "topic_signals",
+        "signals_retention_ms",
+        "topic_partitions",
+        "topic_replication_factor",
+    ),
+    "create": ("kafka_create_topics",),
+    "events": ("max_event_bytes",),
+    "dead letters": ("dlq_max_message_bytes", "dlq_send_timeout_s"),
+    "policy": ("policy_file",),
+    "store": ("data_dir", "database_url"),
+    "http": (
+        "http_host",
+        "http_port",
+        "api_tokens",
+        "api_tokens_file",
+        "metrics_public",
+        "ready_max_lag",
+        "ready_stall_s",
+    ),
+    "stop": ("stop_timeout_s",),
+    "logging": ("log_level",),
+}
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def settings_help(*parts: str) -> str:
+    """Each environment variable of these parts (default: all of them), its default and meaning,
+    in the order of :class:`Settings`, for ``--help``."""
+    wanted = {name for part in parts for name in SETTING_PARTS[part]} if parts else set(Settings.model_fields)
     lines = []
     for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = "unset" if default is None else default
-        lines.append(f"{ENV_PREFIX}{name.upper()} (default: {shown})\n    {field.description}")
+        if name in wanted:
+            lines.append(
+                f"{env_name(name)} (default: {_shown(field.default)})\n{_wrapped(field.description)}"
+            )
     return "\n".join(lines)
+
+
+def _wrapped(text: str | None) -> str:
+    # Never inside a name or a value (they carry hyphens: ticket-events.dlq).
+    indent = " " * 4
+    return textwrap.fill(
+        text or "", 80, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+    )
+
+
+def _shown(default: object) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return str(default).lower()  # as the variable is written
+    return str(default)
+
+
+# --- variables slatrack does not know ------------------------------------------------
+
+# SLATRACK_ variables that are not settings of slatrack but are documented or used
+# beside it: docker compose's (deploy/env.example) and the test suite's.
+NOT_SETTINGS = frozenset({"SLATRACK_API_PORT", "SLATRACK_IMAGE_TAG"})
+TEST_PREFIX = "SLATRACK_TEST_"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``SLATRACK_*`` variable that is no setting (it would be ignored), naming
+    the closest setting when one is close. Names are compared in capitals: pydantic-settings reads
+    them case-insensitively."""
+    known = [env_name(name) for name in Settings.model_fields]
+    warnings = []
+    for variable in sorted(environ):
+        name = variable.upper()
+        if not name.startswith(ENV_PREFIX) or name in known or name in NOT_SETTINGS:
+            continue
+        if name.startswith(TEST_PREFIX):
+            continue
+        warnings.append(f"{variable} is not a slatrack setting (ignored){_did_you_mean(name, known)}")
+    return warnings
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    # Compared without the prefix that every name shares, or everything would look close.
+    suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(suffixes), n=1, cutoff=0.6)
+    return f"; did you mean {suffixes[close[0]]}?" if close else ""
+
+
+def configuration_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming each variable, the value never shown."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"])
+        problems.append(f"{env_name(where)}: {message}" if where in Settings.model_fields else message)
+    return "; ".join(problems).replace("\n", " ")

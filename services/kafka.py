@@ -104,13 +104,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
-    """Create our topics where missing; check the ones that exist."""
+async def ensure_topics(
+    settings: Settings, specs: list[TopicSpec] | None = None, *, create: bool | None = None
+) -> None:
+    """Create our topics where missing (``create``; default: SLATRACK_KAFKA_CREATE_TOPICS); check
+    the ones that exist."""
     specs = specs if specs is not None else topic_specs(settings)
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        if settings.kafka_create_topics:
+        if settings.kafka_create_topics if create is None else create:
             await _create_missing(admin, specs)
         existing = await admin.describe_topics([s.name for s in specs])
     finally:
@@ -143,6 +146,10 @@ async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) ->
             raise RuntimeError(f"could not create topic {topic}: error {code}: {message}")
 
 
+class BrokerUnreachable(TimeoutError):
+    """No broker answered in time; the message says where and the last error."""
+
+
 async def wait_until_reachable(settings: Settings, timeout: float, still_starting: Any = None) -> None:
     """Poll until a metadata request succeeds (no fixed sleep), or fail after ``timeout`` seconds.
 
@@ -166,7 +173,9 @@ async def wait_until_reachable(settings: Settings, timeout: float, still_startin
             finally:
                 await admin.close()
             await asyncio.sleep(0.05)
-    raise TimeoutError(f"Kafka at {settings.bootstrap()} not reachable after {timeout:.0f} s: {last_error}")
+    raise BrokerUnreachable(
+        f"Kafka at {settings.bootstrap()} not reachable after {timeout:.0f} s: {last_error}"
+    )
 
 
 class BrokerWatch:

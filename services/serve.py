@@ -134,7 +134,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
     if broker is not None:
         settings = await _start_embedded(settings, broker)
     else:
-        await wait_until_reachable(settings, BROKER_WAIT_S)
+        await wait_until_reachable(settings, settings.kafka_request_timeout_ms / 1000)
         await ensure_topics(settings)
         log.info("broker: %s (%s)", settings.bootstrap(), settings.kafka_security_protocol)
 

@@ -40,6 +40,11 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreNotOpened(StoreError):
+    """The read models cannot be opened as configured: there are none where a command only reads, or
+    their place cannot be written. The user's to fix, not an outage that passes."""
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be reached, or stayed busy too long: nothing was written; try again."""
 

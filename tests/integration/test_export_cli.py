@@ -32,6 +32,7 @@ def cli_env(settings) -> dict[str, str]:
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
         "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_KAFKA_REQUEST_TIMEOUT_MS": str(settings.kafka_request_timeout_ms),
     }
 
 
@@ -256,8 +257,11 @@ async def test_unreachable_broker_and_missing_topic_are_clear_errors(kafka_setti
     assert code == 1 and "no-such-topic-here" in stderr and "not found" in stderr
     assert "Traceback" not in stderr
 
-    unreachable = kafka_settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
+    # Given up after the configured request timeout (5 s: the least it may be).
+    unreachable = kafka_settings.model_copy(
+        update={"kafka_bootstrap": "127.0.0.1:1", "kafka_request_timeout_ms": 5000}
+    )
     code, _, stderr = await export(unreachable, "--out", str(out))
     assert code == 1
-    assert "not reachable" in stderr and "Traceback" not in stderr
+    assert "not reachable after 5 s" in stderr and "Traceback" not in stderr
     assert not list(tmp_path.iterdir())  # no file, not even a temporary one

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -16,12 +17,13 @@ pytestmark = pytest.mark.broker
 SLATRACK = Path(sys.executable).parent / "slatrack"
 
 
-def publish(settings, *args: str) -> subprocess.CompletedProcess:
+def publish(settings, *args: str, **variables: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLATRACK_")}
     env |= {
         "SLATRACK_KAFKA_BOOTSTRAP": settings.bootstrap(),
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
+        **variables,
     }
     return subprocess.run(
         [str(SLATRACK), "publish", *args], env=env, capture_output=True, text=True, timeout=120, check=False
@@ -60,6 +62,9 @@ async def test_invalid_lines_block_the_file(kafka_settings, tmp_path):
 def test_blank_lines_are_ignored_and_unreachable_broker_is_clear(tmp_path, kafka_settings):
     file = write_jsonl(tmp_path / "one.jsonl", [b"", orjson.dumps(sample("ticket.reopened")), b"   "])
     unreachable = kafka_settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"})
-    result = publish(unreachable, str(file))
+    started = time.monotonic()
+    result = publish(unreachable, str(file), SLATRACK_KAFKA_REQUEST_TIMEOUT_MS="5000")
+    assert time.monotonic() - started < 12  # within the configured timeout, not a fixed 15 s
     assert result.returncode == 1
-    assert "not reachable" in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: Kafka at 127.0.0.1:1 not reachable after 5 s: ")

@@ -15,7 +15,7 @@ same log (``projections.replay`` and ``projections.story``):
 * a second run over the same log in other batches (a fresh rebuild) counts and
   asserts the same, and the rebuild's check against the live rows finds nothing.
 
-``SLATRACK_PROPERTY_EXAMPLES`` sets how many histories (a few dozen in ``make test``).
+``SLATRACK_TEST_PROPERTY_EXAMPLES`` sets how many histories (a few dozen in ``make test``).
 """
 
 import asyncio
@@ -47,7 +47,7 @@ from services.store.base import ReadModelStore, TicketQuery
 from tests.unit.test_engine_properties import POLICIES, Drawn, histories
 from tests.worker_helpers import throwaway_database
 
-EXAMPLES = int(os.environ.get("SLATRACK_PROPERTY_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("SLATRACK_TEST_PROPERTY_EXAMPLES", "30"))
 TOPIC = "ticket-events"
 PARTITIONS = 3
 

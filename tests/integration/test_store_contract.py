@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from urllib.parse import quote, urlencode
 
 import psycopg
 import pytest
@@ -1625,13 +1626,21 @@ def test_open_store_defaults_to_sqlite_in_the_data_dir(tmp_path):
 
 
 @pytest.mark.postgres
+def as_url(conninfo: str) -> str:
+    """The same connection as a postgresql:// URL (the only form SLATRACK_DATABASE_URL takes)."""
+    params = conninfo_to_dict(conninfo)
+    user, host = quote(str(params.pop("user", "")), safe=""), params.pop("host", "localhost")
+    port, database = params.pop("port", 5432), params.pop("dbname", "postgres")
+    return f"postgresql://{user}@{host}:{port}/{database}?{urlencode(params)}"
+
+
 def test_open_store_uses_the_database_url_and_never_logs_it(postgres_dsn, caplog):
     password = conninfo_to_dict(postgres_dsn).get("password")
     extra = {} if password else {"password": "never-logged-s3cret"}  # trust auth ignores it
     secret = password or extra["password"]
     with fresh_schema(postgres_dsn, **extra) as conninfo:
         caplog.set_level("DEBUG")
-        store = open_store(Settings(database_url=conninfo))
+        store = open_store(Settings(database_url=as_url(conninfo)))
         try:
             assert isinstance(store, PostgresStore)
             assert store.generations() == []  # migrated

@@ -1,12 +1,19 @@
-"""Configuration: environment variables, Kafka security options, secrets."""
+"""Configuration: environment variables, Kafka security options, secrets; the CLI's checks of it."""
 
+import os
+import re
 import ssl
+from pathlib import Path
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
-from services.config import Settings, settings_help
+from services.cli import main
+from services.config import NOT_SETTINGS, SETTING_PARTS, Settings, env_name, settings_help
 from services.kafka import client_options
+from tests.samples import sample
 
 
 def test_defaults_use_the_embedded_broker(monkeypatch):
@@ -60,3 +67,162 @@ def test_help_lists_every_setting():
     text = settings_help()
     for name in Settings.model_fields:
         assert f"SLATRACK_{name.upper()}" in text
+
+
+# --- configuration checked before anything starts (issue 11, item 5) ------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, **variables: str | None):
+    """``slatrack ARGS`` in-process, with only these SLATRACK_ variables (the others unset)."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.upper().startswith("SLATRACK_")}
+    return CliRunner().invoke(main, list(args), env=env | variables, catch_exceptions=False)
+
+
+def one_line_error(result) -> str:
+    """The single line a user's mistake gets: exit status 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    return line
+
+
+@pytest.fixture
+def events_file(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(orjson.dumps(sample("ticket.opened")) + b"\n")
+    return path
+
+
+def test_unknown_variables_warn_naming_the_closest_setting(events_file):
+    result = cli(
+        "replay",
+        "--events",
+        str(events_file),
+        SLATRACK_KAFKA_BOOTSTRAP_SERVERS="kafka:9092",
+        SLATRACK_NONSENSE="1",
+        # Not warned: the test suite's own, docker compose's (deploy/env.example), real settings.
+        SLATRACK_TEST_KAFKA_BOOTSTRAP="127.0.0.1:1",
+        SLATRACK_API_PORT="8000",
+        SLATRACK_IMAGE_TAG="local",
+        SLATRACK_MAX_EVENT_BYTES="65536",
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: SLATRACK_KAFKA_BOOTSTRAP_SERVERS is not a slatrack setting (ignored); "
+        "did you mean SLATRACK_KAFKA_BOOTSTRAP?",
+        "warning: SLATRACK_NONSENSE is not a slatrack setting (ignored)",
+    ]
+
+
+def test_an_invalid_value_is_one_line_naming_the_variable(events_file):
+    line = one_line_error(cli("replay", "--events", str(events_file), SLATRACK_HTTP_PORT="abc"))
+    assert line.startswith("Error: bad configuration: SLATRACK_HTTP_PORT: Input should be a valid integer")
+    line = one_line_error(cli("replay", "--events", str(events_file), SLATRACK_LOG_LEVEL="LOUD"))
+    assert "SLATRACK_LOG_LEVEL: Input should be 'DEBUG'" in line
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://slatrack:hunter2-secret@db/slatrack", "hunter2-secret", "sqlite://db/slatrack"]
+)
+def test_only_postgresql_and_sqlite_database_urls(events_file, url):
+    line = one_line_error(cli("replay", "--events", str(events_file), SLATRACK_DATABASE_URL=url))
+    assert line.startswith("Error: bad configuration: SLATRACK_DATABASE_URL: ")
+    assert "use postgresql://USER@HOST:PORT/DATABASE" in line
+    assert "hunter2-secret" not in line  # the URL may hold a password: never echoed
+    if url.startswith("mysql"):
+        assert "scheme 'mysql' is not supported" in line
+    for good in ("postgresql://u@db:5432/x", "postgres://u@db/x", "sqlite:///data/x.db", "sqlite:////x.db"):
+        assert Settings(database_url=good).database_url.get_secret_value() == good
+
+
+def test_sqlite_url_names_the_file(tmp_path):
+    from services.store import open_store, sqlite_path
+
+    assert sqlite_path(Settings(database_url="sqlite:///rel/x.db")) == Path("rel/x.db")
+    assert sqlite_path(Settings(database_url=f"sqlite:///{tmp_path}/x.db")) == tmp_path / "x.db"
+    assert sqlite_path(Settings(database_url="postgresql://u@db/x")) is None
+    open_store(Settings(database_url=f"sqlite:///{tmp_path}/models/x.db")).close()
+    assert (tmp_path / "models" / "x.db").is_file()
+
+
+def test_a_bad_policy_file_is_one_line_naming_it(events_file, tmp_path):
+    invalid_toml = tmp_path / "broken.toml"
+    invalid_toml.write_text("x = [\n")
+    invalid_policy = tmp_path / "invalid.toml"
+    invalid_policy.write_text('version = "x"\nsurprise = 1\n')
+    cases = {
+        tmp_path / "missing.toml": "cannot read the file: No such file or directory",
+        tmp_path: "cannot read the file: Is a directory",  # unreadable as a file, whoever runs it
+        invalid_toml: "not valid TOML",
+        invalid_policy: "surprise: unknown key",
+    }
+    for path, problem in cases.items():
+        args = ("explain", "T-1", "--events", str(events_file))
+        line = one_line_error(cli(*args, SLATRACK_POLICY_FILE=str(path)))
+        assert line.startswith(f"Error: SLATRACK_POLICY_FILE: {path}: invalid policy: "), line
+        assert problem in line
+
+
+def test_read_only_commands_create_no_read_models(events_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default data dir: ./data
+    line = one_line_error(cli("explain", "T-1"))
+    assert line == (
+        "Error: SLATRACK_DATA_DIR: no read models at data/slatrack.db "
+        "(`slatrack serve` or `slatrack rebuild` builds them)"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    one_line_error(cli("explain", "T-1", SLATRACK_DATABASE_URL=f"sqlite:///{elsewhere}/x.db"))
+    assert cli("replay", "--events", str(events_file)).exit_code == 0
+    assert cli("explain", "T-1", "--events", str(events_file)).exit_code == 0
+    assert cli("calendar", "between", "2026-11-02T09:00:00Z", "2026-11-02T10:00:00Z").exit_code == 0
+    assert not (tmp_path / "data").exists() and not elsewhere.exists()
+
+
+def test_an_unwritable_data_dir_is_one_line(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    places = {a_file / "data": "cannot create", a_file: "it is a file"}
+    if not os.access(read_only, os.W_OK):  # root writes anywhere: then the file cases only
+        places[read_only / "data"] = "Permission denied"
+        places[read_only] = "permission denied"
+    for place, problem in places.items():
+        for command in (["rebuild"], ["serve"]):  # both stop before they start anything
+            line = one_line_error(cli(*command, SLATRACK_DATA_DIR=str(place), SLATRACK_HTTP_PORT="0"))
+            assert line.startswith("Error: SLATRACK_DATA_DIR: ") and problem in line, line
+            assert str(place) in line
+
+
+def test_every_documented_variable_is_a_setting():
+    deploy = [p for p in (REPO / "deploy").rglob("*") if p.is_file() and p.suffix in {".md", ".example"}]
+    documents = [REPO / "README.md", REPO / "Dockerfile", REPO / "docker-compose.yml", *deploy]
+    documents += [*(REPO / "docs").rglob("*.md"), *(REPO / "docs").rglob("*.yaml")]
+    known = {env_name(name) for name in Settings.model_fields} | NOT_SETTINGS
+    named = {}
+    for document in documents:
+        for variable in re.findall(r"SLATRACK_[A-Z0-9_]*[A-Z0-9]", document.read_text(encoding="utf-8")):
+            named.setdefault(variable, document.relative_to(REPO))
+    assert "SLATRACK_KAFKA_BOOTSTRAP" in named  # the scan reads the documents
+    stray = {v: str(d) for v, d in named.items() if v not in known and not v.startswith("SLATRACK_TEST")}
+    assert stray == {}
+
+
+def test_every_setting_is_in_one_part_and_serve_lists_them_all():
+    names = [name for fields in SETTING_PARTS.values() for name in fields]
+    assert sorted(names) == sorted(Settings.model_fields)
+    help_text = cli("serve", "--help").stdout
+    for name in Settings.model_fields:
+        assert env_name(name) in help_text
+
+
+def test_publish_help_says_where_it_finds_the_embedded_broker():
+    help_text = " ".join(cli("publish", "--help").stdout.split())
+    assert "With SLATRACK_KAFKA_BOOTSTRAP unset, the events go to the embedded broker" in help_text
+    assert "127.0.0.1:SLATRACK_EMBEDDED_PORT" in help_text
+    assert "SLATRACK_EMBEDDED_PORT (default: 9092)" in help_text
+    # The data dir is what it is now: the read models and the embedded broker's output.
+    data_dir = " ".join((Settings.model_fields["data_dir"].description or "").split())
+    assert "slatrack.db" in data_dir and "embedded-broker.log" in data_dir

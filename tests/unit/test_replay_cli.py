@@ -72,8 +72,9 @@ def test_replay_table_and_policy_errors(history_file, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('version = "x"\nsurprise = 1\n')
     result = run("replay", "--events", str(path), "--policy", str(bad))
-    assert result.exit_code == 1
-    assert "surprise: unknown key" in result.stderr
+    assert result.exit_code == 2  # the user's mistake
+    [line] = result.stderr.splitlines()  # one line naming the file and each problem
+    assert line.startswith(f"Error: {bad}: invalid policy: ") and "surprise: unknown key" in line
     assert run("replay", "--events", str(path), "--as-of", "2026-11-02T15:00:00").exit_code == 2
 
 
