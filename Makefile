@@ -20,8 +20,7 @@ run: install
 
 # The service with a simulated helpdesk feeding it (Ctrl-C stops both).
 demo: install
-	$(BIN)/slatrack serve & serve=$$!; trap 'kill $$serve; wait $$serve' EXIT INT TERM; \
-	$(BIN)/slatrack demo; wait $$serve
+	$(BIN)/slatrack demo --serve
 
 test: install
 	$(BIN)/python -m pytest

@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -359,32 +360,45 @@ def rebuild(no_switch: bool) -> None:
         raise click.ClickException(f"{len(report.mismatches)} differences: not switched, generation dropped")
 
 
-@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "logging"))
+@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "policy", "http", "logging"))
+@click.option("--serve", "with_serve", is_flag=True, help="Start `slatrack serve` beside it (make demo).")
 @click.option("--customers", default=300, show_default=True, help="Simulated customers.")
-@click.option("--tickets", default=2000, show_default=True, help="Simulated tickets.")
+@click.option("--tickets", default=2000, show_default=True, help="Simulated tickets of the history.")
 @click.option("--days", default=3, show_default=True, help="Days of history before now.")
-@click.option("--speedup", default=1440.0, show_default=True, help="How much faster the history runs.")
-@click.option("--rate", default=500.0, show_default=True, help="At most this many events a second.")
+@click.option("--live-every", default=30.0, show_default=True, help="Seconds between new tickets, live.")
 @click.option("--seed", default=1, show_default=True, help="Same seed, same traffic.")
-def demo(customers: int, tickets: int, days: int, speedup: float, rate: float, seed: int) -> None:
-    """Publish a simulated helpdesk's traffic to the log (run `slatrack serve` beside it)."""
-    from services.demo import run_demo
+def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: float, seed: int) -> None:
+    """A simulated helpdesk: days of history at once, then new tickets in real time.
+
+    With --serve it starts `slatrack serve` too, prints where to look once the
+    history is projected, and stops both at Ctrl-C; if serve dies, the feed
+    stops and says so. Without, run `slatrack serve` beside it.
+    """
+    from services.demo import FeedStopped, demo_with_serve, run_demo
     from services.kafka import BrokerUnreachable, ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
+    policy = _configured_policy(settings)
+    feed = {"customers": customers, "tickets": tickets, "days": days, "seed": seed, "live_every": live_every}
+    if with_serve:
+        sys.exit(asyncio.run(demo_with_serve(settings, policy, **feed)))
 
     async def go() -> int:
-        await wait_until_reachable(settings, timeout=60)
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await wait_until_reachable(settings, timeout=_broker_wait(settings))
         await ensure_topics(settings)
-        return await run_demo(
-            settings, customers=customers, tickets=tickets, days=days, speedup=speedup, rate=rate, seed=seed
-        )
+        fed = await run_demo(settings, policy, stop=stop, **feed)  # type: ignore[arg-type]
+        return fed.history + fed.live
 
     try:
         sent = asyncio.run(go())
     except BrokerUnreachable as exc:
         raise click.ClickException(f"{exc}. Is `slatrack serve` running?") from None
+    except FeedStopped as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"demo: published {sent} events to {settings.topic_events} at {settings.bootstrap()}")
 
 

@@ -26,17 +26,25 @@ def _at(instant: datetime) -> str:
 
 
 class Helpdesk:
-    def __init__(self, seed: int = 1, customers: int = 300, start: datetime | None = None, days: int = 60):
+    def __init__(
+        self,
+        seed: int = 1,
+        customers: int = 300,
+        start: datetime | None = None,
+        days: int = 60,
+        id_prefix: str = "sim",
+    ):
         self.rng = random.Random(seed)  # noqa: S311 - simulated traffic, not secrets
         self.customers = [f"cust-{i:04d}" for i in range(customers)]
         self.start = start or datetime(2026, 9, 1, tzinfo=UTC)
         self.span = timedelta(days=days)
         self._ids = 0
+        self.id_prefix = id_prefix
 
     def _event(self, event_type: str, at: datetime, customer: str, ticket: str | None, **data: Any) -> dict:
         self._ids += 1
         event: dict[str, Any] = {
-            "event_id": f"sim-{self._ids}",
+            "event_id": f"{self.id_prefix}-{self._ids}",
             "type": event_type,
             "schema_version": 1,
             "occurred_at": _at(at),
@@ -48,13 +56,15 @@ class Helpdesk:
             event["ticket_id"] = ticket
         return event
 
-    def ticket(self, number: int) -> list[dict]:
-        """One ticket's life, about ten events, in the order they happened."""
+    def ticket(self, number: int, opened: datetime | None = None, priority: str | None = None) -> list[dict]:
+        """One ticket's life, about ten events, in the order they happened (opened at a random
+        instant of the span with a random priority, unless given)."""
         rng = self.rng
         customer = rng.choice(self.customers)
         ticket = f"T-{number:07d}"
-        opened = self.start + timedelta(seconds=rng.randrange(int(self.span.total_seconds())))
-        priority = _pick(rng, PRIORITIES)
+        random_opened = self.start + timedelta(seconds=rng.randrange(int(self.span.total_seconds())))
+        opened = opened or random_opened
+        priority = priority or _pick(rng, PRIORITIES)
         category = _pick(rng, CATEGORIES)
         data: dict[str, Any] = {"priority": priority, "category": category}
         if category == "new_install":

@@ -93,7 +93,7 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         ["replay", "--events", str(events)],
         ["calendar", "between", "2026-11-02T09:00:00Z", "2026-11-02T10:00:00Z"],
         ["schema", "--check", "--out", str(REPO / "docs" / "schemas")],
-        ["demo", "--customers", "1", "--tickets", "1", "--days", "1", "--speedup", "1e9"],
+        ["demo", "--customers", "1", "--tickets", "1", "--days", "1"],
     ]
     reads = Reads(monkeypatch)
     seen: dict[str, set[str]] = {}

@@ -54,10 +54,10 @@ def simulated(tickets: int = 400, seed: int = 5) -> list[dict]:
     return list(desk.history(tickets))
 
 
-async def project(settings, messages: list[tuple[bytes, bytes]], expected: int) -> None:
+async def project(settings, messages: list[tuple[bytes, bytes]], expected: int, clock=lambda: AS_OF) -> None:
     """Run a worker until it has applied ``expected`` events, then stop it."""
     store = open_store(settings)
-    projector = Projector(store, default_policy(), settings.topic_events, clock=lambda: AS_OF)
+    projector = Projector(store, default_policy(), settings.topic_events, clock=clock)
     await projector.open()
     await produce(settings, messages)
     stop = asyncio.Event()
@@ -223,9 +223,8 @@ async def test_demo_feed_publishes_the_simulated_history(kafka_settings):
     from tests.kafka_helpers import read_all
 
     now = datetime.now(UTC)
-    sent = await run_demo(
-        kafka_settings, customers=5, tickets=20, days=1, speedup=10_000_000, rate=100_000, live=False
-    )
+    fed = await run_demo(kafka_settings, default_policy(), customers=5, tickets=20, days=1, live=False)
+    sent = fed.history
     everything = [orjson.loads(line) for line in demo_history(5, 20, 1, 1, now)]
     past = [e for e in everything if decode_event(orjson.dumps(e)).occurred_at <= now]
     assert len(past) <= sent < len(everything)  # the history, not the future (the demo's now is a bit later)
