@@ -24,8 +24,10 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
+NOT_FINITE = "json_not_finite"  # the pydantic error type of a NaN or an infinity
 
 # RFC 3339 date-time with an explicit offset ("Z" or +hh:mm). Pydantic alone
 # would also take naive times, unix timestamps and dates without a time.
@@ -135,7 +137,12 @@ class _Data(BaseModel):
     def _numbers_are_finite(self) -> "_Data":
         where = _non_finite(self.__pydantic_extra__ or {})
         if where is not None:
-            raise ValueError(f"numbers must be finite: {where} is NaN, Infinity or beyond ±1.8e308")
+            # Its own error type: the codec files it under invalid_json, as a strict parser would.
+            raise PydanticCustomError(
+                NOT_FINITE,
+                "numbers must be finite: {where} is NaN, Infinity or beyond ±1.8e308",
+                {"where": where},
+            )
         return self
 
 

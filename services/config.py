@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port).")
 
+    intake_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="POST /v1/events answers 408 when the request body has not all arrived within "
+        "this many seconds of the request.",
+    )
+
     # --- HTTP API access ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         None,

@@ -68,7 +68,8 @@ INTAKE_EVENTS = Counter(
     "Events accepted by the HTTP intake and acknowledged by the broker.",
     registry=REGISTRY,
 )
-INTAKE_CODES = ("202", "400", "413", "415", "422", "503")
+# 499: the client disconnected before its body was complete (no answer was read).
+INTAKE_CODES = ("202", "400", "408", "413", "415", "422", "499", "500", "503")
 
 PROJECTOR_BATCH_SECONDS = Histogram(
     "slatrack_projector_batch_duration_seconds",
