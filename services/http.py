@@ -123,6 +123,9 @@ def create_app(
         version="1",
         summary="Event-sourced SLA tracking for support desks",
         description=DESCRIPTION,
+        # No redirect from /path/ to /path: Starlette builds its Location from the
+        # Host header, which nobody authenticated (an open redirect). /path/ is a 404.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.publisher = publisher

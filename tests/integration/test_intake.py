@@ -247,3 +247,11 @@ async def test_a_client_that_leaves_mid_body_is_a_log_line_not_a_traceback(live)
     assert "Traceback" not in logs.text and " ERROR " not in logs.text, logs.text
     assert "intake: the client disconnected after 11 bytes of the body; nothing was sent" in logs.text
     assert requests_answered("499") == before + 1
+
+
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(live):
+    for method, path in (("POST", "/v1/events/"), ("GET", "/healthz/"), ("GET", "/v1/tickets/")):
+        response = live.client.request(method, path, headers=PUBLISHER | {"host": "attacker.example"})
+        assert response.status_code == 404, (path, response.status_code, response.headers)
+        assert "location" not in response.headers
+        assert response.json()["error"] == "not_found"
