@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = Field(
         None, description="A file holding the same JSON as SLATRACK_API_TOKENS (both may be given)."
     )
+    cursor_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key that signs the cursors of GET /v1/tickets (HMAC-SHA256), so that an altered or "
+        "foreign cursor is a 400; give every API replica behind one address the same key (never "
+        "logged). Unset: a random key per process, so a cursor holds on the process that gave it, "
+        "until it restarts.",
+    )
     metrics_public: bool = Field(
         True, description="/metrics, /healthz and /readyz need no token. false: they need the reader role."
     )
