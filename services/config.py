@@ -134,6 +134,15 @@ class Settings(BaseSettings):
         "this many seconds of the request.",
     )
 
+    api_store_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="The API's limit on each read-model call (PostgreSQL, enforced on the client side, "
+        "so it holds against a frozen server): past it a query answers 503 store_timeout and /metrics "
+        "leaves out slatrack_sla_clocks.",
+    )
+
     # --- HTTP API access ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         None,

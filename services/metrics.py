@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from events import EVENT_TYPES, RejectKind
 from projections.policy import PRIORITIES, Policy, default_policy
+from services.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +289,11 @@ class _WorkerCollector(Collector):
             try:
                 for clock, priority, status, count in self.store.clock_counts(generation, partitions):
                     counts[clock, priority, status] = count
-            except Exception:
+            except StoreUnavailable as exc:
                 # The scrape goes on without this gauge: a 0 would look like "no open clocks".
+                log.warning("/metrics: no open clocks counted: %s", exc)
+                counted = False
+            except Exception:
                 log.exception("could not count open clocks for /metrics")
                 counted = False
         if counted:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -36,11 +36,21 @@ from projections.ticket import evaluate, utc
 from projections.timeline import TicketKey, history, whole_second
 from services.audit import AmbiguousTicket, UnknownTicket, find_ticket, generation_policy, stored_histories
 from services.auth import AUTH_RESPONSES, ApiError, error, require
-from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
+from services.store.base import CALL_TIMEOUT, ReadModelStore, StoreError, StoreTimeout, TicketQuery, TicketRow
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(dependencies=[require("reader")], responses=AUTH_RESPONSES)
+
+async def _limit_store_calls(request: Request) -> None:
+    """Every store call of the request gives up after SLATRACK_API_STORE_TIMEOUT_S (a 503).
+
+    An async dependency runs in the request's own context, which the endpoint and its
+    threads (asyncio.to_thread copies the context) share.
+    """
+    CALL_TIMEOUT.set(request.app.state.settings.api_store_timeout_s)
+
+
+router = APIRouter(dependencies=[require("reader"), Depends(_limit_store_calls)], responses=AUTH_RESPONSES)
 
 PAGE = 500
 MAX_LIMIT = 500
@@ -167,7 +177,10 @@ def _evaluated_header(description: str) -> dict[str, Any]:
 
 
 _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: error("No read models yet (no active generation), or the store cannot be reached"),
+    503: error(
+        "No read models yet (no active generation), the store cannot be reached, or it did not "
+        "answer in time (`store_timeout`)"
+    ),
 }
 
 
@@ -188,6 +201,11 @@ async def _read(function: Callable[..., T], *args: Any) -> T:
     """A store call in a thread; a store that cannot answer is a 503, not a 500."""
     try:
         return await asyncio.to_thread(function, *args)
+    except StoreTimeout:
+        limit = CALL_TIMEOUT.get()
+        log.error("read models: %s: no answer within %s s", getattr(function, "__name__", "query"), limit)
+        detail = f"the read models did not answer within {limit:g} s (SLATRACK_API_STORE_TIMEOUT_S); retry"
+        raise ApiError(503, "store_timeout", detail) from None
     except STORE_ERRORS as exc:
         log.error("read models: %s failed: %s", getattr(function, "__name__", "query"), type(exc).__name__)
         raise ApiError(503, "store_unavailable", "the read models cannot be reached; retry") from None
