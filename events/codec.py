@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from events.models import EVENT_ADAPTER, EVENT_MODELS, Event
+from events.models import EVENT_ADAPTER, EVENT_MODELS, NOT_FINITE, Event
 
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 _MAX_DETAIL_CHARS = 1000
@@ -60,7 +60,12 @@ def decode_event(raw: bytes | None, *, max_bytes: int | None = DEFAULT_MAX_EVENT
     try:
         return EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
-        raise _rejection(exc) from None
+        rejection = _rejection(exc)
+    if rejection.kind != RejectKind.INVALID_JSON and (why := _not_strict_json(raw)) is not None:
+        # pydantic's parser reads NaN, Infinity and 1e400, then found another fault; the
+        # message is not JSON to begin with, and a strict parser (the intake's) says so.
+        rejection = EventRejected(RejectKind.INVALID_JSON, why)
+    raise rejection
 
 
 def encode_event(event: Event) -> bytes:
@@ -76,11 +81,20 @@ def quoted(text: str | bytes) -> str:
     return orjson.dumps(text).decode()
 
 
+def _not_strict_json(raw: bytes) -> str | None:
+    """Why ``raw`` is not JSON (RFC 8259), or None; called for rejected messages only."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return f"{exc} (numbers must be finite: NaN, Infinity and numbers beyond ±1.8e308 are not JSON)"
+    return None
+
+
 def _rejection(exc: ValidationError) -> EventRejected:
     errors = exc.errors(include_url=False, include_input=False)
     kinds = {e["type"] for e in errors}
     items = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in errors]
-    if "json_invalid" in kinds or "json_type" in kinds:
+    if kinds & {"json_invalid", "json_type", NOT_FINITE}:
         kind = RejectKind.INVALID_JSON
     elif kinds & {"union_tag_invalid", "union_tag_not_found"}:
         kind = RejectKind.UNKNOWN_TYPE if "union_tag_invalid" in kinds else RejectKind.INVALID_EVENT

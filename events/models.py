@@ -8,6 +8,7 @@ rejected; unknown keys inside ``data`` are kept, so that a publisher can add a
 field before we read it.
 """
 
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -23,8 +24,10 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = 1
+NOT_FINITE = "json_not_finite"  # the pydantic error type of a NaN or an infinity
 
 # RFC 3339 date-time with an explicit offset ("Z" or +hh:mm). Pydantic alone
 # would also take naive times, unix timestamps and dates without a time.
@@ -98,10 +101,49 @@ Category = Literal["service", "non_service", "new_install"]
 Party = Literal["provider", "customer", "third_party"]
 
 
+def _non_finite(extra: dict[str, Any]) -> str | None:
+    """Where the first non-finite number among the unknown keys is (``key.key[3]``), or None.
+
+    pydantic reads ``NaN``, ``Infinity`` and ``1e400`` (infinity as a double) into
+    keys it does not know; they are not JSON numbers (RFC 8259) and could not be
+    written back as JSON. Iterative, so no nesting depth can exhaust the stack.
+    """
+    stack: list[tuple[str, Any]] = [(key, value) for key, value in extra.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None
+
+
+def _json_integer(value: Any) -> Any:
+    # Literal[1] alone takes true, 1.0 and 1e0 (each equals 1 in Python): the
+    # contract says the JSON integer 1.
+    if type(value) is not int:
+        raise ValueError("must be the JSON integer 1")
+    return value
+
+
 class _Data(BaseModel):
-    """A per-type payload. Unknown keys are kept for forward compatibility."""
+    """A per-type payload. Unknown keys are kept for forward compatibility, if their numbers are finite."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _numbers_are_finite(self) -> "_Data":
+        where = _non_finite(self.__pydantic_extra__ or {})
+        if where is not None:
+            # Its own error type: the codec files it under invalid_json, as a strict parser would.
+            raise PydanticCustomError(
+                NOT_FINITE,
+                "numbers must be finite: {where} is NaN, Infinity or beyond ±1.8e308",
+                {"where": where},
+            )
+        return self
 
 
 class TicketOpenedData(_Data):
@@ -185,7 +227,7 @@ class _Envelope(BaseModel):
 
     event_id: Id = Field(description="The identity of the event: a second copy is a duplicate.")
     type: str
-    schema_version: Literal[1]
+    schema_version: Annotated[Literal[1], BeforeValidator(_json_integer)]
     occurred_at: Instant
     customer_id: Id
     source: ShortText | None = None

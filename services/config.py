@@ -156,6 +156,23 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTP server listens on.")
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: any free port).")
 
+    intake_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="POST /v1/events answers 408 when the request body has not all arrived within "
+        "this many seconds of the request.",
+    )
+
+    api_store_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="The API's limit on each read-model call (PostgreSQL, enforced on the client side, "
+        "so it holds against a frozen server): past it a query answers 503 store_timeout and /metrics "
+        "leaves out slatrack_sla_clocks.",
+    )
+
     # --- HTTP API access ---------------------------------------------------
     api_tokens: SecretStr | None = Field(
         None,
@@ -166,6 +183,14 @@ class Settings(BaseSettings):
     )
     api_tokens_file: Path | None = Field(
         None, description="A file holding the same JSON as SLATRACK_API_TOKENS (both may be given)."
+    )
+    cursor_key: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Key that signs the cursors of GET /v1/tickets (HMAC-SHA256), so that an altered or "
+        "foreign cursor is a 400; give every API replica behind one address the same key (never "
+        "logged). Unset: a random key per process, so a cursor holds on the process that gave it, "
+        "until it restarts.",
     )
     metrics_public: bool = Field(
         True, description="/metrics, /healthz and /readyz need no token. false: they need the reader role."
@@ -341,6 +366,9 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
         "metrics_public",
         "ready_max_lag",
         "ready_stall_s",
+        "intake_body_timeout_s",
+        "api_store_timeout_s",
+        "cursor_key",
     ),
     "stop": ("stop_timeout_s",),
     "logging": ("log_level",),

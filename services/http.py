@@ -30,7 +30,7 @@ from services.auth import AUTH_RESPONSES, ApiError, Authenticator, error, requir
 from services.config import Settings
 from services.kafka import BrokerWatch
 from services.publisher import EventPublisher
-from services.store.base import ReadModelStore
+from services.store.base import ReadModelStore, call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,9 @@ def create_app(
         version="1",
         summary="Event-sourced SLA tracking for support desks",
         description=DESCRIPTION,
+        # No redirect from /path/ to /path: Starlette builds its Location from the
+        # Host header, which nobody authenticated (an open redirect). /path/ is a 404.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.publisher = publisher
@@ -177,7 +180,9 @@ def create_app(
     )
     async def prometheus_metrics() -> Response:
         metrics.WORKER.prepare()  # the worker's partitions, read on the loop that changes them
-        body = await asyncio.to_thread(generate_latest, metrics.REGISTRY)  # counting clocks reads the store
+        # Counting clocks reads the store: within the API's limit, or without that gauge.
+        limit = settings.api_store_timeout_s
+        body = await asyncio.to_thread(call_with_timeout, limit, generate_latest, metrics.REGISTRY)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(operations)

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from events import EVENT_TYPES, RejectKind
 from projections.policy import PRIORITIES, Policy, default_policy
+from services.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ INTAKE_EVENTS = Counter(
     "Events accepted by the HTTP intake and acknowledged by the broker.",
     registry=REGISTRY,
 )
-INTAKE_CODES = ("202", "400", "413", "415", "422", "503")
+# 499: the client disconnected before its body was complete (no answer was read).
+INTAKE_CODES = ("202", "400", "408", "413", "415", "422", "499", "500", "503")
 
 PROJECTOR_BATCH_SECONDS = Histogram(
     "slatrack_projector_batch_duration_seconds",
@@ -324,8 +326,11 @@ class _WorkerCollector(Collector):
             try:
                 for clock, priority, status, count in self.store.clock_counts(generation, partitions):
                     counts[clock, priority, status] = count
-            except Exception:
+            except StoreUnavailable as exc:
                 # The scrape goes on without this gauge: a 0 would look like "no open clocks".
+                log.warning("/metrics: no open clocks counted: %s", exc)
+                counted = False
+            except Exception:
                 log.exception("could not count open clocks for /metrics")
                 counted = False
         if counted:

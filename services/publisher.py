@@ -118,6 +118,14 @@ class EventPublisher:
         ]
         await asyncio.gather(*pending)
 
+    async def publish_raw(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send ``(customer_id, value)`` messages as they are, keyed by customer_id, as :meth:`publish`."""
+        pending = [
+            await self._events.publish(value, key=customer_id.encode(), no_confirm=True)
+            for customer_id, value in messages
+        ]
+        await asyncio.gather(*pending)
+
     async def publish_signals(self, signals: Sequence[Signal]) -> None:
         """Send signals from the outbox; return once the broker acknowledged every one."""
         pending = [

@@ -15,15 +15,16 @@ list items in their ``evaluated_at`` field.
 
 import asyncio
 import base64
-import binascii
+import hmac
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -35,11 +36,21 @@ from projections.ticket import utc
 from projections.timeline import TicketKey, whole_second
 from services.audit import AmbiguousTicket, UnknownTicket, find_ticket, generation_policy, stored_histories
 from services.auth import AUTH_RESPONSES, ApiError, error, require
-from services.store.base import ReadModelStore, StoreError, TicketQuery, TicketRow
+from services.store.base import CALL_TIMEOUT, ReadModelStore, StoreError, StoreTimeout, TicketQuery, TicketRow
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(dependencies=[require("reader")], responses=AUTH_RESPONSES)
+
+async def _limit_store_calls(request: Request) -> None:
+    """Every store call of the request gives up after SLATRACK_API_STORE_TIMEOUT_S (a 503).
+
+    An async dependency runs in the request's own context, which the endpoint and its
+    threads (asyncio.to_thread copies the context) share.
+    """
+    CALL_TIMEOUT.set(request.app.state.settings.api_store_timeout_s)
+
+
+router = APIRouter(dependencies=[require("reader"), Depends(_limit_store_calls)], responses=AUTH_RESPONSES)
 
 PAGE = 500
 MAX_LIMIT = 500
@@ -47,6 +58,9 @@ MAX_ID = 128  # as the event contract's ids
 EVALUATED_AT = "X-Slatrack-Evaluated-At"
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 T = TypeVar("T")
+CURSOR_MAC_BYTES = 16  # 128 bits of HMAC-SHA256: no forging by trial
+# Signs cursors when SLATRACK_CURSOR_KEY is unset: they then hold on this process only.
+_PROCESS_CURSOR_KEY = secrets.token_bytes(32)
 
 try:  # psycopg is a dependency, but only PostgreSQL deployments use it
     from psycopg import Error as _PostgresError
@@ -168,7 +182,10 @@ def _evaluated_header(description: str) -> dict[str, Any]:
 
 
 _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: error("No read models yet (no active generation), or the store cannot be reached"),
+    503: error(
+        "No read models yet (no active generation), the store cannot be reached, or it did not "
+        "answer in time (`store_timeout`)"
+    ),
 }
 
 
@@ -189,6 +206,11 @@ async def _read(function: Callable[..., T], *args: Any) -> T:
     """A store call in a thread; a store that cannot answer is a 503, not a 500."""
     try:
         return await asyncio.to_thread(function, *args)
+    except StoreTimeout:
+        limit = CALL_TIMEOUT.get()
+        log.error("read models: %s: no answer within %s s", getattr(function, "__name__", "query"), limit)
+        detail = f"the read models did not answer within {limit:g} s (SLATRACK_API_STORE_TIMEOUT_S); retry"
+        raise ApiError(503, "store_timeout", detail) from None
     except STORE_ERRORS as exc:
         log.error("read models: %s failed: %s", getattr(function, "__name__", "query"), type(exc).__name__)
         raise ApiError(503, "store_unavailable", "the read models cannot be reached; retry") from None
@@ -262,20 +284,39 @@ def view_as_of(
     return view_at(ticket, records, account, policy, as_of)
 
 
-def encode_cursor(after: TicketKey) -> str:
+def encode_cursor(after: TicketKey, key: bytes) -> str:
+    """``payload.mac``: the last ticket of the page, signed, so that a client cannot alter it."""
     customer, ticket = after
-    return base64.urlsafe_b64encode(orjson.dumps([ticket, customer])).decode().rstrip("=")
+    payload = _b64(orjson.dumps([ticket, customer]))
+    return f"{payload}.{_b64(_cursor_mac(key, payload))}"
 
 
-def decode_cursor(cursor: str) -> TicketKey:
-    try:
-        ticket, customer = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        key = (str(customer), str(ticket))
-    except (binascii.Error, ValueError, TypeError):
-        key = ("", "")
-    if not all(1 <= len(part) <= MAX_ID and _storable(part) for part in key) or encode_cursor(key) != cursor:
-        raise ApiError(422, "bad_cursor", "cursor: not a cursor this API gave; start again without it")
-    return key
+def decode_cursor(cursor: str, key: bytes) -> TicketKey:
+    """The ticket a cursor of ours continues after; 400 for anything else (altered, foreign, stale key)."""
+    payload, _, mac = cursor.rpartition(".")
+    # Constant time: the answer must not tell how much of a forged MAC was right.
+    if not hmac.compare_digest(mac.encode(), _b64(_cursor_mac(key, payload)).encode()):
+        raise ApiError(
+            400,
+            "bad_cursor",
+            "cursor: not a cursor this API gave (altered, from another deployment, or from before a "
+            "restart without SLATRACK_CURSOR_KEY); start again without it",
+        )
+    ticket, customer = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(customer), str(ticket)
+
+
+def _cursor_mac(key: bytes, payload: str) -> bytes:
+    return hmac.digest(key, b"slatrack list cursor v1:" + payload.encode(), "sha256")[:CURSOR_MAC_BYTES]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_key(request: Request) -> bytes:
+    configured = request.app.state.settings.cursor_key
+    return configured.get_secret_value().encode() if configured is not None else _PROCESS_CURSOR_KEY
 
 
 # -- tickets --------------------------------------------------------------------
@@ -285,7 +326,11 @@ def decode_cursor(cursor: str) -> TicketKey:
     "/v1/tickets",
     summary="Tickets, filtered, a page at a time",
     response_model=TicketPage,
-    responses={422: error("A parameter is not valid (a bad cursor: `bad_cursor`)"), **_STORE_RESPONSES},
+    responses={
+        400: error("`bad_cursor`: not a cursor this API gave, or altered"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
 )
 async def list_tickets(
     request: Request,
@@ -319,14 +364,15 @@ async def list_tickets(
     ] = None,
     cursor: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="`next_cursor` of the previous page"),
+        # Long enough for two ids of 128 four-byte characters, base64, and the MAC.
+        Query(min_length=1, max_length=2048, description="`next_cursor` of the previous page"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Tickets per page")] = 100,
 ) -> Response:
     """Tickets matching every given filter, ordered by ticket id (then customer). Walk the pages with
     `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
     repeated (a ticket that changes meanwhile is seen as it is when its page is read)."""
-    after = decode_cursor(cursor) if cursor is not None else None
+    after = decode_cursor(cursor, _cursor_key(request)) if cursor is not None else None
     due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
     store, generation = await _generation(request)
     if customer_id is not None and not _storable(customer_id):
@@ -350,7 +396,7 @@ async def list_tickets(
         b'{"evaluated_at":' + orjson.dumps(_stamp(row.evaluated_at)) + b',"view":' + row.view + b"}"
         for row in rows
     )
-    next_cursor = encode_cursor(rows[-1].key) if more else None
+    next_cursor = encode_cursor(rows[-1].key, _cursor_key(request)) if more else None
     body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
     return Response(body, media_type="application/json")
 

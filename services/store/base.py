@@ -23,8 +23,12 @@ Instants are integer epoch seconds (UTC) in this interface and in the tables.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TicketKey = tuple[str, str]  # (customer_id, ticket_id)
 EventKey = tuple[str, str]  # (customer_id, event_id)
@@ -47,6 +51,26 @@ class StoreNotOpened(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached, or stayed busy too long: nothing was written; try again."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The database did not answer within the caller's limit (:data:`CALL_TIMEOUT`)."""
+
+
+# A limit, in seconds, on each store call made in this context: the API sets it
+# (a frozen database must be a quick 503, not a hung request); a worker does not.
+# A PostgreSQL store enforces it on the client side, so it holds against a server
+# that accepts connections but never answers. SQLite has its busy timeout instead.
+CALL_TIMEOUT: ContextVar[float | None] = ContextVar("slatrack_store_call_timeout", default=None)
+
+
+def call_with_timeout(limit: float, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` with :data:`CALL_TIMEOUT` set to ``limit``, in the thread that calls the store."""
+    token = CALL_TIMEOUT.set(limit)
+    try:
+        return function(*args)
+    finally:
+        CALL_TIMEOUT.reset(token)
 
 
 class StaleBatch(StoreError):

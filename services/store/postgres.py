@@ -19,16 +19,21 @@ psycopg 3 pipelines. Either way a batch costs a few round trips, not one per row
 The URL may carry a password: it is never logged, only host, port and database.
 """
 
+import contextlib
 import functools
 import logging
+import math
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
 import psycopg
 
-from services.store.base import StoreUnavailable
+from services.store.base import CALL_TIMEOUT, StoreTimeout, StoreUnavailable
 from services.store.sql import Bulk, SqlStore, Tx
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,9 @@ T = TypeVar("T")
 MIGRATION_LOCK_KEY = 0x736C6174  # "slat"
 # Below this many rows, a pipelined executemany beats setting up a COPY.
 COPY_MIN_ROWS = 50
+# How long a call past its limit waits for the server to cancel its statement
+# before the connection is cut (a frozen server answers no cancel request either).
+CANCEL_WAIT_S = 0.5
 
 
 @functools.lru_cache(maxsize=512)
@@ -134,7 +142,7 @@ class PostgresStore(SqlStore):
                 self._conn.close()
                 self._conn = None
 
-    def _connection(self) -> psycopg.Connection:
+    def _connection(self, connect_timeout_s: int | None = None) -> psycopg.Connection:
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -144,7 +152,7 @@ class PostgresStore(SqlStore):
         conn = psycopg.connect(
             self._conninfo,
             autocommit=True,
-            connect_timeout=self._connect_timeout_s,
+            connect_timeout=connect_timeout_s or self._connect_timeout_s,
             fallback_application_name="slatrack",
         )
         try:
@@ -161,6 +169,9 @@ class PostgresStore(SqlStore):
         return conn
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
+        limit = CALL_TIMEOUT.get()
+        if limit is not None:
+            return self._read_within(fn, limit)
         with self._lock, _unavailable():
             conn = self._connection()
             try:
@@ -170,6 +181,31 @@ class PostgresStore(SqlStore):
                     raise
             # The connection broke (server restart, network): a read is safe to repeat once.
             return fn(_PgTx(self._connection()))
+
+    def _read_within(self, fn: Callable[[Tx], T], limit: float) -> T:
+        """A read that answers or fails within about ``limit`` seconds, whatever the server does."""
+        timed_out = StoreTimeout(f"PostgreSQL did not answer within {limit:g} s")
+        deadline = time.monotonic() + limit
+        # Behind a call that hangs (a worker's, in the same process), this one gives up too.
+        if not self._lock.acquire(timeout=limit):
+            raise timed_out
+        try:
+            with _unavailable():
+                # libpq's connect timeout is whole seconds, at least 2.
+                conn = self._connection(max(2, math.ceil(deadline - time.monotonic())))
+                with _Watchdog(conn, deadline - time.monotonic()) as watchdog:
+                    try:
+                        return fn(_PgTx(conn))
+                    except psycopg.Error:
+                        if watchdog.fired:
+                            raise timed_out from None
+                        raise
+        except StoreUnavailable:
+            if time.monotonic() >= deadline:  # connecting took all the time there was
+                raise timed_out from None
+            raise
+        finally:
+            self._lock.release()
 
     def _write(self, fn: Callable[[Tx], T]) -> T:
         with self._lock, _unavailable(), ExitStack() as stack:
@@ -194,6 +230,42 @@ class PostgresStore(SqlStore):
 
     def _in(self, column: str, values: Iterable) -> tuple[str, object]:
         return f"{column} = ANY(?)", list(values)
+
+
+class _Watchdog:
+    """Interrupts the connection's statement if it runs past ``seconds``: first a cancel request (a
+    live server stops the statement, the connection stays), then, if the statement has not ended
+    soon after, it cuts the connection under libpq, whose wait then fails. A server-side
+    statement_timeout cannot do this: a frozen server runs no timer and answers no cancel."""
+
+    def __init__(self, conn: psycopg.Connection, seconds: float) -> None:
+        self._conn = conn
+        self._ended = threading.Event()
+        self.fired = False
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._ended.set()
+        self._timer.cancel()
+        self._timer.join()  # so that it never touches the connection of a later call
+
+    def _fire(self) -> None:
+        if self._ended.is_set():
+            return
+        self.fired = True
+        with contextlib.suppress(psycopg.Error):
+            self._conn.cancel_safe(timeout=CANCEL_WAIT_S)
+        if self._ended.wait(CANCEL_WAIT_S):
+            return
+        # On a duplicate of libpq's descriptor: shutting the socket down wakes the waiting
+        # thread (end of stream), while the descriptor itself stays libpq's to close.
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 @contextmanager

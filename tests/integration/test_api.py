@@ -18,6 +18,7 @@ from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
 from services.projector import decode_stored
+from services.queries import decode_cursor, encode_cursor
 from services.simulator import Helpdesk
 from services.store.base import TicketQuery
 from tests.integration.live_api import AS_OF, TOKENS, LiveApi, LogCapture, auth, fresh_settings, walk
@@ -411,12 +412,36 @@ def b64(raw: bytes) -> str:
         "A",
         b64(b"T-1") + "==",
         "x" * 201,
+        b64(b'["T-1", "cust-1"]'),  # the unsigned cursor of before
+        b64(b'["T-1", "cust-1"]') + "." + "A" * 22,
+        "é.é",
     ],
 )
-def test_a_bad_cursor_is_422(world, cursor):
+def test_a_bad_cursor_is_400(world, cursor):
     response = world.client.get("/v1/tickets", params={"cursor": cursor}, headers=READER)
-    assert response.status_code == 422, response.text
-    assert response.json()["error"] in {"bad_cursor", "invalid_request"}
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "bad_cursor"
+    assert response.json()["detail"].startswith("cursor: not a cursor this API gave")
+
+
+def test_an_altered_or_foreign_cursor_is_400(world):
+    cursor = world.client.get("/v1/tickets", params={"limit": 3}, headers=READER).json()["next_cursor"]
+    payload, mac = cursor.split(".")
+    ticket, customer = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    # Another position with the genuine MAC; the same position signed with another key.
+    altered = b64(orjson.dumps([ticket + "0", customer])) + "." + mac
+    foreign = encode_cursor((customer, ticket), b"another deployment's key")
+    for bad in (altered, foreign, payload + "." + mac[:-1], cursor + "A"):
+        response = world.client.get("/v1/tickets", params={"limit": 3, "cursor": bad}, headers=READER)
+        assert response.status_code == 400 and response.json()["error"] == "bad_cursor", (bad, response.text)
+    assert world.client.get("/v1/tickets", params={"cursor": cursor}, headers=READER).status_code == 200
+
+
+def test_a_cursor_holds_ids_of_any_length():
+    key = b"k" * 32
+    for after in (("c", "t"), ("€" * 128, "😀" * 128), ('"\\' * 42, "\u2028" * 128)):
+        cursor = encode_cursor(after, key)
+        assert len(cursor) <= 2048 and decode_cursor(cursor, key) == after
 
 
 def test_a_cursor_continues_after_its_ticket(world):

@@ -256,6 +256,52 @@ def test_schema_version(version):
     )
 
 
+@pytest.mark.parametrize("version", [b"true", b"1.0", b"1e0", b"1E+0", b"10e-1"])
+def test_schema_version_is_the_json_integer_1(version):
+    # Each equals 1 in Python; pydantic's Literal[1] alone took them.
+    raw = orjson.dumps(sample("ticket.opened", schema_version=0)).replace(
+        b'"schema_version":0', b'"schema_version":' + version
+    )
+    with pytest.raises(EventRejected) as info:
+        decode_event(raw)
+    assert info.value.kind == RejectKind.UNSUPPORTED_SCHEMA_VERSION
+    assert info.value.detail == "schema_version: Value error, must be the JSON integer 1"
+
+
+@pytest.mark.parametrize(
+    ("number", "where"),
+    [
+        (b"NaN", "x"),
+        (b"Infinity", "x"),
+        (b"-Infinity", "x"),
+        (b"1e400", "x"),
+        (b"-1e309", "x"),
+        (b'{"a": [1, 2, {"b": NaN}]}', "x.a[2].b"),
+    ],
+)
+def test_numbers_must_be_finite(number, where):
+    raw = orjson.dumps(sample("ticket.opened", data={"priority": "low", "x": 0})).replace(
+        b'"x":0', b'"x":' + number
+    )
+    with pytest.raises(EventRejected) as info:
+        decode_event(raw)
+    # Not JSON numbers (RFC 8259; 1e400 is no double): a strict parser would say invalid JSON too.
+    assert info.value.kind == RejectKind.INVALID_JSON
+    assert info.value.detail == f"data: numbers must be finite: {where} is NaN, Infinity or beyond ±1.8e308"
+
+
+@pytest.mark.parametrize("field", ["schema_version", "event_id", "occurred_at", "ticket_id"])
+def test_a_non_finite_number_anywhere_is_not_json(field):
+    # Rejected for another reason by the model too, but a strict parser stops at the NaN first.
+    raw = orjson.dumps(sample("ticket.opened", **{field: 0})).replace(
+        f'"{field}":0'.encode(), f'"{field}":NaN'.encode()
+    )
+    with pytest.raises(EventRejected) as info:
+        decode_event(raw)
+    assert info.value.kind == RejectKind.INVALID_JSON
+    assert "numbers must be finite" in info.value.detail
+
+
 def test_source_is_optional_and_bounded():
     assert decode(sample("ticket.opened", source="zendesk")).source == "zendesk"
     assert rejected(sample("ticket.opened", source="s" * 129)).kind == RejectKind.INVALID_EVENT
