@@ -22,8 +22,10 @@ run: install
 demo: install
 	$(BIN)/slatrack demo --serve
 
+# Four test processes on our 2-core machines: most tests wait on the broker or a subprocess.
+TEST_WORKERS ?= 4
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # Benchmarks, not timed tests: they print what they measured.
 bench: install

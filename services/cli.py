@@ -110,14 +110,18 @@ def serve(role: str, insecure: bool) -> None:
     problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
     if problem is not None:
         raise click.UsageError(problem)
-    # Checked before anything starts: the policy, the read models' place, the data dir.
     _configured_policy(settings)
-    _open_store(settings).close()
-    if settings.uses_embedded_broker:
-        _data_dir(settings)  # its output goes there
+
+    def check() -> None:
+        # Once the ports are known free, before anything starts: the read models' place, the
+        # data dir (opening the store creates them, so not before a taken port is refused).
+        _open_store(settings).close()
+        if settings.uses_embedded_broker:
+            _data_dir(settings)  # its output goes there
+
     _logging(settings)
     try:
-        run(settings, role)  # type: ignore[arg-type]
+        run(settings, role, check)  # type: ignore[arg-type]
     except ServeRefused as exc:  # a taken port: nothing was started
         click.echo(f"slatrack serve: {exc}", err=True)
         sys.exit(2)

@@ -210,8 +210,8 @@ class ValidatingConsumer:
                     # listener was still deciding where to start; it seeks
                     # every assigned partition, so the next fetch has one.
                     continue
-                except Exception as exc:  # e.g. a record batch that cannot be decoded
-                    await self._fetch_failed(exc)
+                except Exception:  # e.g. a record batch that cannot be decoded
+                    await self._fetch_failed()
                     continue
                 if batch:
                     await self._process(batch)
@@ -240,8 +240,9 @@ class ValidatingConsumer:
         partition's records caused it; fetched alone, the one that raises is the one."""
         self._isolate -= 1
         batch: Batch = {}
-        paused = self.consumer.paused()
-        for tp in sorted(self.consumer.assignment() - paused, key=lambda tp: tp.partition):
+        failed: dict[TopicPartition, Exception] = {}
+        fetchable = sorted(self.consumer.assignment() - self.consumer.paused(), key=lambda tp: tp.partition)
+        for tp in fetchable:
             try:
                 batch |= await self.consumer.getmany(
                     tp, timeout_ms=100, max_records=self.settings.consumer_max_records
@@ -249,23 +250,29 @@ class ValidatingConsumer:
             except (OffsetOutOfRangeError, NoOffsetForPartitionError):
                 raise
             except Exception as exc:
-                position = await self.consumer.position(tp)
-                self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {_said(exc)}")
-                self._isolate = 0
+                failed[tp] = exc
+        if not failed:
+            return batch
+        self._isolate = 0
+        if len(failed) == len(fetchable) > 1:
+            # Every partition raises: not one partition's records (the topic, the broker). Keep
+            # what was fetched, try again later.
+            error = next(iter(failed.values()))
+            self._log_retry(f"fetching failed in every partition: {_said(error)}", error)
+            await asyncio.sleep(RETRY_DELAY_S)
+            return batch
+        for tp, exc in failed.items():
+            position = await self.consumer.position(tp)
+            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {_said(exc)}")
         return batch
 
-    async def _fetch_failed(self, error: Exception) -> None:
+    async def _fetch_failed(self) -> None:
         # aiokafka had taken the records of other partitions before one raised, moving their
-        # positions past records we never got: put every position back where we are.
+        # positions past records we never got: put every position back where we are, then
+        # fetch one partition at a time to find the one it comes from.
         for tp in self.consumer.assignment():
             await self._seek(tp, self._next.get(tp.partition))
-        if not self._isolate:
-            self._isolate = ISOLATION_ROUNDS
-            return
-        # Fetched alone, no partition raised it: not one partition's records. Try again later.
-        self._isolate = 0
-        self._log_retry(f"fetching failed: {_said(error)}", error)
-        await asyncio.sleep(RETRY_DELAY_S)
+        self._isolate = ISOLATION_ROUNDS
 
     def _halt(self, partition: int, offset: int, cause: str, reason: str) -> None:
         """Hold ``partition`` at ``offset`` (nothing there or after it is skipped) and try again later."""

@@ -226,7 +226,7 @@ class BrokerWatch:
         self.error = "no answer in time" if timed_out else str(error) or type(error).__name__
         if self.failing_since is None:
             self.failing_since = time.monotonic()
-            log.error("the broker at %s does not answer: %s", self.settings.bootstrap(), self.error)
+            log.warning("the broker at %s does not answer: %s", self.settings.bootstrap(), self.error)
 
     def _answered(self) -> None:
         if self.failing_since is not None:

@@ -343,15 +343,17 @@ class _WorkerCollector(Collector):
             "Tickets of this worker's partitions the engine could not evaluate (it raised: a bug, not "
             "bad input); each row says the error and the event (README, Operations).",
         )
-        if self.store is not None and generation is not None and partitions:
+        if not (self.store is not None and generation is not None and partitions):
+            quarantined.add_metric([], 0)
+            yield quarantined
+        elif counted:  # a store that did not answer the first count is not asked a second time
             try:
                 quarantined.add_metric([], self.store.quarantined_count(generation, partitions))
                 yield quarantined
+            except StoreUnavailable as exc:
+                log.warning("/metrics: no quarantined tickets counted: %s", exc)
             except Exception:
                 log.exception("could not count quarantined tickets for /metrics")
-        else:
-            quarantined.add_metric([], 0)
-            yield quarantined
 
         lag = GaugeMetricFamily(
             "slatrack_projector_lag_events",

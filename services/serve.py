@@ -9,7 +9,7 @@ import ipaddress
 import logging
 import signal
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Literal
 
 import uvicorn
@@ -18,7 +18,7 @@ from projections.policy import Policy, default_policy, load_policy
 from services import metrics
 from services.config import Settings
 from services.consumer import ValidatingConsumer
-from services.embedded_broker import BrokerExited, EmbeddedBroker, PortTaken
+from services.embedded_broker import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
 from services.http import create_app
 from services.kafka import BrokerWatch, ensure_topics, wait_until_reachable
 from services.outbox import relay_signals
@@ -78,10 +78,12 @@ def exposure_problem(settings: Settings, role: Role, insecure: bool) -> str | No
     )
 
 
-def run(settings: Settings, role: Role = "all") -> None:
+def run(settings: Settings, role: Role = "all", check: Callable[[], None] = lambda: None) -> None:
     """Run until SIGINT or SIGTERM; stop everything this process started.
 
-    Raises :class:`ServeRefused` if a port is taken (nothing was started) and
+    ``check`` runs once the ports are known to be free, before anything starts (the
+    caller's checks of the configuration, which may create the data dir). Raises
+    :class:`ServeRefused` if a port is taken (nothing was started) and
     :class:`ServeFailed` if the embedded broker died (logged already).
     """
     # First, and kept: a taken HTTP port is found before anything starts, and no
@@ -89,6 +91,9 @@ def run(settings: Settings, role: Role = "all") -> None:
     sock = _listen(settings.http_host, settings.http_port)
     broker = None
     try:
+        if settings.uses_embedded_broker and settings.embedded_port:
+            check_port_free(settings.embedded_port)
+        check()
         if settings.uses_embedded_broker:
             log_path = settings.data_dir / "embedded-broker.log"
             broker = EmbeddedBroker(settings.embedded_port, log_path=log_path)

@@ -50,4 +50,8 @@ async def test_the_engine_runs_off_the_event_loop(tmp_path):
         await beat
         assert feed.view("c1", "long")["clocks"]["response"]["status"] == "stopped"
     assert took > 0.2, f"the batch took {took:.3f} s: too little to tell"
-    assert max(stalls) < took / 3, f"the loop stalled {max(stalls):.3f} s of a {took:.3f} s batch"
+    # On the loop, the whole evaluation was one stall. Off it, the loop runs between the
+    # fold's bytecodes; what is left are the garbage collector's pauses (which stop every thread)
+    # and, on a loaded machine, the scheduler's: well under the whole.
+    assert len(stalls) >= 10, f"the loop ran {len(stalls)} times in a {took:.3f} s batch"
+    assert max(stalls) < 0.6 * took, f"the loop stalled {max(stalls):.3f} s of a {took:.3f} s batch"
