@@ -160,7 +160,6 @@ class ValidatingConsumer:
         self.halts: dict[int, Halt] = {}
         self._isolate = 0  # fetch one partition at a time for this many rounds (after an error)
         self._retry_logged_at = 0.0
-
         self._progress: dict[int, float] = {}  # partition -> when it last moved on (or was assigned)
 
     def problems(self, stalled_after_s: float) -> list[str]:
@@ -513,7 +512,9 @@ class ValidatingConsumer:
         async def send(items: list[tuple[RawRecord, EventRejected]]) -> str | None:
             try:
                 await asyncio.wait_for(self.publisher.dead_letter(items), self.settings.dlq_send_timeout_s)
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # the broker, or a message we could not make a dead letter of
+                if not isinstance(exc, KafkaError | OSError | TimeoutError):
+                    log.error("a dead letter could not be made", exc_info=exc)
                 return f"its dead letter could not be written to {self.settings.topic_dlq}: {_said(exc)}"
             return None
 

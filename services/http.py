@@ -199,8 +199,11 @@ async def _readiness(app: FastAPI) -> JSONResponse:
     store: ReadModelStore | None = app.state.store
     if store is not None:
         try:
+            # The limit is the store's own (CALL_TIMEOUT): a thread that waits on a frozen
+            # PostgreSQL past it would hold a worker of the thread pool, probe after probe.
+            limit = min(READY_STORE_TIMEOUT_S, app.state.settings.api_store_timeout_s)
             generation = await asyncio.wait_for(
-                asyncio.to_thread(store.active_generation), READY_STORE_TIMEOUT_S
+                asyncio.to_thread(call_with_timeout, limit, store.active_generation), limit + 1
             )
         except (TimeoutError, *queries.STORE_ERRORS) as exc:
             reasons.append(f"the read models cannot be reached ({type(exc).__name__})")

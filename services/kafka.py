@@ -75,6 +75,9 @@ def raw_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
+        # Never below what a dead letter may be (SLATRACK_DLQ_MAX_MESSAGE_BYTES): a dead letter
+        # cut to fit must not be refused by the producer itself.
+        max_request_size=max(1024 * 1024, settings.dlq_max_message_bytes + 64 * 1024),
         **client_options(settings),
     )
 

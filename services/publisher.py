@@ -35,6 +35,7 @@ H_ORIGINAL_SHA256 = "slatrack-dlq-original-sha256"
 # What a record costs beyond its key, value and headers (Kafka's record and batch framing,
 # generously): a dead letter is sized to stay this far below the limit.
 RECORD_OVERHEAD = 1024
+HEADER_OVERHEAD = 10  # a header's two length varints, at most
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class EventPublisher:
         await asyncio.gather(*pending)
 
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, bytes | None]]
 
 
 def fit_dead_letter(
@@ -166,7 +167,9 @@ def fit_dead_letter(
     key, value = record.key, record.value
 
     def size(headers: Headers) -> int:
-        return len(key or b"") + len(value or b"") + sum(len(n) + len(v) for n, v in headers)
+        # A header's value may be null (None); each header costs a few bytes of framing too.
+        framing = HEADER_OVERHEAD * len(headers)
+        return len(key or b"") + len(value or b"") + framing + sum(len(n) + len(v or b"") for n, v in headers)
 
     if size(headers) <= budget:
         return key, value, headers
@@ -181,7 +184,11 @@ def fit_dead_letter(
         (H_ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode()),
     ]
     value = b""  # size() now counts the key and headers only: what is left is the room for the value
-    room = max(budget - size([*ours, *cut]), 0)
+    room = budget - size([*ours, *cut])
+    if room < 0:  # the key alone is too large: keep its start too
+        key = (key or b"")[: max(len(key or b"") + room, 0)]
+        cut[0] = (H_TRUNCATED, f"the key and the value were cut to fit: {where}".encode())
+        room = 0
     return key, original[:room], [*ours, *cut]
 
 

@@ -217,3 +217,25 @@ async def test_a_projector_that_raises_halts_only_its_partition(kafka_settings, 
             lambda: w.ticket("poisoned", "T-p") is not None, 60, "the partition going on by itself"
         )
         assert w.consumer.halts == {}
+
+
+async def test_a_rejected_message_with_a_null_header_is_dead_lettered(kafka_settings, tmp_path):
+    """Kafka allows a header without a value; making its dead letter once crashed the worker."""
+    from aiokafka import AIOKafkaProducer
+
+    from services.kafka import client_options
+
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
+    producer = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_events, b"not json", key=b"c", headers=[("trace", None)])
+    finally:
+        await producer.stop()
+    others = customers_on_other_partitions(settings, partition_of(settings, "c"), 3)
+    await produce(settings, [opened(c, f"T-{c}") for c in others])
+    async with worker(settings) as (w, _):
+        await wait_for(lambda: w.projector.applied_events == 3, 60, "the events after it")
+        assert w.consumer.halts == {}
+    (letter,) = await read_all(settings, settings.topic_dlq, 1)
+    assert letter.value == b"not json" and ("trace", None) in [(n, v) for n, v in letter.headers]
