@@ -82,6 +82,17 @@ class BatchHandler(Protocol):
         timers), for the consumer to carry out; None if there is none."""
 
 
+class DeadLettersFailed(Exception):
+    """Raised by a handler: dead letters it had to write (conflicting copies of an event) were
+    not acknowledged. ``offsets``: partition -> the offset of its first such message, where that
+    partition halts; the others go on."""
+
+    def __init__(self, offsets: dict[int, int], reason: str):
+        super().__init__(reason)
+        self.offsets = offsets
+        self.reason = reason
+
+
 class Rewind(Exception):
     """Raised by a handler: read these partitions again from these offsets (None: the beginning)."""
 
@@ -420,7 +431,18 @@ class ValidatingConsumer:
         if not batch:
             return
         try:
-            await self._handle(batch, valid, len(rejected))
+            while True:
+                try:
+                    await self._handle(batch, valid, len(rejected))
+                    break
+                except DeadLettersFailed as failed:  # the handler's own dead letters: halt those partitions
+                    for partition, offset in failed.offsets.items():
+                        self._halt(partition, offset, "dead_letter_failed", failed.reason)
+                        batch = _before(batch, partition, offset)
+                    valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
+                    rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+                    if not batch:
+                        return
         except Rewind as rewind:
             await self._rewind(rewind)
             return

@@ -42,7 +42,7 @@ from projections.story import FOREVER, Point, StandingCache, logged_work_ends, s
 from projections.ticket import TicketState
 from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
 from services import metrics
-from services.consumer import ConsumedBatch, ConsumedEvent, Rewind
+from services.consumer import ConsumedBatch, ConsumedEvent, DeadLettersFailed, Rewind
 from services.publisher import RawRecord
 from services.sla_metrics import publish
 from services.store.base import FOREVER as FOREVER_EPOCH
@@ -137,6 +137,7 @@ class Projector:
         count_metrics: bool = True,
         record_signals: bool = True,
         dead_letter: DeadLetters | None = None,
+        dead_letter_timeout_s: float = 10.0,
     ):
         self.store = store
         # The policy configured; the generation's own is the one used (see open).
@@ -154,6 +155,7 @@ class Projector:
         # Where conflicting duplicates go (None: only counted, as in a rebuild: the live
         # workers dead-lettered them when they first came).
         self.dead_letter = dead_letter
+        self.dead_letter_timeout_s = dead_letter_timeout_s
         self.partitions: set[int] = set()
         self.expected: dict[int, int | None] = {}  # partition -> next offset this generation wants
         self.lock = asyncio.Lock()  # batches and timer passes write one at a time
@@ -270,7 +272,7 @@ class Projector:
                 )
                 sorted_out = accepted(valid, stored)
                 if sorted_out.conflicts and self.dead_letter is not None:
-                    await self.dead_letter([(raw_record(self.topic, c), r) for c, r in sorted_out.conflicts])
+                    await self._dead_letter_conflicts(sorted_out.conflicts)
                 write, tally = await self._project(sorted_out.events, offsets, now=self.clock())
                 tally.duplicates += sorted_out.duplicates
                 await asyncio.to_thread(
@@ -297,6 +299,21 @@ class Projector:
         if valid:
             latest = max(item.event.occurred_at for item in valid)
             metrics.PROJECTOR_LAST_EVENT.set(latest.timestamp())
+
+    async def _dead_letter_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
+        """Dead-letter conflicting copies within the time a dead letter may take; if that fails, the
+        partitions they came from halt at the first of them (the consumer's DeadLettersFailed)."""
+        assert self.dead_letter is not None
+        try:
+            letters = [(raw_record(self.topic, c), r) for c, r in conflicts]
+            await asyncio.wait_for(self.dead_letter(letters), self.dead_letter_timeout_s)
+        except Exception as exc:
+            first: dict[int, int] = {}
+            for item, _ in conflicts:
+                first[item.partition] = min(first.get(item.partition, item.offset), item.offset)
+            self._forget()
+            why = f"its dead letter could not be written: {type(exc).__name__}: {exc}"
+            raise DeadLettersFailed(first, why) from exc
 
     def _count_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
         for item, rejection in conflicts:

@@ -157,7 +157,13 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
     await publisher.start()
     try:
         if role in ("all", "worker"):
-            projector = Projector(store, policy, settings.topic_events, dead_letter=publisher.dead_letter)
+            projector = Projector(
+                store,
+                policy,
+                settings.topic_events,
+                dead_letter=publisher.dead_letter,
+                dead_letter_timeout_s=settings.dlq_send_timeout_s,
+            )
             generation = await projector.open()
             log.info("worker: policy %s, read models generation %d", projector.policy.version, generation)
             consumer = ValidatingConsumer(settings, publisher, projector)

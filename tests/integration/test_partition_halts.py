@@ -239,3 +239,47 @@ async def test_a_rejected_message_with_a_null_header_is_dead_lettered(kafka_sett
         assert w.consumer.halts == {}
     (letter,) = await read_all(settings, settings.topic_dlq, 1)
     assert letter.value == b"not json" and ("trace", None) in [(n, v) for n, v in letter.headers]
+
+
+async def test_a_conflicting_copy_whose_dead_letter_hangs_halts_only_its_partition(
+    kafka_settings, tmp_path, monkeypatch
+):
+    """The projector dead-letters a second body of an event id itself: that write is bounded and
+    partition-local too (before, a hanging one froze every partition)."""
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
+    dead_letter = EventPublisher.dead_letter
+    away = asyncio.Event()
+
+    async def hanging(self, rejected):
+        if not away.is_set():
+            await asyncio.Event().wait()
+        await dead_letter(self, rejected)
+
+    monkeypatch.setattr(EventPublisher, "dead_letter", hanging)
+    stuck = partition_of(settings, "twice")
+    others = customers_on_other_partitions(settings, stuck, 3)
+    first, second = opened("twice", "T-1", "same-id"), opened("twice", "T-2", "same-id")
+    await produce(settings, [first, second] + [opened(c, f"T-{c}") for c in others])
+    store = open_store(settings)
+    projector = Projector(
+        store, default_policy(), settings.topic_events, clock=lambda: NOW, dead_letter_timeout_s=1.0
+    )
+    await projector.open()
+    stop = asyncio.Event()
+    async with EventPublisher(settings) as publisher:
+        projector.dead_letter = publisher.dead_letter
+        consumer = ValidatingConsumer(settings, publisher, projector)
+        task = asyncio.create_task(consumer.run(stop))
+        try:
+            await wait_for(
+                lambda: projector.applied_events >= 4, 60, "the other partitions and the first copy"
+            )
+            assert set(consumer.halts) == {stuck} and consumer.halts[stuck].offset == 1
+            away.set()
+            await wait_for(lambda: consumer.halts == {}, 60, "the partition going on by itself")
+        finally:
+            stop.set()
+            await task
+    store.close()
+    (letter,) = await read_all(settings, settings.topic_dlq, 1)
+    assert orjson.loads(letter.value)["ticket_id"] == "T-2"
