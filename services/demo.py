@@ -23,10 +23,11 @@ at Ctrl-C; if ``serve`` dies, the feed stops and says why.
 import asyncio
 import heapq
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,7 @@ from aiokafka.errors import KafkaError
 from events import Event, decode_event
 from projections.policy import Policy
 from services.config import Settings
+from services.embedded_broker import EmbeddedBroker
 from services.publisher import EventPublisher
 from services.simulator import Helpdesk
 
@@ -103,7 +105,7 @@ async def run_demo(
     live: bool = True,
     live_every: float = 30.0,
     stop: asyncio.Event | None = None,
-    history_sent: asyncio.Event | None = None,
+    before_live: Callable[[], Awaitable[None]] | None = None,
 ) -> Fed:
     """Publish the history at once, then (with ``live``) new tickets in real time until ``stop``."""
     stop = stop or asyncio.Event()
@@ -117,9 +119,9 @@ async def run_demo(
             await _send(publisher, past[start : start + BURST])
             fed.history += len(past[start : start + BURST])
         log.info("demo: history sent")
-        if history_sent is not None:
-            history_sent.set()
-        if not live:
+        if before_live is not None:
+            await before_live()
+        if not live or stop.is_set():
             return fed
         # The history's own future (tickets still open) goes on in real time, beside new tickets.
         future = (
@@ -151,7 +153,7 @@ async def _send(publisher: EventPublisher, events: list[Event]) -> None:
         raise FeedStopped(f"the broker did not acknowledge the demo's events: {exc}") from None
 
 
-def where_to_look(base: str, timeout: float = 5.0) -> str:
+def where_to_look(base: str, settings: Settings, explain_env: str = "", timeout: float = 5.0) -> str:
     """What to open once the history is in: the API's docs, a breach, the metrics, an audit."""
     lines = [
         "slatrack is running with the demo's history:",
@@ -160,14 +162,19 @@ def where_to_look(base: str, timeout: float = 5.0) -> str:
         f"  Prometheus metrics     {base}/metrics",
     ]
     try:
-        page = httpx.get(f"{base}/v1/tickets", params={"breached": "true", "limit": 1}, timeout=timeout)
+        readers = [t for t in settings.tokens if "reader" in t.roles]
+        auth = {"Authorization": f"Bearer {readers[0].token.get_secret_value()}"} if readers else {}
+        page = httpx.get(
+            f"{base}/v1/tickets", params={"breached": "true", "limit": 1}, headers=auth, timeout=timeout
+        )
         items = page.json()["items"] if page.status_code == 200 else []
     except (httpx.HTTPError, ValueError, KeyError):
         items = []
     if items:
         view = items[0]["view"]
         lines.append(
-            f"  why one breached       slatrack explain {view['ticket_id']} --customer {view['customer_id']}"
+            f"  why one breached       {explain_env}slatrack explain {view['ticket_id']} "
+            f"--customer {view['customer_id']}"
         )
     lines.append("New tickets open every few seconds from now on; Ctrl-C stops the feed and the service.")
     return "\n".join(lines)
@@ -175,69 +182,112 @@ def where_to_look(base: str, timeout: float = 5.0) -> str:
 
 # -- slatrack demo --serve: the service and the feed, started and stopped together ----------
 
-SERVE_READY_S = 120.0  # a first start: the broker, the store, joining the group
-CATCH_UP_S = 300.0  # how long to wait for the worker to read the history before pointing at it
+SERVE_READY_S = 120.0  # a first start: the store, joining the group, reading the history
+
+
+class _Serve:
+    """The ``slatrack serve`` the demo started: a process, and whether it is still there."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.process: asyncio.subprocess.Process | None = None
+        self.died = asyncio.Event()
+
+    async def start(self) -> None:
+        # Its own session: a Ctrl-C in the terminal reaches the demo only, which stops serve in order.
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.cli", "serve", env=self.env, start_new_session=True
+        )
+        asyncio.create_task(self._watch())  # noqa: RUF006 - ends with the process
+
+    async def _watch(self) -> None:
+        assert self.process is not None
+        await self.process.wait()
+        self.died.set()
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), 40)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
 
 
 async def demo_with_serve(settings: Settings, policy: Policy, **feed: object) -> int:
-    """Start ``slatrack serve``, feed it, print where to look; stop both at SIGINT or SIGTERM.
+    """Feed the history, start ``slatrack serve`` on it, print where to look, feed live; stop both
+    at SIGINT or SIGTERM. Returns the exit status: 0 after a signal, 1 if serve or the feed failed.
 
-    Returns the exit status: 0 after a signal, 1 if ``serve`` or the feed failed.
+    The history is in the log before the worker starts: it reads it as a backlog, as of the log's
+    own time. (A worker already running would be caught up between two bursts of it, and evaluate
+    the tickets of the history as of now before their answers are in the log.) So with the
+    embedded default the demo runs the broker itself, and serve uses it as an external one, with
+    read models of its own in SLATRACK_DATA_DIR/demo (a new log each time, so new read models).
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per readiness poll
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    env = dict(os.environ)
+    broker: EmbeddedBroker | None = None
+    data_dir = settings.data_dir
+    if settings.uses_embedded_broker:
+        data_dir = settings.data_dir / "demo"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for old in data_dir.glob("slatrack.db*"):  # the demo's own read models, of the last demo's log
+            old.unlink()
+        broker = EmbeddedBroker(settings.embedded_port, log_path=data_dir / "embedded-broker.log")
+        broker.spawn()
+        await broker.wait_ready(settings, 30)
+        settings = broker.settings(settings)
+        env |= {"SLATRACK_KAFKA_BOOTSTRAP": broker.bootstrap, "SLATRACK_DATA_DIR": str(data_dir)}
+    serve = _Serve(env)
     base = f"http://{settings.http_host}:{settings.http_port}"
-    # Its own session: a Ctrl-C in the terminal reaches us only, and we stop serve in order.
-    serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli", "serve", start_new_session=True
-    )
-    died = asyncio.create_task(serve.wait())
+
     status = 0
+
+    async def start_serve() -> None:
+        nonlocal status
+        await serve.start()
+        if await _ready(base, serve.died, stop):
+            hint = f"SLATRACK_DATA_DIR={data_dir} " if broker is not None else ""
+            print(await asyncio.to_thread(where_to_look, base, settings, hint), flush=True)
+        elif not stop.is_set() and not serve.died.is_set():  # not ready in time
+            status = 1
+            stop.set()
+
     try:
-        if not await _ready(base, died, stop):
-            return _serve_died(serve) if died.done() else 0
-        history_sent = asyncio.Event()
-        feeding = asyncio.create_task(
-            run_demo(settings, policy, stop=stop, history_sent=history_sent, **feed)  # type: ignore[arg-type]
-        )
-        pointing = asyncio.create_task(_point_when_caught_up(base, history_sent, stop))
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([died, feeding, stopped], return_when=asyncio.FIRST_COMPLETED)
+        demo = run_demo(settings, policy, stop=stop, before_live=start_serve, **feed)  # type: ignore[arg-type]
+        feeding = asyncio.create_task(demo)
+        ended = [feeding, asyncio.create_task(stop.wait()), asyncio.create_task(serve.died.wait())]
+        await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        pointing.cancel()
-        if died.done():
-            status = _serve_died(serve)
+        if serve.died.is_set():
+            assert serve.process is not None
+            log.error("demo: slatrack serve exited (status %s); the feed stops", serve.process.returncode)
+            status = 1
         try:
             await feeding
         except FeedStopped as exc:
-            if not died.done():
+            if not serve.died.is_set():
                 log.error("demo: %s", exc)
                 status = 1
     finally:
-        if serve.returncode is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(died, 40)
-            except TimeoutError:
-                serve.kill()
-                await died
+        await serve.stop()
+        if broker is not None:
+            broker.stop()
     log.info("demo: stopped")
     return status
 
 
-def _serve_died(serve: asyncio.subprocess.Process) -> int:
-    log.error("demo: slatrack serve exited (status %s); the feed stops", serve.returncode)
-    return 1
-
-
-async def _ready(base: str, died: asyncio.Task, stop: asyncio.Event) -> bool:
-    """Wait until serve answers /readyz (False if it died or we were stopped first)."""
+async def _ready(base: str, died: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait until serve answers /readyz (False if it died, we were stopped, or it took too long)."""
     deadline = time.monotonic() + SERVE_READY_S
     async with httpx.AsyncClient(timeout=2) as client:
-        while not died.done() and not stop.is_set():
+        while not died.is_set() and not stop.is_set():
             try:
                 if (await client.get(f"{base}/readyz")).status_code == 200:
                     return True
@@ -248,20 +298,3 @@ async def _ready(base: str, died: asyncio.Task, stop: asyncio.Event) -> bool:
                 return False
             await asyncio.sleep(0.5)
     return False
-
-
-async def _point_when_caught_up(base: str, history_sent: asyncio.Event, stop: asyncio.Event) -> None:
-    """Once the worker has read the history (/readyz again), print where to look."""
-    await history_sent.wait()
-    await asyncio.sleep(2)  # let the worker see the new backlog before asking whether it is ready
-    deadline = time.monotonic() + CATCH_UP_S
-    async with httpx.AsyncClient(timeout=2) as client:
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                if (await client.get(f"{base}/readyz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(1)
-    if not stop.is_set():
-        print(await asyncio.to_thread(where_to_look, base), flush=True)

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Literal
 
@@ -30,6 +32,7 @@ from services.store import open_store
 log = logging.getLogger(__name__)
 
 BROKER_WAIT_S = 30.0
+STOP_MARGIN_S = 15.0  # after SLATRACK_STOP_TIMEOUT_S, for the producer, the store and the broker to close
 # Once the embedded broker is dead, how long the jobs may take to stop before they are
 # cancelled: the Kafka clients would otherwise retry it for their whole request timeout.
 STOP_WITHOUT_BROKER_S = 2.0
@@ -147,7 +150,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
     metrics.SLA_ELAPSED.install(policy)  # every role exports the histogram with the same buckets
     store = open_store(settings)
     stop = asyncio.Event()
-    _on_signals(stop)
+    _on_signals(stop, settings.stop_timeout_s)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
     watch = BrokerWatch(settings)
     jobs["broker-watch"] = watch.run(stop)
@@ -262,18 +265,31 @@ def _log_access(settings: Settings, host: str) -> None:
         log.info("api: /metrics, /healthz and /readyz need the reader role")
 
 
-def _on_signals(stop: asyncio.Event) -> None:
+def _on_signals(stop: asyncio.Event, grace: float) -> None:
+    """The first SIGINT or SIGTERM stops in order; a second one, or the stop still not done
+    ``grace`` + STOP_MARGIN_S later (a thread stuck on a database that does not answer, which
+    nothing in Python can interrupt), ends the process at once. That loses nothing committed:
+    every write is a transaction, and what was not committed is read again from the log."""
     loop = asyncio.get_running_loop()
 
     def handle(signum: int) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second %s: stopping now", signal.Signals(signum).name)
-            raise SystemExit(1)
-        log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+            log.warning("second %s: stopping now", name)
+            os._exit(1)
+        log.info("%s: finishing the batch in hand, then stopping", name)
         stop.set()
+        watchdog = threading.Timer(grace + STOP_MARGIN_S, _stop_now, args=(grace + STOP_MARGIN_S,))
+        watchdog.daemon = True
+        watchdog.start()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, handle, signum)
+
+
+def _stop_now(after: float) -> None:
+    log.error("still not stopped %.0f s after the signal (something does not answer): exiting now", after)
+    os._exit(1)
 
 
 def _listen(host: str, port: int) -> socket.socket:

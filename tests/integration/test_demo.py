@@ -95,6 +95,19 @@ def test_demo_serve_stops_at_ctrl_c_and_when_serve_dies(tmp_path):
         text = wait_for_pointer(demo, "ctrl-c")
         assert f"http://127.0.0.1:{http_port}/docs" in text
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).status_code == 200
+        # The worker read the history as a backlog: its breaches stand (before: 806 of 1,035 revoked).
+        exposition = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+        breaches = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in exposition.splitlines()
+            if line.startswith("slatrack_sla_breaches_total{")
+        )
+        revoked = next(
+            float(line.rsplit(" ", 1)[1])
+            for line in exposition.splitlines()
+            if line.startswith("slatrack_sla_breach_revocations_total ")
+        )
+        assert breaches > 0 and revoked <= breaches / 20, (breaches, revoked)
         children = psutil.Process(demo.pid).children(recursive=True)  # serve and its broker
         assert len(children) == 2
         began = time.monotonic()
