@@ -14,7 +14,7 @@ from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import quarantined_view
 from projections.story import story_of_log
-from projections.ticket import evaluate, utc
+from projections.ticket import TicketState, evaluate, utc
 from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
 
 
@@ -99,10 +99,10 @@ def replay(
             if state is None:
                 continue
             view = state.view()
-            found = state.breaches() if breaches else []
         except Exception as error:  # a bug of the engine: the ticket is quarantined, as a worker has it
-            view, found = quarantined_view(key, tickets[key], as_of, error, policy), []
+            state, view = None, quarantined_view(key, tickets[key], as_of, error, policy)
         views.append(view)
+        found = _breaches(state) if breaches and state is not None else []
         ids = {"ticket_id": view["ticket_id"], "customer_id": view["customer_id"]}
         breached += [{**ids, **breach} for breach in found]
     by_customer: dict[str, list[dict[str, Any]]] = {}
@@ -124,6 +124,14 @@ def replay(
         "customers": [customer_view(c, standings[c], by_customer.get(c, [])) for c in sorted(customers)],
         "rejected": rejected,
     } | extra
+
+
+def _breaches(state: TicketState) -> list[dict[str, Any]]:
+    """The breached cycles (for a what-if); none if the engine raises listing them (the view stands)."""
+    try:
+        return state.breaches()
+    except Exception:
+        return []
 
 
 def display_order(key: TicketKey) -> tuple[str, str]:

@@ -109,11 +109,12 @@ for _signal in SIGNAL_TYPES:
 ENGINE_FAULTS = Counter(
     "slatrack_engine_faults",
     "Evaluations of a ticket in which the engine raised (a bug, not bad input), by what failed: "
-    "evaluate (the ticket is quarantined) or count (its signals and counts for that state are left out).",
+    "evaluate (the ticket becomes quarantined), count (its signals and counts for that state are left "
+    "out) or schedule (its next change is not known: it is looked at again in 5 minutes).",
     ["stage"],
     registry=REGISTRY,
 )
-for _stage in ("evaluate", "count"):
+for _stage in ("evaluate", "count", "schedule"):
     ENGINE_FAULTS.labels(stage=_stage)
 
 PARTITION_HALTED = Gauge(

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import orjson
@@ -95,6 +95,27 @@ class Accepted:
     events: list[ConsumedEvent] = field(default_factory=list)
     duplicates: int = 0
     conflicts: list[tuple[ConsumedEvent, EventRejected]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """When a row's ticket changes next, derived from its state (not part of its view)."""
+
+    dues: dict[str, datetime | None]
+    next_change: datetime | None
+    reach: datetime | None  # account_until
+
+    @staticmethod
+    def of(state: TicketState, records: list[Recorded], at: datetime) -> "_Schedule":
+        future_events = [r.at for r in records if r.at > at]
+        upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
+        dues = {name: state.clocks[name].due_at(at) for name in state.clocks}
+        return _Schedule(dues, min(upcoming, default=None), state.account_until(FOREVER))
+
+    @staticmethod
+    def unknown(at: datetime) -> "_Schedule":
+        """The engine raised working it out: look again soon, and let any account change reach it."""
+        return _Schedule({}, at + timedelta(seconds=QUARANTINE_RETRY_S), FOREVER)
 
 
 def accepted(valid: Sequence[ConsumedEvent], stored: dict[tuple[str, str], StoredEvent]) -> Accepted:
@@ -562,9 +583,19 @@ class Projector:
             row, fault = None, told.fault
             if told.state is not None:
                 try:
-                    row = _ticket_row(told.state, records, at, told.ledger, told.marks)
+                    view = told.state.view()
                 except Exception as error:  # the view itself failed: as replay has it, quarantined
                     fault = error
+                else:
+                    row = _ticket_row(
+                        told.state,
+                        view,
+                        self._schedule(key, told.state, records, at),
+                        records,
+                        at,
+                        told.ledger,
+                        told.marks,
+                    )
             if fault is not None:
                 self._report_fault(key, fault, before)
                 row = _quarantined_row(key, records, at, self.policy, fault, told.ledger, told.marks)
@@ -598,6 +629,19 @@ class Projector:
             key,
             exc_info=fault,
         )
+
+    def _schedule(
+        self, key: TicketKey, state: TicketState, records: list[Recorded], at: datetime
+    ) -> _Schedule:
+        """The row's next change; if the engine raises working it out (a bug), the view still stands
+        (it is what replay gives) and the ticket is looked at again soon."""
+        try:
+            return _Schedule.of(state, records, at)
+        except Exception as error:
+            if self.count_metrics:
+                metrics.ENGINE_FAULTS.labels(stage="schedule").inc()
+            log.error("ticket %s: the engine raised working out its next change (a bug)", key, exc_info=error)
+            return _Schedule.unknown(at)
 
     def _report_uncounted(self, key: TicketKey, errors: list[Exception]) -> None:
         for error in errors:
@@ -744,20 +788,24 @@ def _reach(
 
 
 def _ticket_row(
-    state: TicketState, records: list[Recorded], at: datetime, ledger: Ledger, marks: bytes | None
+    state: TicketState,
+    view: dict,
+    schedule: _Schedule,
+    records: list[Recorded],
+    at: datetime,
+    ledger: Ledger,
+    marks: bytes | None,
 ) -> TicketRow:
-    view = state.view()
     clocks = view["clocks"]
-    dues = {name: state.clocks[name].due_at(at) for name in clocks}
+    dues = {name: schedule.dues.get(name) for name in clocks}
     pending_dues = [
         due
         for name, due in dues.items()
         if due is not None and due > at and clocks[name]["status"] == "running"
     ]
-    future_events = [r.at for r in records if r.at > at]
-    upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
+    upcoming = [schedule.next_change] if schedule.next_change is not None else []
     billing = view["billing"]
-    reach = state.account_until(FOREVER)
+    reach = schedule.reach
     return TicketRow(
         ticket_id=view["ticket_id"],
         customer_id=view["customer_id"],

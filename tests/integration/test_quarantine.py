@@ -111,3 +111,21 @@ async def test_a_fixed_engine_heals_a_quarantined_ticket_as_time_passes(tmp_path
         assert await feed.projector.tick() == 1
         view = feed.view("c1", "t1")
         assert view["state"] == "open" and view["clocks"]["response"]["status"] == "stopped"
+
+
+async def test_a_fault_outside_the_view_leaves_the_view_as_replay_has_it(any_store, monkeypatch):
+    """The engine raising while the worker works out a row's next change (not part of the view)
+    does not quarantine the ticket: its view is what replay gives, and it is looked at again."""
+
+    def broken(self):
+        raise RuntimeError("injected scheduling fault")
+
+    monkeypatch.setattr(TicketState, "next_change_at", broken)
+    feed = await Feed(any_store, NOW).open({0})
+    await feed.send(opened("o1", "t1", "2026-11-30T09:00:00Z"))
+    row = feed.row("c1", "t1")
+    assert row is not None and row.state == "open"
+    as_of = datetime.fromtimestamp(row.evaluated_at, UTC)
+    (replayed,) = replay(records_of(feed), default_policy(), as_of)["tickets"]
+    assert feed.view("c1", "t1") == replayed
+    assert row.next_change_at == row.evaluated_at + QUARANTINE_RETRY_S
