@@ -904,6 +904,11 @@ def dlq_replay(names: tuple[str, ...], reasons: tuple[str, ...], send: bool) -> 
         click.echo(f"{name}: replayed before, at {settings.topic_events} {where}: not sent again")
     for letter in plan.foreign:
         click.echo(f"{letter.name}: came from {letter.original_topic}, not {settings.topic_events}: not sent")
+    for letter in plan.cut:
+        click.echo(
+            f"{letter.name}: its value was cut to fit the dead-letter topic: not sent (the whole message "
+            f"is at {letter.original}; publish it from there)"
+        )
     if not send:
         for letter in plan.send:
             click.echo(f"{letter.name}: {letter.reason}, from {letter.original}: would be sent")

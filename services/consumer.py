@@ -223,6 +223,7 @@ class ValidatingConsumer:
                 except Exception:  # e.g. a record batch that cannot be decoded
                     await self._fetch_failed()
                     continue
+                self._caught_up()
                 if batch:
                     await self._process(batch)
                 if (rewind := self.handler.take_rewind()) is not None:
@@ -318,6 +319,14 @@ class ValidatingConsumer:
         self.consumer.seek(tp, offset)
         self._next[partition] = offset
         metrics.set_halted(partition, cause)
+
+    def _caught_up(self) -> None:
+        """A partition with nothing left to project is making progress too: an idle partition that
+        gets one record is not stalled for as long as it was idle."""
+        now = time.monotonic()
+        for partition, behind in self.lag().items():
+            if behind == 0:
+                self._progress[partition] = now
 
     def _resume_due(self) -> None:
         now = time.monotonic()

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from events import Event, EventRejected, RejectKind, decode_event
+from events import Event, EventRejected, RejectKind, decode_event, quoted
 from projections.timeline import event_key, same_event
 from services import metrics
 from services.auth import AUTH_RESPONSES, require
@@ -173,8 +173,8 @@ def _not_a_conflict(event: Event, first: tuple[int, Event]) -> None:
     if not same_event(kept, event):
         raise EventRejected(
             RejectKind.DUPLICATE_EVENT_ID_CONFLICT,
-            f"event_id {event.event_id!r} of customer {event.customer_id!r} is item {index} of this "
-            "request with another body; an event id names one event",
+            f"event_id {quoted(event.event_id)} of customer {quoted(event.customer_id)} is item {index} "
+            "of this request with another body; an event id names one event",
         )
 
 

@@ -617,12 +617,13 @@ class Projector:
         return tally
 
     def _report_fault(self, key: TicketKey, fault: Exception, before: TicketRow | None) -> None:
-        """A ticket quarantined: the traceback once, when it becomes so; a line while it stays."""
+        """A ticket quarantined: counted and logged (with the traceback) when it becomes so; tried
+        again while it stays, quietly (slatrack_tickets_quarantined shows them)."""
+        if before is not None and before.state == QUARANTINED:
+            log.debug("ticket %s stays quarantined: %s", key, describe(fault))
+            return
         if self.count_metrics:
             metrics.ENGINE_FAULTS.labels(stage="evaluate").inc()
-        if before is not None and before.state == QUARANTINED:
-            log.warning("ticket %s stays quarantined: %s", key, describe(fault))
-            return
         log.error(
             "ticket %s quarantined: the engine raised evaluating it (a bug, not bad input); its row "
             "records the error and the event; the partition goes on (README, Operations)",

@@ -30,16 +30,19 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from events import quoted
 from services.config import Settings
 from services.consumer import PLACEHOLDER_HEADER
 from services.export import LogBounds, read_log
 from services.kafka import client_options
+from services.routing import expected_partition
 from services.store.base import ReadModelStore, StoredEvent
 
 log = logging.getLogger(__name__)
 
 PLACEHOLDER_NOTE = b"the message at this offset was not an event (rejected or repeated) before the restore"
 PAGE = 2_000  # stored events read (and records in flight) at a time
+PARTITIONING_SAMPLE = 200  # stored events per partition checked against the topic's partitioning
 
 
 class RestoreRefused(RuntimeError):
@@ -79,6 +82,9 @@ async def restore_log(settings: Settings, store: ReadModelStore) -> Restored | N
         return None
     bounds = await log_bounds(settings)
     _check_target(settings.topic_events, generation, ends, bounds)
+    await asyncio.to_thread(
+        _check_partitioning, store, settings.topic_events, generation, ends, len(bounds.end)
+    )
     producer = AIOKafkaProducer(
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
@@ -123,6 +129,25 @@ def _check_target(topic: str, generation: int, ends: dict[int, int], bounds: Log
             f"{topic} is not empty (partition: end offset {held}): restore writes only into an empty "
             "log, so that every event gets its original offset back"
         )
+
+
+def _check_partitioning(
+    store: ReadModelStore, topic: str, generation: int, ends: dict[int, int], partitions: int
+) -> None:
+    """The topic must partition the customers as the log did: with another partition count a
+    customer's new events land on another partition than its restored history (one customer, two
+    orders). Checked on the first stored events of each partition, against murmur2 (the default
+    partitioner of Kafka's clients and ours)."""
+    for partition in ends:
+        for event in store.events_from(generation, partition, 0, PARTITIONING_SAMPLE):
+            expected = expected_partition(event.customer_id.encode(), partitions)
+            if expected != partition:
+                raise RestoreRefused(
+                    f"{topic} has {partitions} partitions, but the stored events were partitioned over "
+                    f"another count (customer {quoted(event.customer_id)} is in partition {partition}; with "
+                    f"{partitions} partitions it would be in {expected}): create the topic with as many "
+                    "partitions as the lost one had (SLATRACK_TOPIC_PARTITIONS)"
+                )
 
 
 async def _restore_partition(

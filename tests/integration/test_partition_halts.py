@@ -24,6 +24,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from projections.policy import default_policy
 from services import metrics
 from services.consumer import ValidatingConsumer
+from services.dead_letters import plan_replay
 from services.http import create_app
 from services.projector import Projector
 from services.publisher import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_REASON, H_TRUNCATED, EventPublisher
@@ -118,6 +119,9 @@ async def test_an_oversized_dead_letter_is_cut_to_fit_and_holds_nothing_back(kaf
     assert headers[H_ORIGINAL_SHA256] == hashlib.sha256(big).hexdigest()
     assert "the whole message is in" in headers[H_TRUNCATED]
     assert big.startswith(letter.value) and len(letter.value) > 900_000
+    # `slatrack dlq replay` does not send a cut value back as if it were the message.
+    plan = await plan_replay(settings, [f"{letter.partition}@{letter.offset}"], set())
+    assert plan.send == [] and [cut.name for cut in plan.cut] == [f"{letter.partition}@{letter.offset}"]
 
 
 async def test_a_dead_letter_that_cannot_be_written_halts_only_its_partition(

@@ -147,6 +147,22 @@ async def test_the_log_comes_back_at_its_offsets(tmp_path):
         store.close()
 
 
+async def test_a_topic_partitioned_otherwise_is_refused(tmp_path):
+    """More partitions than before: murmur2 would send a customer's new events to another
+    partition than its restored history."""
+    store = open_store(Settings(data_dir=tmp_path))
+    try:
+        await stock(store)
+        async with new_broker(Settings(topic_partitions=9)) as settings:
+            with pytest.raises(
+                RestoreRefused, match=r"has 9 partitions, but the stored events were partitioned"
+            ):
+                await restore_log(settings, store)
+            assert not any((await log_bounds(settings)).end.values())
+    finally:
+        store.close()
+
+
 async def test_a_topic_with_fewer_partitions_is_refused(tmp_path):
     store = open_store(Settings(data_dir=tmp_path))
     try:
