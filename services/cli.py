@@ -131,7 +131,7 @@ def serve(role: str, insecure: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "events", "logging"))
+@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "events", "dlq", "logging"))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skip-invalid", is_flag=True, help="Send the valid lines even if some are invalid.")
 def publish(file: Path, skip_invalid: bool) -> None:
@@ -364,7 +364,9 @@ def rebuild(no_switch: bool) -> None:
         raise click.ClickException(f"{len(report.mismatches)} differences: not switched, generation dropped")
 
 
-@main.command(epilog=_reads("broker", "producer", "log", "topics", "create", "policy", "http", "logging"))
+@main.command(
+    epilog=_reads("broker", "producer", "log", "topics", "create", "dlq", "policy", "http", "logging")
+)
 @click.option("--serve", "with_serve", is_flag=True, help="Start `slatrack serve` beside it (make demo).")
 @click.option("--customers", default=300, show_default=True, help="Simulated customers.")
 @click.option("--tickets", default=2000, show_default=True, help="Simulated tickets of the history.")
@@ -833,7 +835,7 @@ def dlq() -> None:
     """The dead-letter topic: what was rejected and why, and sending it back after a fix."""
 
 
-@dlq.command("list")
+@dlq.command("list", epilog=_reads("broker", "log", "topics", "logging"))
 @click.option("--reason", "reasons", multiple=True, type=DLQ_REASONS, help="Only this reason (repeatable).")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1), help="Show at most N.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every field, for scripts.")
@@ -871,7 +873,7 @@ def dlq_list(reasons: tuple[str, ...], limit: int, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
-@dlq.command("replay")
+@dlq.command("replay", epilog=_reads("broker", "producer", "log", "topics", "dlq", "logging"))
 @click.argument("names", nargs=-1, metavar="[PARTITION@OFFSET]...")
 @click.option("--reason", "reasons", multiple=True, type=DLQ_REASONS, help="All of this reason.")
 @click.option("--send", is_flag=True, help="Send them (without it: only show what would be sent).")
@@ -906,8 +908,8 @@ def dlq_replay(names: tuple[str, ...], reasons: tuple[str, ...], send: bool) -> 
         click.echo(f"{letter.name}: came from {letter.original_topic}, not {settings.topic_events}: not sent")
     for letter in plan.cut:
         click.echo(
-            f"{letter.name}: its value was cut to fit the dead-letter topic: not sent (the whole message "
-            f"is at {letter.original}; publish it from there)"
+            f"{letter.name}: cut to fit the dead-letter topic: not sent (the message as it came is at "
+            f"{letter.original}; publish it from there)"
         )
     if not send:
         for letter in plan.send:

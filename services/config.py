@@ -355,7 +355,7 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
     ),
     "create": ("kafka_create_topics",),
     "events": ("max_event_bytes",),
-    "dead letters": ("dlq_max_message_bytes", "dlq_send_timeout_s"),
+    "dlq": ("dlq_max_message_bytes", "dlq_send_timeout_s"),
     "policy": ("policy_file",),
     "store": ("data_dir", "database_url"),
     "http": (

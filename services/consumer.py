@@ -510,6 +510,9 @@ class ValidatingConsumer:
                 await self._handle(part, mine, sum(r.partition == tp.partition for r, _ in rejected))
             except Rewind as rewind:
                 await self._rewind(rewind)
+            except DeadLettersFailed as failed:  # the projector's own dead letters
+                # Halted where this part starts (nothing of it was applied): read again from there.
+                self._halt(tp.partition, records[0].offset, "dead_letter_failed", failed.reason)
             except (KafkaError, OSError, TimeoutError, StoreUnavailable) as exc:
                 self._log_retry(
                     f"partition {tp.partition} not processed ({_said(exc)}); reading it again", exc

@@ -30,7 +30,7 @@ from aiokafka import ConsumerRecord
 from services.config import Settings
 from services.export import read_records
 from services.kafka import raw_producer
-from services.publisher import DLQ_PREFIX, H_DETAIL, H_OFFSET, H_ORIGINAL_SIZE, H_PARTITION, H_REASON, H_TOPIC
+from services.publisher import DLQ_PREFIX, H_DETAIL, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, H_TRUNCATED
 
 H_REPLAY_OF = "slatrack-replay-of"
 PREVIEW_BYTES = 40
@@ -163,7 +163,8 @@ class ReplayPlan:
     replayed: dict[str, str] = field(default_factory=dict)
     # From another topic than the configured events topic: not sent.
     foreign: list[DeadLetter] = field(default_factory=list)
-    # Cut to fit the dead-letter topic: not the message any more (the whole one is at its original offset).
+    # Cut to fit the dead-letter topic (value or headers): not the message as it came (that one is
+    # at its original offset).
     cut: list[DeadLetter] = field(default_factory=list)
 
 
@@ -190,7 +191,7 @@ async def plan_replay(settings: Settings, names: Collection[str], reasons: Colle
             plan.replayed[letter.name] = where
         elif letter.original_topic != settings.topic_events:
             plan.foreign.append(letter)
-        elif letter.header(H_ORIGINAL_SIZE) is not None:
+        elif letter.header(H_TRUNCATED) is not None:  # its value or its own headers left out to fit
             plan.cut.append(letter)
         else:
             plan.send.append(letter)

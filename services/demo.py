@@ -38,7 +38,8 @@ from aiokafka.errors import KafkaError
 from events import Event, decode_event
 from projections.policy import Policy
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker
+from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, PortTaken
+from services.kafka import ensure_topics
 from services.publisher import EventPublisher
 from services.simulator import Helpdesk
 
@@ -116,6 +117,8 @@ async def run_demo(
     async with EventPublisher(settings) as publisher:
         log.info("demo: publishing %d events of %d days of history at once", len(past), days)
         for start in range(0, len(past), BURST):
+            if stop.is_set():
+                return fed
             await _send(publisher, past[start : start + BURST])
             fed.history += len(past[start : start + BURST])
         log.info("demo: history sent")
@@ -182,7 +185,7 @@ def where_to_look(base: str, settings: Settings, explain_env: str = "", timeout:
 
 # -- slatrack demo --serve: the service and the feed, started and stopped together ----------
 
-SERVE_READY_S = 120.0  # a first start: the store, joining the group, reading the history
+SERVE_READY_S = 600.0  # a first start: the store, joining the group, and projecting the history
 
 
 class _Serve:
@@ -234,16 +237,27 @@ async def demo_with_serve(settings: Settings, policy: Policy, **feed: object) ->
     env = dict(os.environ)
     broker: EmbeddedBroker | None = None
     data_dir = settings.data_dir
-    if settings.uses_embedded_broker:
-        data_dir = settings.data_dir / "demo"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for old in data_dir.glob("slatrack.db*"):  # the demo's own read models, of the last demo's log
-            old.unlink()
-        broker = EmbeddedBroker(settings.embedded_port, log_path=data_dir / "embedded-broker.log")
-        broker.spawn()
-        await broker.wait_ready(settings, 30)
-        settings = broker.settings(settings)
-        env |= {"SLATRACK_KAFKA_BOOTSTRAP": broker.bootstrap, "SLATRACK_DATA_DIR": str(data_dir)}
+    try:
+        if settings.uses_embedded_broker:
+            data_dir = settings.data_dir / "demo"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(settings.embedded_port, log_path=data_dir / "embedded-broker.log")
+            broker.spawn()  # its port checked first: a demo already running keeps its read models
+            await broker.wait_ready(settings, 30)
+            settings = broker.settings(settings)
+            for old in data_dir.glob("slatrack.db*"):  # the demo's own read models, of the last demo's log
+                old.unlink()
+            # serve's read models are the demo's own SQLite file, whatever SLATRACK_DATABASE_URL says:
+            # the log is new, and read models of another log must not meet it.
+            env.pop("SLATRACK_DATABASE_URL", None)
+            env |= {"SLATRACK_KAFKA_BOOTSTRAP": broker.bootstrap, "SLATRACK_DATA_DIR": str(data_dir)}
+        else:
+            await ensure_topics(settings)
+    except (EmbeddedBrokerError, KafkaError, OSError, TimeoutError) as exc:
+        log.error("demo: %s", exc)
+        if broker is not None:
+            broker.stop()
+        return 2 if isinstance(exc, PortTaken) else 1
     serve = _Serve(env)
     base = f"http://{settings.http_host}:{settings.http_port}"
 
@@ -251,6 +265,8 @@ async def demo_with_serve(settings: Settings, policy: Policy, **feed: object) ->
 
     async def start_serve() -> None:
         nonlocal status
+        if stop.is_set():  # stopped while the history was sent: nothing to start
+            return
         await serve.start()
         if await _ready(base, serve.died, stop):
             hint = f"SLATRACK_DATA_DIR={data_dir} " if broker is not None else ""

@@ -191,6 +191,7 @@ class Projector:
         self._accounts: OrderedDict[str, list[Recorded]] = OrderedDict()
         # Where to read from after a switch the timers noticed (the consumer asks between batches).
         self._rewind: Rewind | None = None
+        self._schedule_faults: OrderedDict[TicketKey, None] = OrderedDict()  # reported once each
 
     async def open(self) -> int:
         """Migrate the store, find (or create) the active generation, and take its policy."""
@@ -322,19 +323,29 @@ class Projector:
             metrics.PROJECTOR_LAST_EVENT.set(latest.timestamp())
 
     async def _dead_letter_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
-        """Dead-letter conflicting copies within the time a dead letter may take; if that fails, the
-        partitions they came from halt at the first of them (the consumer's DeadLettersFailed)."""
+        """Dead-letter conflicting copies, each partition's apart, within the time a dead letter may
+        take; the partitions where that fails halt at the first of theirs (DeadLettersFailed)."""
         assert self.dead_letter is not None
-        try:
-            letters = [(raw_record(self.topic, c), r) for c, r in conflicts]
-            await asyncio.wait_for(self.dead_letter(letters), self.dead_letter_timeout_s)
-        except Exception as exc:
-            first: dict[int, int] = {}
-            for item, _ in conflicts:
-                first[item.partition] = min(first.get(item.partition, item.offset), item.offset)
+        dead_letter = self.dead_letter
+        by_partition: dict[int, list[tuple[ConsumedEvent, EventRejected]]] = {}
+        for item in conflicts:
+            by_partition.setdefault(item[0].partition, []).append(item)
+
+        async def send(items: list[tuple[ConsumedEvent, EventRejected]]) -> str | None:
+            letters = [(raw_record(self.topic, c), r) for c, r in items]
+            try:
+                await asyncio.wait_for(dead_letter(letters), self.dead_letter_timeout_s)
+            except Exception as exc:
+                return f"its dead letter could not be written: {type(exc).__name__}: {exc}"
+            return None
+
+        partitions = sorted(by_partition)
+        outcomes = await asyncio.gather(*(send(by_partition[p]) for p in partitions))
+        failed = {p: why for p, why in zip(partitions, outcomes, strict=True) if why}
+        if failed:
             self._forget()
-            why = f"its dead letter could not be written: {type(exc).__name__}: {exc}"
-            raise DeadLettersFailed(first, why) from exc
+            first = {p: min(c.offset for c, _ in by_partition[p]) for p in failed}
+            raise DeadLettersFailed(first, "; ".join(sorted(set(failed.values()))))
 
     def _count_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
         for item, rejection in conflicts:
@@ -639,9 +650,18 @@ class Projector:
         try:
             return _Schedule.of(state, records, at)
         except Exception as error:
-            if self.count_metrics:
-                metrics.ENGINE_FAULTS.labels(stage="schedule").inc()
-            log.error("ticket %s: the engine raised working out its next change (a bug)", key, exc_info=error)
+            if key not in self._schedule_faults:  # once per ticket and process, not at every retry
+                self._schedule_faults[key] = None
+                while len(self._schedule_faults) > CACHE_TICKETS:
+                    self._schedule_faults.popitem(last=False)
+                if self.count_metrics:
+                    metrics.ENGINE_FAULTS.labels(stage="schedule").inc()
+                log.error(
+                    "ticket %s: the engine raised working out its next change (a bug); its view stands, "
+                    "its due instants are not stored, it is looked at again every 5 min",
+                    key,
+                    exc_info=error,
+                )
             return _Schedule.unknown(at)
 
     def _report_uncounted(self, key: TicketKey, errors: list[Exception]) -> None:

@@ -169,7 +169,8 @@ def fit_dead_letter(
     def size(headers: Headers) -> int:
         # A header's value may be null (None); each header costs a few bytes of framing too.
         framing = HEADER_OVERHEAD * len(headers)
-        return len(key or b"") + len(value or b"") + framing + sum(len(n) + len(v or b"") for n, v in headers)
+        names = sum(len(n.encode()) for n, _ in headers)
+        return len(key or b"") + len(value or b"") + framing + names + sum(len(v or b"") for _, v in headers)
 
     if size(headers) <= budget:
         return key, value, headers
@@ -186,10 +187,11 @@ def fit_dead_letter(
     value = b""  # size() now counts the key and headers only: what is left is the room for the value
     room = budget - size([*ours, *cut])
     if room < 0:  # the key alone is too large: keep its start too
-        key = (key or b"")[: max(len(key or b"") + room, 0)]
         cut[0] = (H_TRUNCATED, f"the key and the value were cut to fit: {where}".encode())
+        room = budget - size([*ours, *cut])  # the longer note counted
+        key = (key or b"")[: max(len(key or b"") + room, 0)]
         room = 0
-    return key, original[:room], [*ours, *cut]
+    return key, original[:room] if record.value is not None else None, [*ours, *cut]
 
 
 def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> list[tuple[str, bytes]]:

@@ -150,7 +150,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
     metrics.SLA_ELAPSED.install(policy)  # every role exports the histogram with the same buckets
     store = open_store(settings)
     stop = asyncio.Event()
-    _on_signals(stop, settings.stop_timeout_s)
+    _on_signals(stop)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
     watch = BrokerWatch(settings)
     jobs["broker-watch"] = watch.run(stop)
@@ -202,6 +202,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        watchdog = _watchdog(settings.stop_timeout_s + STOP_MARGIN_S)
         server.should_exit = True
         if projector is not None:
             async with projector.committed:  # the timers sleep on it: wake them to see the stop
@@ -215,6 +216,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
         await _stop_publisher(publisher)
     metrics.WORKER.detach()
     await asyncio.to_thread(store.close)
+    watchdog.cancel()  # stopped in time
     failures = [r for r in results if isinstance(r, BaseException)]
     failures.sort(key=lambda r: not isinstance(r, BrokerExited))  # the cause of what failed after it
     if failures:
@@ -265,26 +267,35 @@ def _log_access(settings: Settings, host: str) -> None:
         log.info("api: /metrics, /healthz and /readyz need the reader role")
 
 
-def _on_signals(stop: asyncio.Event, grace: float) -> None:
-    """The first SIGINT or SIGTERM stops in order; a second one, or the stop still not done
-    ``grace`` + STOP_MARGIN_S later (a thread stuck on a database that does not answer, which
-    nothing in Python can interrupt), ends the process at once. That loses nothing committed:
-    every write is a transaction, and what was not committed is read again from the log."""
+def _on_signals(stop: asyncio.Event) -> None:
+    """The first SIGINT or SIGTERM stops in order; a second one ends the process at once (which
+    loses nothing committed: every write is a transaction, and what was not committed is read
+    again from the log)."""
     loop = asyncio.get_running_loop()
+    signalled = False
 
     def handle(signum: int) -> None:
+        nonlocal signalled
         name = signal.Signals(signum).name
-        if stop.is_set():
+        if signalled:
             log.warning("second %s: stopping now", name)
             os._exit(1)
+        signalled = True
         log.info("%s: finishing the batch in hand, then stopping", name)
         stop.set()
-        watchdog = threading.Timer(grace + STOP_MARGIN_S, _stop_now, args=(grace + STOP_MARGIN_S,))
-        watchdog.daemon = True
-        watchdog.start()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, handle, signum)
+
+
+def _watchdog(after: float) -> threading.Timer:
+    """Once a stop has begun, however it began: if the process is still there ``after`` seconds
+    later (a thread stuck on a database that does not answer, which nothing in Python can
+    interrupt), end it. Cancelled when the stop completes."""
+    watchdog = threading.Timer(after, _stop_now, args=(after,))
+    watchdog.daemon = True
+    watchdog.start()
+    return watchdog
 
 
 def _stop_now(after: float) -> None:
