@@ -3,6 +3,7 @@ the real (embedded) broker, with SQLite and PostgreSQL: every endpoint, every ro
 every filter and the pagination, `as_of` against `projections.replay`, billing."""
 
 import base64
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from services.queries import decode_cursor, encode_cursor
 from services.simulator import Helpdesk
 from services.store.base import TicketQuery
 from tests.integration.live_api import AS_OF, TOKENS, LiveApi, LogCapture, auth, fresh_settings, walk
+from tests.worker_helpers import throwaway_database
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -87,34 +89,28 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def world(request, kafka_bootstrap, tmp_path_factory) -> Iterator[World]:
     overrides: dict[str, Any] = {"data_dir": tmp_path_factory.mktemp("api")}
-    database = None
-    if request.param == "postgres":
-        import psycopg
-
-        dsn = request.getfixturevalue("postgres_dsn")
-        database = f"slatrack_api_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {database}")
-        overrides["database_url"] = SecretStr(f"{dsn.rsplit('/', 1)[0]}/{database}")
-    settings = fresh_settings(kafka_bootstrap, **overrides)
-    events = simulated()
-    with LogCapture().installed() as logs:
-        api = LiveApi(settings)
-        try:
-            api.start_worker()
-            # Through the intake, as a publisher would (per customer, in order).
-            for start in range(0, len(events), 500):
-                response = api.client.post(
-                    "/v1/events", content=orjson.dumps(events[start : start + 500]), headers=auth("publisher")
-                )
-                assert response.status_code == 202, response.text
-            api.wait_applied(len(events))
-            yield World(api, events, logs)
-        finally:
-            api.close()
-            if database is not None:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            database = throwaway_database(request.getfixturevalue("postgres_dsn"), "slatrack_api")
+            overrides["database_url"] = SecretStr(stack.enter_context(database))
+        settings = fresh_settings(kafka_bootstrap, **overrides)
+        events = simulated()
+        with LogCapture().installed() as logs:
+            api = LiveApi(settings)
+            try:
+                api.start_worker()
+                # Through the intake, as a publisher would (per customer, in order).
+                for start in range(0, len(events), 500):
+                    response = api.client.post(
+                        "/v1/events",
+                        content=orjson.dumps(events[start : start + 500]),
+                        headers=auth("publisher"),
+                    )
+                    assert response.status_code == 202, response.text
+                api.wait_applied(len(events))
+                yield World(api, events, logs)
+            finally:
+                api.close()
 
 
 def ticket_ids(items: list[dict]) -> list[str]:

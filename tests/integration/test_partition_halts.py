@@ -97,6 +97,21 @@ async def worker(settings) -> AsyncIterator[tuple[Worker, EventPublisher]]:
     store.close()
 
 
+def hanging_dead_letters(monkeypatch) -> asyncio.Event:
+    """The dead-letter topic stops answering (a broker that takes it offline, say): dead-letter
+    writes hang until the event returned (the topic is back) is set."""
+    dead_letter = EventPublisher.dead_letter
+    back = asyncio.Event()
+
+    async def hanging(self, rejected):
+        if not back.is_set():
+            await asyncio.Event().wait()
+        await dead_letter(self, rejected)
+
+    monkeypatch.setattr(EventPublisher, "dead_letter", hanging)
+    return back
+
+
 def halted_gauge(partition: int, cause: str) -> float | None:
     return metrics.REGISTRY.get_sample_value(
         "slatrack_partition_halted", {"partition": str(partition), "cause": cause}
@@ -128,16 +143,7 @@ async def test_a_dead_letter_that_cannot_be_written_halts_only_its_partition(
     kafka_settings, tmp_path, monkeypatch
 ):
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path, "dlq_send_timeout_s": 1.0})
-    # The dead-letter topic stops answering (a broker that takes it offline, say): writes hang.
-    dead_letter = EventPublisher.dead_letter
-    away = asyncio.Event()
-
-    async def hanging(self, rejected):
-        if not away.is_set():
-            await asyncio.Event().wait()
-        await dead_letter(self, rejected)
-
-    monkeypatch.setattr(EventPublisher, "dead_letter", hanging)
+    back = hanging_dead_letters(monkeypatch)
     stuck = partition_of(settings, "stuck")
     others = customers_on_other_partitions(settings, stuck, 3)
     await produce(
@@ -155,7 +161,7 @@ async def test_a_dead_letter_that_cannot_be_written_halts_only_its_partition(
         assert ready.status_code == 503
         assert f"partition {stuck} is halted at offset 1: its dead letter could not be written" in ready.text
 
-        away.set()  # the topic is back
+        back.set()  # the topic is back
         await wait_for(
             lambda: w.ticket("stuck", "T-after") is not None, 60, "the partition going on by itself"
         )
@@ -251,15 +257,7 @@ async def test_a_conflicting_copy_whose_dead_letter_hangs_halts_only_its_partiti
     """The projector dead-letters a second body of an event id itself: that write is bounded and
     partition-local too (before, a hanging one froze every partition)."""
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
-    dead_letter = EventPublisher.dead_letter
-    away = asyncio.Event()
-
-    async def hanging(self, rejected):
-        if not away.is_set():
-            await asyncio.Event().wait()
-        await dead_letter(self, rejected)
-
-    monkeypatch.setattr(EventPublisher, "dead_letter", hanging)
+    back = hanging_dead_letters(monkeypatch)
     stuck = partition_of(settings, "twice")
     others = customers_on_other_partitions(settings, stuck, 3)
     first, second = opened("twice", "T-1", "same-id"), opened("twice", "T-2", "same-id")
@@ -279,7 +277,7 @@ async def test_a_conflicting_copy_whose_dead_letter_hangs_halts_only_its_partiti
                 lambda: projector.applied_events >= 4, 60, "the other partitions and the first copy"
             )
             assert set(consumer.halts) == {stuck} and consumer.halts[stuck].offset == 1
-            away.set()
+            back.set()
             await wait_for(lambda: consumer.halts == {}, 60, "the partition going on by itself")
         finally:
             stop.set()

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 import sqlite3
-import uuid
 from datetime import UTC, datetime
 
 import orjson
@@ -25,6 +24,7 @@ from services.simulator import Helpdesk
 from services.store import open_store
 from services.store.base import TicketQuery
 from tests.kafka_helpers import produce
+from tests.worker_helpers import throwaway_database
 
 pytestmark = pytest.mark.broker
 
@@ -37,16 +37,8 @@ def store_settings(request, kafka_settings, tmp_path):
         settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
         yield settings
         return
-    dsn = request.getfixturevalue("postgres_dsn")
-    import psycopg
-
-    name = f"slatrack_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    base = dsn.rsplit("/", 1)[0]
-    yield kafka_settings.model_copy(update={"database_url": SecretStr(f"{base}/{name}")})
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    with throwaway_database(request.getfixturevalue("postgres_dsn")) as url:
+        yield kafka_settings.model_copy(update={"database_url": SecretStr(url)})
 
 
 def simulated(tickets: int = 400, seed: int = 5) -> list[dict]:
