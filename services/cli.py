@@ -528,14 +528,11 @@ def _open_store(settings: Settings, *, create: bool = True) -> "ReadModelStore":
 
 def _data_dir(settings: Settings) -> None:
     """The data dir exists and can be written."""
-    directory = settings.data_dir
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
-        raise UserError(f"SLATRACK_DATA_DIR: cannot create {directory}: {reason}") from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UserError(f"SLATRACK_DATA_DIR: cannot write in {directory}: permission denied")
+    from services.store import directory_problem
+
+    problem = directory_problem(settings.data_dir)
+    if problem is not None:
+        raise UserError(f"SLATRACK_DATA_DIR: {problem}")
 
 
 def _instant(value: str, name: str) -> datetime:

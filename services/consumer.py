@@ -435,8 +435,7 @@ class ValidatingConsumer:
             for partition, (offset, reason) in (await self._dead_letter(rejected)).items():
                 self._halt(partition, offset, "dead_letter_failed", reason)
                 batch = _before(batch, partition, offset)
-            valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
-            rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+            valid, rejected = _within(batch, valid, rejected)
         if not batch:
             return
         try:
@@ -448,8 +447,7 @@ class ValidatingConsumer:
                     for partition, offset in failed.offsets.items():
                         self._halt(partition, offset, "dead_letter_failed", failed.reason)
                         batch = _before(batch, partition, offset)
-                    valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
-                    rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+                    valid, rejected = _within(batch, valid, rejected)
                     if not batch:
                         return
         except Rewind as rewind:
@@ -465,8 +463,7 @@ class ValidatingConsumer:
             return
         except Exception as exc:  # a bug, not the weather: find the partition it comes from
             batch = await self._handle_alone(batch, valid, rejected, exc)
-            valid = [v for v in valid if _kept(batch, v.partition, v.offset)]
-            rejected = [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)]
+            valid, rejected = _within(batch, valid, rejected)
             if not batch:
                 return
         self._retry_logged_at = 0.0
@@ -537,26 +534,9 @@ class ValidatingConsumer:
     async def _dead_letter(
         self, rejected: list[tuple[RawRecord, EventRejected]]
     ) -> dict[int, tuple[int, str]]:
-        """Send the dead letters, each partition's apart: the partitions where one failed, with the
-        offset of its first dead letter (where the partition halts) and why."""
-        by_partition: dict[int, list[tuple[RawRecord, EventRejected]]] = {}
-        for item in rejected:
-            by_partition.setdefault(item[0].partition, []).append(item)
-
-        async def send(items: list[tuple[RawRecord, EventRejected]]) -> str | None:
-            try:
-                await asyncio.wait_for(self.publisher.dead_letter(items), self.settings.dlq_send_timeout_s)
-            except Exception as exc:  # the broker, or a message we could not make a dead letter of
-                if not isinstance(exc, KafkaError | OSError | TimeoutError):
-                    log.error("a dead letter could not be made", exc_info=exc)
-                return f"its dead letter could not be written to {self.settings.topic_dlq}: {_said(exc)}"
-            return None
-
-        partitions = sorted(by_partition)
-        outcomes = await asyncio.gather(*(send(by_partition[p]) for p in partitions))
-        return {
-            p: (by_partition[p][0][0].offset, why) for p, why in zip(partitions, outcomes, strict=True) if why
-        }
+        return await dead_letter_each_partition(
+            self.publisher.dead_letter, rejected, self.settings.dlq_send_timeout_s
+        )
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
         partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
@@ -608,6 +588,44 @@ def _before(batch: Batch, partition: int, offset: int) -> Batch:
         if mine:
             kept[tp] = mine
     return kept
+
+
+DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
+
+
+async def dead_letter_each_partition(
+    send: DeadLetters, letters: list[tuple[RawRecord, EventRejected]], timeout: float
+) -> dict[int, tuple[int, str]]:
+    """Send the dead letters, each partition's apart and within ``timeout``: the partitions where
+    that failed, with the offset of their first dead letter (where they halt) and why. One
+    partition's failure never holds back another's letters."""
+    by_partition: dict[int, list[tuple[RawRecord, EventRejected]]] = {}
+    for item in sorted(letters, key=lambda item: (item[0].partition, item[0].offset)):
+        by_partition.setdefault(item[0].partition, []).append(item)
+
+    async def one(items: list[tuple[RawRecord, EventRejected]]) -> str | None:
+        try:
+            await asyncio.wait_for(send(items), timeout)
+        except Exception as exc:  # the broker, or a message we could not make a dead letter of
+            if not isinstance(exc, KafkaError | OSError | TimeoutError):
+                log.error("a dead letter could not be made", exc_info=exc)
+            return f"its dead letter could not be written: {_said(exc)}"
+        return None
+
+    partitions = sorted(by_partition)
+    outcomes = await asyncio.gather(*(one(by_partition[p]) for p in partitions))
+    failed = {p: why for p, why in zip(partitions, outcomes, strict=True) if why}
+    return {p: (by_partition[p][0][0].offset, why) for p, why in failed.items()}
+
+
+def _within(
+    batch: Batch, valid: list[ConsumedEvent], rejected: list[tuple[RawRecord, EventRejected]]
+) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
+    """The valid events and rejected messages that are still in ``batch`` (after a trim)."""
+    return (
+        [v for v in valid if _kept(batch, v.partition, v.offset)],
+        [(r, why) for r, why in rejected if _kept(batch, r.partition, r.offset)],
+    )
 
 
 def _kept(batch: Batch, partition: int, offset: int) -> bool:

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -42,7 +42,14 @@ from projections.story import FOREVER, Point, StandingCache, logged_work_ends, s
 from projections.ticket import TicketState
 from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
 from services import metrics
-from services.consumer import ConsumedBatch, ConsumedEvent, DeadLettersFailed, Rewind
+from services.consumer import (
+    ConsumedBatch,
+    ConsumedEvent,
+    DeadLetters,
+    DeadLettersFailed,
+    Rewind,
+    dead_letter_each_partition,
+)
 from services.publisher import RawRecord
 from services.sla_metrics import publish
 from services.store.base import FOREVER as FOREVER_EPOCH
@@ -62,8 +69,6 @@ log = logging.getLogger(__name__)
 
 CACHE_TICKETS = 20_000  # decoded histories kept: about 100 MB
 QUARANTINE_RETRY_S = 300  # how often a quarantined ticket is tried again as time passes
-
-DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
 
 
 def wall_clock() -> datetime:
@@ -323,29 +328,16 @@ class Projector:
             metrics.PROJECTOR_LAST_EVENT.set(latest.timestamp())
 
     async def _dead_letter_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
-        """Dead-letter conflicting copies, each partition's apart, within the time a dead letter may
-        take; the partitions where that fails halt at the first of theirs (DeadLettersFailed)."""
+        """Dead-letter conflicting copies as the consumer does its own (each partition's apart, within
+        the time a dead letter may take); the partitions where that fails halt at the first of
+        theirs (DeadLettersFailed)."""
         assert self.dead_letter is not None
-        dead_letter = self.dead_letter
-        by_partition: dict[int, list[tuple[ConsumedEvent, EventRejected]]] = {}
-        for item in conflicts:
-            by_partition.setdefault(item[0].partition, []).append(item)
-
-        async def send(items: list[tuple[ConsumedEvent, EventRejected]]) -> str | None:
-            letters = [(raw_record(self.topic, c), r) for c, r in items]
-            try:
-                await asyncio.wait_for(dead_letter(letters), self.dead_letter_timeout_s)
-            except Exception as exc:
-                return f"its dead letter could not be written: {type(exc).__name__}: {exc}"
-            return None
-
-        partitions = sorted(by_partition)
-        outcomes = await asyncio.gather(*(send(by_partition[p]) for p in partitions))
-        failed = {p: why for p, why in zip(partitions, outcomes, strict=True) if why}
+        letters = [(raw_record(self.topic, c), r) for c, r in conflicts]
+        failed = await dead_letter_each_partition(self.dead_letter, letters, self.dead_letter_timeout_s)
         if failed:
             self._forget()
-            first = {p: min(c.offset for c, _ in by_partition[p]) for p in failed}
-            raise DeadLettersFailed(first, "; ".join(sorted(set(failed.values()))))
+            reasons = "; ".join(sorted({why for _, why in failed.values()}))
+            raise DeadLettersFailed({p: offset for p, (offset, _) in failed.items()}, reasons)
 
     def _count_conflicts(self, conflicts: list[tuple[ConsumedEvent, EventRejected]]) -> None:
         for item, rejection in conflicts:
@@ -870,36 +862,17 @@ def _pending_row(
     opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
     opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
     view = {"ticket_id": ticket, "customer_id": customer, "state": "pending", "opens_at": opens_at}
-    return TicketRow(
-        ticket_id=ticket,
-        customer_id=customer,
-        partition=partition_of(records[0]),
-        priority="",
-        category="",
-        state="pending",
-        status="",
-        escalation_level=0,
-        response_status="",
-        resolution_status="",
-        breached=False,
-        at_risk=False,
-        response_due_at=None,
-        resolution_due_at=None,
-        next_due_at=None,
+    # What the row asserted and counted before stays: a view that is only not opened *yet*
+    # takes nothing back.
+    return _row_without_state(
+        key,
+        records,
+        as_of,
+        "pending",
+        view,
         next_change_at=epoch(min(ahead, default=None)),
-        billing_rule=None,
-        billing_status="none",
-        billing_month=None,
-        amount_cents=0,
-        billable_seconds=0,
-        opened_at=0,
-        evaluated_at=epoch(as_of) or 0,
-        view=orjson.dumps(view),
-        # What the row asserted and counted before stays: a view that is only not
-        # opened *yet* takes nothing back.
         signals=before.signals if before is not None else b"{}",
         marks=before.marks if before is not None else b"{}",
-        account_until=FOREVER_EPOCH,
     )
 
 
@@ -915,15 +888,39 @@ def _quarantined_row(
     """A ticket the engine raised on: its view says so (projections.quarantine). Its signals
     and counts stay as they were; it is evaluated again at its next event, or as of the wall
     clock after QUARANTINE_RETRY_S (a fixed version of the engine heals it then)."""
+    return _row_without_state(
+        key,
+        records,
+        as_of,
+        QUARANTINED,
+        quarantined_view(key, records, as_of, error, policy),
+        next_change_at=(epoch(as_of) or 0) + QUARANTINE_RETRY_S,
+        signals=ledger.encode(),
+        marks=marks or b"{}",
+    )
+
+
+def _row_without_state(
+    key: TicketKey,
+    records: list[Recorded],
+    as_of: datetime,
+    state: str,
+    view: dict,
+    *,
+    next_change_at: int | None,
+    signals: bytes,
+    marks: bytes,
+) -> TicketRow:
+    """The row of a ticket with no engine state as of ``as_of`` (pending, quarantined): no
+    clocks, billing or escalation; any account change can reach it."""
     customer, ticket = key
-    view = quarantined_view(key, records, as_of, error, policy)
     return TicketRow(
         ticket_id=ticket,
         customer_id=customer,
         partition=partition_of(records[0]),
         priority="",
         category="",
-        state=QUARANTINED,
+        state=state,
         status="",
         escalation_level=0,
         response_status="",
@@ -933,7 +930,7 @@ def _quarantined_row(
         response_due_at=None,
         resolution_due_at=None,
         next_due_at=None,
-        next_change_at=(epoch(as_of) or 0) + QUARANTINE_RETRY_S,
+        next_change_at=next_change_at,
         billing_rule=None,
         billing_status="none",
         billing_month=None,
@@ -942,8 +939,8 @@ def _quarantined_row(
         opened_at=0,
         evaluated_at=epoch(as_of) or 0,
         view=orjson.dumps(view),
-        signals=ledger.encode(),
-        marks=marks or b"{}",
+        signals=signals,
+        marks=marks,
         account_until=FOREVER_EPOCH,
     )
 

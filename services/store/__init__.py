@@ -101,6 +101,20 @@ def _open_postgres(store_class: type, url: str) -> ReadModelStore:
         raise StoreUnavailable(f"PostgreSQL: {' '.join(str(exc).split())}") from exc
 
 
+def directory_problem(directory: Path) -> str | None:
+    """Create ``directory`` if it is missing; why it cannot be written in, or None if it can.
+
+    Root may write anywhere, and os.access then says so."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        return f"cannot create {directory}: {reason}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"cannot write in {directory}: permission denied"
+    return None
+
+
 # What SQLite says when the file is not one it can open as configured (the user's to fix).
 _NOT_OPENED = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_NOTADB")
 
@@ -113,16 +127,11 @@ def _open_sqlite(path: Path, create: bool, variable: str) -> ReadModelStore:
         raise StoreNotOpened(
             f"{variable}: no read models at {path} (`slatrack serve` or `slatrack rebuild` builds them)"
         )
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = "it is a file" if isinstance(exc, FileExistsError) else exc.strerror
-        raise StoreNotOpened(f"{variable}: cannot create {directory} for the read models: {reason}") from exc
     # Checked before SQLite tries, for a clear message (it says "unable to open database file").
-    # Root may write anywhere, and os.access then says so.
-    writable = os.access(directory, os.W_OK | os.X_OK)
-    if not writable or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+    problem = directory_problem(path.parent)
+    if problem is not None:
+        raise StoreNotOpened(f"{variable}: {problem} (for the read models at {path})")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise StoreNotOpened(f"{variable}: cannot write the read models at {path}: permission denied")
     try:
         return SqliteStore(path)
