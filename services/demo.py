@@ -111,8 +111,8 @@ async def run_demo(
     """Publish the history at once, then (with ``live``) new tickets in real time until ``stop``."""
     stop = stop or asyncio.Event()
     now = datetime.now(UTC).replace(microsecond=0)
-    lines = demo_history(customers, tickets, days, seed, now)
-    past = [event for line in lines if (event := decode_event(line)).occurred_at <= now]
+    events = [decode_event(line) for line in demo_history(customers, tickets, days, seed, now)]
+    past = [event for event in events if event.occurred_at <= now]
     fed = Fed()
     async with EventPublisher(settings) as publisher:
         log.info("demo: publishing %d events of %d days of history at once", len(past), days)
@@ -127,13 +127,12 @@ async def run_demo(
         if not live or stop.is_set():
             return fed
         # The history's own future (tickets still open) goes on in real time, beside new tickets.
-        future = (
-            (event.occurred_at, orjson.loads(line))
-            for line in lines
-            if (event := decode_event(line)).occurred_at > now
+        future = ((event.occurred_at, event) for event in events if event.occurred_at > now)
+        new = (
+            (at, decode_event(orjson.dumps(document)))
+            for at, document in live_tickets(policy, seed, now, timedelta(seconds=live_every), first=tickets)
         )
-        new = live_tickets(policy, seed, now, timedelta(seconds=live_every), first=tickets)
-        for at, document in heapq.merge(future, new, key=lambda item: item[0]):
+        for at, event in heapq.merge(future, new, key=lambda item: item[0]):
             wait = (at - datetime.now(UTC)).total_seconds()
             if wait > 0:
                 try:
@@ -142,7 +141,7 @@ async def run_demo(
                     pass
             if stop.is_set():
                 break
-            await _send(publisher, [decode_event(orjson.dumps(document))])
+            await _send(publisher, [event])
             fed.live += 1
             if fed.live % 100 == 0:
                 log.info("demo: %d live events sent", fed.live)

@@ -63,21 +63,23 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def raw_producer(settings: Settings) -> AIOKafkaProducer:
+def raw_producer(settings: Settings, max_request_size: int | None = None) -> AIOKafkaProducer:
     """A plain aiokafka producer (acks=all), for messages that must go out exactly as given.
 
     faststream's publishers add headers of their own (``content-type``, a random
-    ``correlation_id``) and send an empty key as none; a dead letter or a replay
-    must carry the original key, value and headers byte for byte. Call it in the
-    event loop that will use it.
+    ``correlation_id``) and send an empty key as none; a dead letter, a replay or a
+    restored event must carry the original key, value and headers byte for byte.
+    ``max_request_size``: by default never below what a dead letter may be
+    (SLATRACK_DLQ_MAX_MESSAGE_BYTES), so that one cut to fit is not refused by the
+    producer itself. Call it in the event loop that will use it.
     """
+    if max_request_size is None:
+        max_request_size = max(1024 * 1024, settings.dlq_max_message_bytes + 64 * 1024)
     return AIOKafkaProducer(
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=5,
-        # Never below what a dead letter may be (SLATRACK_DLQ_MAX_MESSAGE_BYTES): a dead letter
-        # cut to fit must not be refused by the producer itself.
-        max_request_size=max(1024 * 1024, settings.dlq_max_message_bytes + 64 * 1024),
+        max_request_size=max_request_size,
         **client_options(settings),
     )
 

@@ -34,7 +34,7 @@ from events import quoted
 from services.config import Settings
 from services.consumer import PLACEHOLDER_HEADER
 from services.export import LogBounds, read_log
-from services.kafka import client_options
+from services.kafka import raw_producer
 from services.routing import expected_partition
 from services.store.base import ReadModelStore, StoredEvent
 
@@ -85,13 +85,7 @@ async def restore_log(settings: Settings, store: ReadModelStore) -> Restored | N
     await asyncio.to_thread(
         _check_partitioning, store, settings.topic_events, generation, ends, len(bounds.end)
     )
-    producer = AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=5,
-        max_request_size=max(1024 * 1024, 2 * settings.max_event_bytes),
-        **client_options(settings),
-    )
+    producer = raw_producer(settings, max_request_size=max(1024 * 1024, 2 * settings.max_event_bytes))
     await producer.start()
     events = placeholders = 0
     try:
