@@ -19,7 +19,6 @@ import httpx
 import orjson
 import pytest
 from aiokafka.errors import UnsupportedCodecError
-from aiokafka.partitioner import DefaultPartitioner
 
 from projections.policy import default_policy
 from services import metrics
@@ -28,6 +27,7 @@ from services.dead_letters import plan_replay
 from services.http import create_app
 from services.projector import Projector
 from services.publisher import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_REASON, H_TRUNCATED, EventPublisher
+from services.routing import expected_partition
 from services.store import open_store
 from tests.feed import event
 from tests.integration.test_compression import produce_compressed
@@ -40,8 +40,7 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def partition_of(settings, customer: str) -> int:
-    every = list(range(settings.topic_partitions))
-    return DefaultPartitioner()(customer.encode(), every, every)
+    return expected_partition(customer.encode(), settings.topic_partitions)
 
 
 def customers_on_other_partitions(settings, avoid: int, n: int) -> list[str]:

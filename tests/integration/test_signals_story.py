@@ -7,7 +7,6 @@ import random
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 
 from events import decode_event
 from projections.policy import default_policy
@@ -15,6 +14,7 @@ from projections.story import story_of_log
 from projections.timeline import Recorded
 from services.outbox import as_sent
 from services.projector import seq_of
+from services.routing import expected_partition
 from services.simulator import Helpdesk
 from services.store.base import Signal
 from tests.feed import Feed, a_store, event
@@ -28,7 +28,6 @@ def late_log(tickets: int = 150, seed: int = 7) -> dict[int, list[dict]]:
     within a sliding window), split into partitions by customer as a Kafka producer does."""
     desk = Helpdesk(seed=seed, customers=30, start=datetime(2026, 11, 2, tzinfo=UTC), days=20)
     rnd = random.Random(seed)
-    partitioner = DefaultPartitioner()
     streams: dict[str, list[dict]] = {}
     for document in desk.history(tickets):
         streams.setdefault(document["customer_id"], []).append(document)
@@ -38,7 +37,7 @@ def late_log(tickets: int = 150, seed: int = 7) -> dict[int, list[dict]]:
         for i in range(len(stream) - 1):  # each event may swap with one of the next few
             j = min(len(stream) - 1, i + rnd.randint(0, 4))
             stream[i], stream[j] = stream[j], stream[i]
-        partition = partitioner(customer.encode(), list(range(PARTITIONS)), list(range(PARTITIONS)))
+        partition = expected_partition(customer.encode(), PARTITIONS)
         log.setdefault(partition, []).extend(stream)
     return log
 
