@@ -21,7 +21,7 @@ from projections.policy import default_policy
 from projections.replay import latest_instant
 from projections.ticket import evaluate
 from projections.timeline import Recorded, history
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
 
 
 def main() -> None:

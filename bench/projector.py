@@ -33,9 +33,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker
-from services.kafka import client_options
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
+from services.kafka.client import client_options
+from services.kafka.embedded import EmbeddedBroker
 from services.store import open_store
 
 SLATRACK = str(Path(sys.executable).parent / "slatrack")

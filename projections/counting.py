@@ -1,7 +1,7 @@
 """What the SLA counters count, and when: exactly once per cause, across restarts.
 
 Pure: the worker publishes a :class:`Tally` to Prometheus once its batch is
-committed (``services.sla_metrics``); ``slatrack replay`` sums the same tallies
+committed (``services.worker.sla_metrics``); ``slatrack replay`` sums the same tallies
 over the log's story (``projections.story``), so both give the same totals.
 
 A worker compares each ticket's new state with the *marks* stored in its row:

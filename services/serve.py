@@ -16,18 +16,19 @@ from typing import Any, Literal
 
 import uvicorn
 
-from projections.policy import Policy, default_policy, load_policy
 from services import metrics
+from services.api.app import create_app
+from services.bootstrap import configured_policy
 from services.config import Settings
-from services.consumer import ValidatingConsumer
-from services.embedded_broker import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
-from services.http import create_app
-from services.kafka import BrokerWatch, ensure_topics, wait_until_reachable
-from services.outbox import relay_signals
-from services.projector import Projector
-from services.publisher import EventPublisher
-from services.restore import RestoreRefused, restore_log
+from services.kafka.client import BrokerWatch, ensure_topics, wait_until_reachable
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
+from services.kafka.publisher import EventPublisher
+from services.kafka.restore import RestoreRefused, restore_log
 from services.store import open_store
+from services.worker import gauges
+from services.worker.outbox import relay_signals
+from services.worker.projector import Projector
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def policy_of(settings: Settings) -> Policy:
-    return load_policy(settings.policy_file) if settings.policy_file else default_policy()
 
 
 def is_loopback(host: str) -> bool:
@@ -146,7 +143,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
         await ensure_topics(settings)
         log.info("broker: %s (%s)", settings.bootstrap(), settings.kafka_security_protocol)
 
-    policy = policy_of(settings)
+    policy = configured_policy(settings)
     metrics.SLA_ELAPSED.install(policy)  # every role exports the histogram with the same buckets
     store = open_store(settings)
     stop = asyncio.Event()
@@ -170,7 +167,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
             generation = await projector.open()
             log.info("worker: policy %s, read models generation %d", projector.policy.version, generation)
             consumer = ValidatingConsumer(settings, publisher, projector)
-            metrics.WORKER.attach(
+            gauges.WORKER.attach(
                 store, lambda: (projector.generation, tuple(sorted(projector.partitions))), consumer.lag
             )
             jobs["consumer"] = consumer.run(stop)
@@ -214,7 +211,7 @@ async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, 
         stopping.cancel()
     finally:
         await _stop_publisher(publisher)
-    metrics.WORKER.detach()
+    gauges.WORKER.detach()
     await asyncio.to_thread(store.close)
     watchdog.cancel()  # stopped in time
     failures = [r for r in results if isinstance(r, BaseException)]

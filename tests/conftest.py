@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from services.config import Settings
-from services.kafka import ensure_topics, topic_specs
+from services.kafka.client import ensure_topics, topic_specs
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 DEFAULT_TEST_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -35,7 +35,7 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError
+    from services.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError
 
     broker = EmbeddedBroker()
     try:

@@ -14,10 +14,10 @@ from events import decode_event
 from projections.counting import Tally
 from projections.policy import Policy, default_policy
 from services.config import Settings
-from services.consumer import ConsumedBatch, ConsumedEvent
-from services.projector import Projector
 from services.store import open_store
-from services.store.base import ReadModelStore, TicketRow
+from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.ports import ReadModelStore, TicketRow
+from services.worker.projector import Projector
 
 TOPIC = "ticket-events"
 

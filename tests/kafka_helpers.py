@@ -4,7 +4,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.kafka import client_options
+from services.kafka.client import client_options
 
 
 async def produce(settings, messages) -> None:

@@ -1,4 +1,4 @@
-"""The read-model store (see :mod:`services.store.base` for the interface).
+"""The read-model store (see :mod:`services.worker.ports` for the interface).
 
 :func:`open_store` picks the backend from the settings: PostgreSQL when
 ``SLATRACK_DATABASE_URL`` is a ``postgresql://`` URL, SQLite at the path of a
@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from services.config import Settings, database_scheme, sqlite_url_path
-from services.store.base import (
+from services.worker.ports import (
     BatchWrite,
     CustomerRow,
     GenerationBehind,

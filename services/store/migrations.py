@@ -247,7 +247,7 @@ CREATE INDEX signals_pending ON signals (seq) WHERE NOT sent;
 
 
 # Per-clock flags for the open-clocks gauge, and what the SLA counters have
-# counted per ticket (see services/sla_metrics.py).
+# counted per ticket (see services/worker/sla_metrics.py).
 _TICKET_COLUMNS_2 = (
     ("response_at_risk", "{bool} NOT NULL DEFAULT {false}"),
     ("response_breached", "{bool} NOT NULL DEFAULT {false}"),

@@ -33,8 +33,8 @@ from typing import TypeVar
 
 import psycopg
 
-from services.store.base import CALL_TIMEOUT, StoreTimeout, StoreUnavailable
 from services.store.sql import Bulk, SqlStore, Tx
+from services.worker.ports import CALL_TIMEOUT, StoreTimeout, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from projections.quarantine import QUARANTINED
 from services.store import migrations
-from services.store.base import (
+from services.worker.ports import (
     BatchWrite,
     CustomerRow,
     EventKey,

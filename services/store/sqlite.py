@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from services.store import migrations
-from services.store.base import StoreUnavailable
 from services.store.sql import Bulk, SqlStore, Tx
+from services.worker.ports import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import click
 import pytest
 import yaml
 
-from services.cli import main as slatrack_cli
+from services.cli.commands import main as slatrack_cli
 from services.config import ENV_PREFIX, Settings
 from tests.deploy.helpers import (
     COMPOSE_FILE,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from services.embedded_broker import free_port
+from services.kafka.embedded import free_port
 from tests.deploy.helpers import DOCKERFILE, ROOT
 
 

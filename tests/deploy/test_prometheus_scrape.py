@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from projections.policy import PRIORITIES
-from services.embedded_broker import free_port
+from services.kafka.embedded import free_port
 from tests.deploy.helpers import PROMETHEUS_CONFIG, RULE_FILES, load_yaml, tool
 from tests.deploy.test_dockerfile import run_healthcheck
 from tests.integration.test_serve import Served, post, start_serve, stop_serve

@@ -21,13 +21,13 @@ import uvicorn
 from pydantic import SecretStr
 
 from projections.policy import default_policy
+from services.api.app import Lag, create_app
 from services.config import Settings
-from services.consumer import ValidatingConsumer
-from services.http import Lag, create_app
-from services.kafka import ensure_topics, topic_specs
-from services.projector import Projector
-from services.publisher import EventPublisher
+from services.kafka.client import ensure_topics, topic_specs
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.publisher import EventPublisher
 from services.store import open_store
+from services.worker.projector import Projector
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # the projector's clock, fixed for comparison
 

@@ -18,10 +18,10 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
-from services.projector import decode_stored
-from services.queries import decode_cursor, encode_cursor
-from services.simulator import Helpdesk
-from services.store.base import TicketQuery
+from services.api.queries import decode_cursor, encode_cursor
+from services.dev.simulator import Helpdesk
+from services.worker.ports import TicketQuery
+from services.worker.projector import decode_stored
 from tests.integration.live_api import AS_OF, TOKENS, LiveApi, LogCapture, auth, fresh_settings, walk
 from tests.worker_helpers import throwaway_database
 

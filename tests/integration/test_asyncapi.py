@@ -20,11 +20,11 @@ import orjson
 import pytest
 
 from projections.policy import default_policy
-from services.consumer import ValidatingConsumer
-from services.outbox import relay_once
-from services.projector import Projector
-from services.publisher import EventPublisher
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.publisher import EventPublisher
 from services.store import open_store
+from services.worker.outbox import relay_once
+from services.worker.projector import Projector
 from tests.engine_helpers import Story, ny, utc
 from tests.kafka_helpers import produce, read_all
 from tests.unit.test_signal_schema import AsyncApi

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from services.auth import Authenticator
+from services.api.auth import Authenticator
 from services.config import Settings, parse_api_tokens, settings_help
-from services.embedded_broker import free_port
+from services.kafka.embedded import free_port
 from services.serve import exposure_problem, is_loopback
-from services.store.base import StoreError
+from services.worker.ports import StoreError
 from tests.integration.live_api import TOKENS, TOKENS_JSON, LiveApi, LogCapture, auth, fresh_settings, keyed
 from tests.kafka_helpers import produce
 from tests.samples import sample

@@ -14,8 +14,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-import services.demo
-from services.cli import main
+import services.dev.demo
+from services.cli.commands import main
 from services.config import Settings, env_name
 from tests.samples import sample
 
@@ -81,8 +81,8 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         SLATRACK_DATA_DIR=str(tmp_path / "data"),
     )
     # The demo without its live part (it would go on for days), still sending a small history.
-    demo = services.demo.run_demo
-    monkeypatch.setattr(services.demo, "run_demo", lambda *a, **kw: demo(*a, **{**kw, "live": False}))
+    demo = services.dev.demo.run_demo
+    monkeypatch.setattr(services.dev.demo, "run_demo", lambda *a, **kw: demo(*a, **{**kw, "live": False}))
     commands = [
         ["publish", str(events)],
         ["topics", "create", "--wait", "10"],

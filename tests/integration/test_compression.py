@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from services.cli import main
+from services.cli.commands import main
 from services.store import open_store
 from tests.feed import event
 from tests.integration.test_projector import project

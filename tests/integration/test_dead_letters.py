@@ -15,15 +15,17 @@ from confluent_kafka import Producer
 
 from events import EventRejected, RejectKind
 from projections.policy import default_policy
-from services import metrics, routing
-from services.cli import main
-from services.consumer import ValidatingConsumer
-from services.dead_letters import H_REPLAY_OF
-from services.kafka import client_options
-from services.projector import Projector
-from services.publisher import DLQ_HEADERS, H_DETAIL, H_REASON, EventPublisher, RawRecord
-from services.routing import MisroutedReporter, expected_partition
+from services import metrics
+from services.cli.commands import main
+from services.kafka import routing
+from services.kafka.client import client_options
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.dead_letters import H_REPLAY_OF
+from services.kafka.publisher import DLQ_HEADERS, H_DETAIL, H_REASON, EventPublisher
+from services.kafka.routing import MisroutedReporter, expected_partition
 from services.store import open_store
+from services.worker.batches import RawRecord
+from services.worker.projector import Projector
 from tests.feed import event
 from tests.integration.test_export_cli import cli_env
 from tests.integration.test_projector import AS_OF
@@ -94,7 +96,7 @@ async def test_foreign_partitioner_found_and_dead_letters_exact(
     await produce_raw(settings, bad)
 
     misrouted_before = metrics.EVENTS_MISROUTED._value.get()
-    with caplog.at_level(logging.WARNING, logger="services.routing"):
+    with caplog.at_level(logging.WARNING, logger="services.kafka.routing"):
         async with worker(settings) as projector:
             await applied(projector, 1)
             dead = await read_all(settings, settings.topic_dlq, len(bad))
@@ -103,7 +105,7 @@ async def test_foreign_partitioner_found_and_dead_letters_exact(
     (original,) = [r for r in await read_all(settings, settings.topic_events, 5) if r.key == FOREIGN.encode()]
     assert original.partition == 2 != expected_partition(FOREIGN.encode(), 6)
     assert metrics.EVENTS_MISROUTED._value.get() - misrouted_before == 1
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "services.routing"]
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "services.kafka.routing"]
     assert f'{settings.topic_events} on partition 2 has the key "{FOREIGN}"' in warning
     assert "puts on partition 0" in warning
     store = open_store(settings)

@@ -20,10 +20,10 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.story import story_of_log
 from projections.timeline import Recorded
-from services.demo import live_tickets, run_demo
-from services.embedded_broker import free_port
-from services.projector import Projector, seq_of
+from services.dev.demo import live_tickets, run_demo
+from services.kafka.embedded import free_port
 from services.store import open_store
+from services.worker.projector import Projector, seq_of
 from tests.integration.test_projector import project
 from tests.integration.test_serve import SLATRACK
 from tests.kafka_helpers import read_all

@@ -10,8 +10,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, PortTaken
-from services.kafka import client_options
+from services.kafka.client import client_options
+from services.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError, PortTaken
 
 pytestmark = pytest.mark.broker
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker, free_port
+from services.kafka.embedded import EmbeddedBroker, free_port
 from services.store import SQLITE_FILE
 from tests.kafka_helpers import produce
 from tests.samples import sample

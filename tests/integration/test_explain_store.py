@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import orjson
 from click.testing import CliRunner
 
-from services.cli import main
+from services.cli.commands import main
 from services.config import Settings
 from services.store import open_store
 from tests.feed import Feed

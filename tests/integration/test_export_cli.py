@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 
 from projections.timeline import whole_second
-from services.cli import main
-from services.export import read_log
-from services.kafka import client_options
-from services.simulator import Helpdesk
+from services.cli.commands import main
+from services.dev.simulator import Helpdesk
+from services.kafka.client import client_options
+from services.kafka.log_reader import read_log
 from tests.kafka_helpers import produce, read_all
 from tests.samples import sample
 

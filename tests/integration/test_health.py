@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from services.embedded_broker import EmbeddedBroker, free_port
+from services.kafka.embedded import EmbeddedBroker, free_port
 from tests.integration.test_serve import SLATRACK
 from tests.samples import sample
 

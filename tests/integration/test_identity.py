@@ -18,9 +18,9 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
-from services.cli import main
-from services.publisher import H_REASON
-from services.queries import view_as_of
+from services.api.queries import view_as_of
+from services.cli.commands import main
+from services.kafka.publisher import H_REASON
 from services.store import open_store
 from tests.feed import event
 from tests.integration.live_api import AS_OF, LiveApi, auth, fresh_settings

@@ -15,8 +15,8 @@ import pytest
 
 from events import EventRejected, RejectKind, decode_event
 from services import metrics
-from services.http import create_app
-from services.publisher import EventPublisher
+from services.api.app import create_app
+from services.kafka.publisher import EventPublisher
 from tests.integration.live_api import LiveApi, LogCapture, auth, fresh_settings
 from tests.kafka_helpers import read_all
 from tests.samples import sample

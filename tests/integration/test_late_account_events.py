@@ -9,7 +9,7 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
-from services.queries import view_as_of
+from services.api.queries import view_as_of
 from tests.feed import Feed, event
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.policy import default_policy
-from services.embedded_broker import free_port
-from services.rebuild import rebuild
+from services.kafka.embedded import free_port
+from services.kafka.log_reader import WholeLogReader
 from services.store import open_store
+from services.worker.rebuild import rebuild
 from tests.feed import event
 from tests.kafka_helpers import produce
 from tests.worker_helpers import (
@@ -221,7 +222,7 @@ async def test_a_rebuild_switch_counts_nothing_again(sqlite_settings, tmp_path: 
         await settled(settings, len(messages), [port], EXPECTED | OPEN_CLOCKS)
         store = open_store(settings)
         try:
-            report = await rebuild(settings, store, default_policy())
+            report = await rebuild(settings, store, default_policy(), log_source=WholeLogReader(settings))
             assert report.switched and report.mismatches == []
 
             def t5_current() -> bool:  # the worker followed the switch and re-evaluated T5 as of now

@@ -22,13 +22,13 @@ from aiokafka.errors import UnsupportedCodecError
 
 from projections.policy import default_policy
 from services import metrics
-from services.consumer import ValidatingConsumer
-from services.dead_letters import plan_replay
-from services.http import create_app
-from services.projector import Projector
-from services.publisher import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_REASON, H_TRUNCATED, EventPublisher
-from services.routing import expected_partition
+from services.api.app import create_app
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.dead_letters import plan_replay
+from services.kafka.publisher import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_REASON, H_TRUNCATED, EventPublisher
+from services.kafka.routing import expected_partition
 from services.store import open_store
+from services.worker.projector import Projector
 from tests.feed import event
 from tests.integration.test_compression import produce_compressed
 from tests.kafka_helpers import produce, read_all
@@ -232,7 +232,7 @@ async def test_a_rejected_message_with_a_null_header_is_dead_lettered(kafka_sett
     """Kafka allows a header without a value; making its dead letter once crashed the worker."""
     from aiokafka import AIOKafkaProducer
 
-    from services.kafka import client_options
+    from services.kafka.client import client_options
 
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
     producer = AIOKafkaProducer(**client_options(settings))

@@ -11,9 +11,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import RejectKind
 from services import metrics
-from services.consumer import ConsumedEvent, SimpleHandler, ValidatingConsumer
-from services.kafka import client_options
-from services.publisher import H_DETAIL, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, EventPublisher
+from services.kafka.client import client_options
+from services.kafka.consumer import SimpleHandler, ValidatingConsumer
+from services.kafka.publisher import H_DETAIL, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, EventPublisher
+from services.worker.batches import ConsumedEvent
 from tests.kafka_helpers import produce, read_all
 from tests.samples import sample
 

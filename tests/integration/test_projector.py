@@ -16,13 +16,14 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
-from services.consumer import ValidatingConsumer
-from services.projector import Projector
-from services.publisher import EventPublisher
-from services.rebuild import rebuild
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
+from services.kafka.consumer import ValidatingConsumer
+from services.kafka.log_reader import WholeLogReader
+from services.kafka.publisher import EventPublisher
 from services.store import open_store
-from services.store.base import TicketQuery
+from services.worker.ports import TicketQuery
+from services.worker.projector import Projector
+from services.worker.rebuild import rebuild
 from tests.kafka_helpers import produce
 from tests.worker_helpers import throwaway_database
 
@@ -104,7 +105,7 @@ async def test_read_model_equals_replay(store_settings):
 
 async def test_a_small_history_cache_changes_nothing(kafka_settings, tmp_path, monkeypatch):
     """More tickets than the cache holds: it empties itself now and then, mid-batch included."""
-    monkeypatch.setattr("services.projector.CACHE_TICKETS", 7)
+    monkeypatch.setattr("services.worker.projector.CACHE_TICKETS", 7)
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path, "consumer_max_records": 50})
     events = simulated(tickets=150, seed=13)
     await project(settings, keyed(events), len(events))
@@ -167,7 +168,9 @@ async def test_rebuild_equals_the_live_generation(store_settings):
     store = open_store(store_settings)
     try:
         live = store.active_generation()
-        report = await rebuild(store_settings, store, default_policy())
+        report = await rebuild(
+            store_settings, store, default_policy(), log_source=WholeLogReader(store_settings)
+        )
         assert report.mismatches == []
         assert report.switched and report.previous == live and store.active_generation() == report.generation
         assert report.events == len(events)
@@ -180,7 +183,7 @@ async def test_rebuild_equals_the_live_generation(store_settings):
 
 async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path, caplog):
     """A fresh, empty embedded broker behind a store that has read further: say so, start over."""
-    from services.embedded_broker import EmbeddedBroker
+    from services.kafka.embedded import EmbeddedBroker
 
     events = simulated(tickets=50, seed=13)
     for attempt, count in (("first broker", len(events)), ("empty broker", 20), ("another empty one", 10)):
@@ -211,7 +214,7 @@ async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path
 
 
 async def test_demo_feed_publishes_the_simulated_history(kafka_settings):
-    from services.demo import demo_history, run_demo
+    from services.dev.demo import demo_history, run_demo
     from tests.kafka_helpers import read_all
 
     now = datetime.now(UTC)

@@ -15,9 +15,8 @@ from projections.quarantine import view_at
 from projections.replay import replay
 from projections.ticket import TicketState
 from projections.timeline import Recorded
-from services.audit import explain_table
-from services.cli import render_table
-from services.projector import QUARANTINE_RETRY_S, seq_of
+from services.cli.render import explain_table, replay_table
+from services.worker.projector import QUARANTINE_RETRY_S, seq_of
 from tests.feed import Feed, event
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -79,7 +78,7 @@ async def test_an_engine_fault_quarantines_one_ticket_and_the_partition_goes_on(
         (t["customer_id"], t["ticket_id"]): t for t in replay(records, default_policy(), as_of)["tickets"]
     }
     assert replayed["c1", "t1"] == quarantined
-    assert "QUARANTINED: " + FAULT in render_table(replay(records, default_policy(), as_of))
+    assert "QUARANTINED: " + FAULT in replay_table(replay(records, default_policy(), as_of))
     mine = [r for r in records if r.event.ticket_id == "t1"]
     assert view_at(("c1", "t1"), mine, [], default_policy(), as_of) == quarantined
     trail = explain(mine, [], default_policy(), as_of)

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from projections.policy import default_policy, parse_policy
-from services.rebuild import rebuild
-from services.store.base import BatchWrite, StoredEvent
+from services.kafka.log_reader import WholeLogReader
+from services.worker.ports import BatchWrite, StoredEvent
+from services.worker.rebuild import rebuild
 from tests.feed import event
 from tests.integration.live_api import LiveApi, auth, fresh_settings
 
@@ -89,7 +90,7 @@ def test_a_rebuild_switches_and_names_the_live_rows_that_were_wrong(api):
         ),
     )
 
-    report = api.call(rebuild(api.settings, store, default_policy()))
+    report = api.call(rebuild(api.settings, store, default_policy(), log_source=WholeLogReader(api.settings)))
     assert report.mismatches == [] and report.switched
     assert report.live_rows_wrong == [
         f"ticket ('c-late', 'NS-1'): the live row (as of {row.evaluated_at}) is not the view its events give"
@@ -114,7 +115,7 @@ def test_a_rebuild_that_finds_a_difference_leaves_nothing_behind(api):
     )
     before = [g["generation"] for g in store.generations()]
 
-    report = api.call(rebuild(api.settings, store, default_policy()))
+    report = api.call(rebuild(api.settings, store, default_policy(), log_source=WholeLogReader(api.settings)))
     assert not report.switched and report.dropped
     assert any("events below offset" in m for m in report.mismatches)
     assert [g["generation"] for g in store.generations()] == before  # the attempt is gone
@@ -133,7 +134,9 @@ def test_a_generation_keeps_its_policy_and_the_worker_follows_it(api):
     api.wait_applied(5)
     dearer = parse_policy(_dearer(), "dearer.toml")
     assert dearer.version == "dearer"
-    report = api.call(rebuild(api.settings, api.store, dearer))  # the worker still runs the default
+    report = api.call(
+        rebuild(api.settings, api.store, dearer, log_source=WholeLogReader(api.settings))
+    )  # the worker still runs the default
     assert report.switched and report.policy_digest == dearer.digest
     assert api.store.generation_policy(report.generation) == dearer.text
     post(
@@ -202,7 +205,7 @@ def test_a_rebuild_behind_the_live_workers_reads_on_before_it_switches(api, monk
     """The live worker commits while the rebuild checks: the switch waits until the rebuilt
     generation has read as far (else the tail is missing and the carried ledgers describe
     events it never read: signals sent twice, counters doubled; found by review)."""
-    import services.rebuild as rebuild_module
+    import services.worker.rebuild as rebuild_module
 
     post(api, *LOG[:5])
     api.wait_applied(5)
@@ -221,7 +224,9 @@ def test_a_rebuild_behind_the_live_workers_reads_on_before_it_switches(api, monk
 
     monkeypatch.setattr(rebuild_module, "_check", check_while_the_log_grows)
     live = api.store.active_generation()
-    report = api.call(rebuild(api.settings, api.store, default_policy()))
+    report = api.call(
+        rebuild(api.settings, api.store, default_policy(), log_source=WholeLogReader(api.settings))
+    )
     assert report.switched and report.events == 7
     topic = api.settings.topic_events
     assert api.store.stored_offsets(report.generation, topic) == api.store.stored_offsets(live, topic)
@@ -253,7 +258,9 @@ def test_a_rebuild_repairs_a_live_generation_that_lost_events(api):
     live = api.store.active_generation()
     with sqlite3.connect(api.settings.data_dir / "slatrack.db") as conn:
         conn.execute("DELETE FROM events WHERE generation = ? AND event_id = 'a2'", (live,))
-    report = api.call(rebuild(api.settings, api.store, default_policy()))
+    report = api.call(
+        rebuild(api.settings, api.store, default_policy(), log_source=WholeLogReader(api.settings))
+    )
     assert report.switched and report.mismatches == []
     assert any("the live generation lacks 1 of the log's events" in line for line in report.live_rows_wrong)
     stored = api.store.events_of_tickets(report.generation, [("c-sat", "SAT-1")])[("c-sat", "SAT-1")]

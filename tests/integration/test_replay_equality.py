@@ -39,11 +39,11 @@ from projections.signals import Ledger
 from projections.story import story_of_log
 from projections.timeline import Recorded
 from services.config import Settings
-from services.consumer import ConsumedBatch, ConsumedEvent
-from services.projector import Projector, seq_of
-from services.rebuild import RebuildReport, _check
 from services.store import open_store
-from services.store.base import ReadModelStore, TicketQuery
+from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.ports import ReadModelStore, TicketQuery
+from services.worker.projector import Projector, seq_of
+from services.worker.rebuild import RebuildReport, _check
 from tests.unit.test_engine_properties import POLICIES, Drawn, histories
 from tests.worker_helpers import throwaway_database
 

@@ -1,4 +1,4 @@
-"""A lost log written back from the read models (services/restore.py, `slatrack restore`):
+"""A lost log written back from the read models (services/kafka/restore.py, `slatrack restore`):
 every stored event at its partition and offset, placeholders where the log held a message
 that was not an event, so that a worker goes on from its stored offsets (as
 tests/integration/test_embedded_default.py shows `serve` does)."""
@@ -16,13 +16,13 @@ import pytest
 from events import decode_event
 from projections.policy import default_policy
 from services.config import Settings
-from services.consumer import ConsumedBatch, ConsumedEvent
-from services.embedded_broker import EmbeddedBroker
-from services.export import read_log
-from services.projector import Projector
-from services.restore import RestoreRefused, log_bounds, restore_log
+from services.kafka.embedded import EmbeddedBroker
+from services.kafka.log_reader import read_log
+from services.kafka.restore import RestoreRefused, log_bounds, restore_log
 from services.store import open_store
-from services.store.base import ReadModelStore, TicketQuery
+from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.ports import ReadModelStore, TicketQuery
+from services.worker.projector import Projector
 from tests.feed import TOPIC, event
 from tests.integration.test_projector import project
 from tests.kafka_helpers import read_all

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
 from tests.integration.live_api import LiveApi, auth, fresh_settings, keyed
 from tests.kafka_helpers import produce
 

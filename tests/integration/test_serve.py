@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from services.config import Settings
-from services.embedded_broker import free_port
+from services.kafka.embedded import free_port
 from tests.kafka_helpers import read_all
 from tests.samples import sample
 

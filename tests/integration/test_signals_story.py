@@ -12,11 +12,11 @@ from events import decode_event
 from projections.policy import default_policy
 from projections.story import story_of_log
 from projections.timeline import Recorded
-from services.outbox import as_sent
-from services.projector import seq_of
-from services.routing import expected_partition
-from services.simulator import Helpdesk
-from services.store.base import Signal
+from services.dev.simulator import Helpdesk
+from services.kafka.routing import expected_partition
+from services.worker.outbox import as_sent
+from services.worker.ports import Signal
+from services.worker.projector import seq_of
 from tests.feed import Feed, a_store, event
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -38,10 +38,10 @@ from services.store import (
     migrations,
     open_store,
 )
-from services.store.base import FOREVER, NEVER, EventKey, TicketKey
 from services.store.migrations import latest_version
 from services.store.postgres import PostgresStore
 from services.store.sqlite import SqliteStore
+from services.worker.ports import FOREVER, NEVER, EventKey, TicketKey
 
 TOPIC = "ticket-events"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from pydantic import SecretStr
 
-from services import metrics
-from services.embedded_broker import free_port
+from services.kafka.embedded import free_port
+from services.worker import gauges
 from tests.integration.live_api import LiveApi, auth, fresh_settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres]
@@ -98,7 +98,7 @@ def test_a_frozen_postgresql_is_a_quick_503_and_metrics_still_answer(kafka_boots
             generation = api.store.create_generation("test")
             api.store.activate_generation(generation)
             # /metrics counts this process's open clocks from the store, as a worker's does.
-            metrics.WORKER.attach(api.store, lambda: (generation, (0,)), lambda: {0: 0})
+            gauges.WORKER.attach(api.store, lambda: (generation, (0,)), lambda: {0: 0})
             assert api.client.get("/v1/tickets", headers=READER).status_code == 200
             assert "slatrack_sla_clocks{" in api.client.get("/metrics").text
 
@@ -126,5 +126,5 @@ def test_a_frozen_postgresql_is_a_quick_503_and_metrics_still_answer(kafka_boots
                 time.sleep(0.2)
         finally:
             thaw(data)
-            metrics.WORKER.detach()
+            gauges.WORKER.detach()
             api.close()

@@ -8,10 +8,10 @@ import orjson
 from events import decode_event
 from projections.policy import default_policy
 from services.config import Settings
-from services.consumer import ConsumedBatch, ConsumedEvent
-from services.projector import Projector
 from services.store import open_store
-from services.store.base import BatchWrite
+from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.ports import BatchWrite
+from services.worker.projector import Projector
 
 OPENED = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 TOPIC = "ticket-events"

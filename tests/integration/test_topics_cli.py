@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.embedded_broker import free_port
-from services.kafka import client_options
+from services.kafka.client import client_options
+from services.kafka.embedded import free_port
 
 pytestmark = pytest.mark.broker
 

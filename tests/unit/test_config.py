@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from services.cli import main
+from services.cli.commands import main
 from services.config import NOT_SETTINGS, SETTING_PARTS, Settings, env_name, settings_help
-from services.kafka import client_options
+from services.kafka.client import client_options
 from tests.samples import sample
 
 

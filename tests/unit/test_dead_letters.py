@@ -5,10 +5,10 @@ import orjson
 import pytest
 
 from events import EventRejected, RejectKind, decode_event
-from services.consumer import ConsumedEvent
-from services.dead_letters import H_REPLAY_OF, DeadLetter, parse_name, preview
-from services.projector import accepted
-from services.publisher import DLQ_HEADERS, RawRecord, dead_letter_headers
+from services.kafka.dead_letters import H_REPLAY_OF, DeadLetter, parse_name, preview
+from services.kafka.publisher import DLQ_HEADERS, dead_letter_headers
+from services.worker.batches import ConsumedEvent, RawRecord
+from services.worker.projector import accepted
 from tests.samples import sample
 
 

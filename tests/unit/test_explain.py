@@ -11,7 +11,7 @@ from events import encode_event
 from projections.explain import canonical_policy, explain
 from projections.policy import default_policy, parse_policy
 from projections.timeline import Recorded
-from services.cli import main
+from services.cli.commands import main
 from tests.engine_helpers import Story, ny, utc
 
 AS_OF = ny("2026-11-13 12:00")  # 17:00Z

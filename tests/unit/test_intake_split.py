@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.intake import split_body
+from services.api.intake import split_body
 
 # JSON values orjson reads back as they were: strings with escapes, quotes, brackets and
 # commas (the characters a naive split trips on), numbers, nesting.

@@ -28,4 +28,4 @@ def test_the_first_of_a_kind_passes_then_one_per_period_saying_how_many_were_lef
 
 def test_our_own_records_are_never_held_back():
     limit = RateLimited(every=30, clock=lambda: 0.0)
-    assert all(limit.filter(record("services.consumer", "PARTITION %s HALTED")) for _ in range(5))
+    assert all(limit.filter(record("services.kafka.consumer", "PARTITION %s HALTED")) for _ in range(5))

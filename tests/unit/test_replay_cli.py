@@ -6,8 +6,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from services.cli import main
-from services.simulator import Helpdesk
+from services.cli.commands import main
+from services.dev.simulator import Helpdesk
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from events import RejectKind
 from services import metrics
-from services.consumer import validate_records
-from services.routing import MisroutedReporter, expected_partition, misrouted
+from services.kafka.consumer import validate_records
+from services.kafka.routing import MisroutedReporter, expected_partition, misrouted
 from tests.samples import sample
 
 
@@ -38,7 +38,7 @@ def test_the_reporter_counts_each_and_warns_once_an_interval(caplog):
     now = [100.0]
     reporter = MisroutedReporter(interval_s=60, clock=lambda: now[0])
     before = misrouted_total()
-    with caplog.at_level(logging.WARNING, logger="services.routing"):
+    with caplog.at_level(logging.WARNING, logger="services.kafka.routing"):
         reporter.check("ticket-events", 2, b"ck-cust", 6)
         reporter.check("ticket-events", 2, b"ck-cust", 6)
         reporter.check("ticket-events", 0, b"ck-cust", 6)  # where it belongs: not counted
@@ -76,7 +76,7 @@ def test_validate_records_reports_a_misrouted_event_and_keeps_it(caplog):
     value = orjson.dumps(sample("ticket.opened", customer_id="ck-cust"))
     batch = {TopicPartition("ticket-events", 2): [record(2, b"ck-cust", value)]}
     before = misrouted_total()
-    with caplog.at_level(logging.WARNING, logger="services.routing"):
+    with caplog.at_level(logging.WARNING, logger="services.kafka.routing"):
         valid, rejected = validate_records(batch, 65536, 6)
     assert [v.event.customer_id for v in valid] == ["ck-cust"] and rejected == []
     assert misrouted_total() - before == 1

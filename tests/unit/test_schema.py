@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from events import EVENT_TYPES
 from events.schema import render, schema_documents
 from events.signals import SIGNAL_TYPES
-from services.cli import main, schema_drift
+from services.cli.commands import main, schema_drift
 from tests.samples import sample
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"

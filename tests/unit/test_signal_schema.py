@@ -28,9 +28,9 @@ from events import EVENT_TYPES, RejectKind
 from events.signals import SIGNAL_ADAPTER, SIGNAL_MODELS, SIGNAL_TYPES
 from projections.policy import Policy, parse_policy
 from projections.signals import LATE_EVENT, REBUILD, Ledger, settle
-from services.outbox import as_sent
-from services.publisher import DLQ_HEADERS, H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_TRUNCATED
-from services.store.base import Signal
+from services.kafka.publisher import DLQ_HEADERS, H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_TRUNCATED
+from services.worker.outbox import as_sent
+from services.worker.ports import Signal
 from tests.engine_helpers import Story, ny, utc
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -500,7 +500,7 @@ def test_asyncapi_dead_letter_headers_are_the_publishers():
     (message,) = api.messages(channel_id).values()
     headers = message["headers"]
     assert set(headers["required"]) == set(DLQ_HEADERS)
-    # Only on a dead letter cut to fit (services.publisher.fit_dead_letter).
+    # Only on a dead letter cut to fit (services.kafka.publisher.fit_dead_letter).
     assert set(headers["properties"]) - set(DLQ_HEADERS) == {H_TRUNCATED, H_ORIGINAL_SIZE, H_ORIGINAL_SHA256}
     assert headers["properties"]["slatrack-dlq-reason"]["enum"] == [str(kind) for kind in RejectKind]
     assert api.payload_file(message) is None and message["payload"]["format"] == "binary"

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from projections.signals import Ledger, revocation_id, settle
-from services.sla_metrics import Tally, finalized_charge, stopped_cycles
+from services.worker.sla_metrics import Tally, finalized_charge, stopped_cycles
 from tests.engine_helpers import Story, ny
 
 MON = "2026-11-02"  # a Monday; business hours are 08:00-17:00 New York in the default policy

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from projections.compare import compare
 from projections.policy import default_policy, parse_policy
 from projections.replay import replay
-from services.cli import main
+from services.cli.commands import main
 from tests.engine_helpers import Story, ny
 
 DEFAULT_TEXT = resources.files("projections").joinpath("default_policy.toml").read_text(encoding="utf-8")

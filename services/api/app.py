@@ -1,6 +1,6 @@
 """The service's ASGI app: intake, queries, admin, health, readiness, metrics.
 
-Access: see :mod:`services.auth` (bearer tokens with roles). Every error is
+Access: see :mod:`services.api.auth` (bearer tokens with roles). Every error is
 JSON ``{"error": ..., "detail": ...}`` (a request that fails validation also
 lists ``errors``).
 """
@@ -25,12 +25,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events.models import EVENT_ADAPTER
 from projections.policy import Policy, default_policy
 from projections.ticket import utc
-from services import intake, metrics, queries
-from services.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
+from services import metrics
+from services.api import intake, queries
+from services.api.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
 from services.config import Settings
-from services.kafka import BrokerWatch
-from services.publisher import EventPublisher
-from services.store.base import ReadModelStore, call_with_timeout
+from services.kafka.client import BrokerWatch
+from services.kafka.publisher import EventPublisher
+from services.worker import gauges
+from services.worker.ports import ReadModelStore, call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,7 @@ def create_app(
         responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "The text exposition format"}},
     )
     async def prometheus_metrics() -> Response:
-        metrics.WORKER.prepare()  # the worker's partitions, read on the loop that changes them
+        gauges.WORKER.prepare()  # the worker's partitions, read on the loop that changes them
         # Counting clocks reads the store: within the API's limit, or without that gauge.
         limit = settings.api_store_timeout_s
         body = await asyncio.to_thread(call_with_timeout, limit, generate_latest, metrics.REGISTRY)
@@ -284,7 +286,8 @@ async def rebuild_status(request: Request) -> JSONResponse:
 
 
 async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
-    from services.rebuild import rebuild
+    from services.kafka.log_reader import WholeLogReader
+    from services.worker.rebuild import rebuild
 
     def progress(done: int, total: int) -> None:
         job.progress = round(min(done / total, 1.0), 4) if total else 0.0
@@ -293,7 +296,10 @@ async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
     started = time.monotonic()
     try:
         policy = app.state.policy if app.state.policy is not None else default_policy()
-        report = await rebuild(app.state.settings, app.state.store, policy, progress, switch=True)
+        settings = app.state.settings
+        report = await rebuild(
+            settings, app.state.store, policy, progress, switch=True, log_source=WholeLogReader(settings)
+        )
     except Exception as exc:
         log.exception("rebuild failed after %.1f s", time.monotonic() - started)
         job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"[:1000]

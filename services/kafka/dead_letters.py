@@ -15,7 +15,7 @@ one: run one at a time. Even then nothing is counted twice, because a second
 identical copy of an event is a duplicate (docs/events.md, Identity).
 
 Both read their topics from the beginning to the end as found at the start
-(:func:`services.export.read_records`: the fetch high watermark, not
+(:func:`services.kafka.log_reader.read_records`: the fetch high watermark, not
 ListOffsets), without joining a consumer group.
 """
 
@@ -28,9 +28,17 @@ from datetime import UTC, datetime
 from aiokafka import ConsumerRecord
 
 from services.config import Settings
-from services.export import read_records
-from services.kafka import raw_producer
-from services.publisher import DLQ_PREFIX, H_DETAIL, H_OFFSET, H_PARTITION, H_REASON, H_TOPIC, H_TRUNCATED
+from services.kafka.client import raw_producer
+from services.kafka.log_reader import read_records
+from services.kafka.publisher import (
+    DLQ_PREFIX,
+    H_DETAIL,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TOPIC,
+    H_TRUNCATED,
+)
 
 H_REPLAY_OF = "slatrack-replay-of"
 PREVIEW_BYTES = 40

@@ -9,15 +9,16 @@ success to anyone.
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from events import Event, EventRejected, encode_event
 from services.config import Settings
-from services.kafka import raw_producer, security
-from services.store.base import Signal
+from services.kafka.client import raw_producer, security
+from services.worker.batches import DeadLetterNotWritten, RawRecord, said
+from services.worker.ports import Signal
 
 # Dead-letter headers: why the message was rejected and where it came from.
 H_REASON = "slatrack-dlq-reason"
@@ -36,19 +37,6 @@ H_ORIGINAL_SHA256 = "slatrack-dlq-original-sha256"
 # generously): a dead letter is sized to stay this far below the limit.
 RECORD_OVERHEAD = 1024
 HEADER_OVERHEAD = 10  # a header's two length varints, at most
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """A message as it was read from Kafka, before validation."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class EventPublisher:
@@ -143,10 +131,13 @@ class EventPublisher:
         assert self._raw is not None, "start() the publisher first"
         limit = self.settings.dlq_max_message_bytes
         pending = []
-        for record, rejection in rejected:
-            key, value, headers = fit_dead_letter(record, dead_letter_headers(record, rejection), limit)
-            pending.append(await self._raw.send(self.settings.topic_dlq, value, key=key, headers=headers))
-        await asyncio.gather(*pending)
+        try:
+            for record, rejection in rejected:
+                key, value, headers = fit_dead_letter(record, dead_letter_headers(record, rejection), limit)
+                pending.append(await self._raw.send(self.settings.topic_dlq, value, key=key, headers=headers))
+            await asyncio.gather(*pending)
+        except KafkaError as exc:
+            raise DeadLetterNotWritten(said(exc)) from exc
 
 
 Headers = list[tuple[str, bytes | None]]

@@ -25,8 +25,8 @@ from starlette.requests import ClientDisconnect
 from events import Event, EventRejected, RejectKind, decode_event, quoted
 from projections.timeline import event_key, same_event
 from services import metrics
-from services.auth import AUTH_RESPONSES, require
-from services.publisher import EventPublisher
+from services.api.auth import AUTH_RESPONSES, require
+from services.kafka.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 

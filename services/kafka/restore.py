@@ -3,7 +3,7 @@ when it starts an embedded broker (which keeps its log in memory only).
 
 The read models keep every accepted event as it was recorded: its message
 value, its key (the customer id), its partition and its offset
-(:class:`services.store.base.StoredEvent`). When the log is gone but the read
+(:class:`services.worker.ports.StoredEvent`). When the log is gone but the read
 models are intact, each partition of an *empty* ``ticket-events`` gets its
 stored events back, in offset order.
 
@@ -32,11 +32,11 @@ from aiokafka import AIOKafkaProducer
 
 from events import quoted
 from services.config import Settings
-from services.consumer import PLACEHOLDER_HEADER
-from services.export import LogBounds, read_log
-from services.kafka import raw_producer
-from services.routing import expected_partition
-from services.store.base import ReadModelStore, StoredEvent
+from services.kafka.client import raw_producer
+from services.kafka.consumer import PLACEHOLDER_HEADER
+from services.kafka.log_reader import LogBounds, read_log
+from services.kafka.routing import expected_partition
+from services.worker.ports import ReadModelStore, StoredEvent
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,22 @@ from projections.policy import Policy, default_policy
 from projections.quarantine import view_at
 from projections.ticket import utc
 from projections.timeline import TicketKey, whole_second
-from services.audit import AmbiguousTicket, UnknownTicket, find_ticket, generation_policy, stored_histories
-from services.auth import AUTH_RESPONSES, ApiError, error, require
-from services.store.base import CALL_TIMEOUT, ReadModelStore, StoreError, StoreTimeout, TicketQuery, TicketRow
+from services.api.auth import AUTH_RESPONSES, ApiError, error, require
+from services.worker.histories import (
+    AmbiguousTicket,
+    UnknownTicket,
+    find_ticket,
+    generation_policy,
+    stored_histories,
+)
+from services.worker.ports import (
+    CALL_TIMEOUT,
+    ReadModelStore,
+    StoreError,
+    StoreTimeout,
+    TicketQuery,
+    TicketRow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -389,3 +389,10 @@ class ReadModelStore(ABC):
     @abstractmethod
     def counts(self, generation: int) -> dict[str, int]:
         """Row counts: ``{"events", "tickets", "customers"}``."""
+
+
+class SignalSender(Protocol):
+    """Where the outbox sends signals (services.kafka.publisher.EventPublisher): returns once the
+    broker acknowledged them all."""
+
+    async def publish_signals(self, signals: Sequence[Signal]) -> None: ...

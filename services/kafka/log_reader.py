@@ -8,13 +8,13 @@ never touched.
 
 **The end of the log** is the high watermark of the first fetch of each
 partition. The embedded broker's ListOffsets cannot be trusted for it
-(shared/notes/embedded-broker.md, and ``services.rebuild`` does the same);
+(shared/notes/embedded-broker.md, and ``services.worker.rebuild`` does the same);
 the fetch high watermark is right there and on Apache Kafka alike. Any
 record at or beyond it (appended after the start) is left out.
 
 **The order** is the recording order the workers use: each partition in
 offset order, the partitions merged by (offset, partition), which is the
-order of :func:`services.projector.seq_of`. ``slatrack replay`` takes the
+order of :func:`services.worker.projector.seq_of`. ``slatrack replay`` takes the
 line number as the recording position, and the position decides ties
 (events at the same second apply in recording order) and duplicates (the
 first copy of an ``event_id`` counts). A customer's events share a
@@ -25,7 +25,7 @@ views the workers computed. Records are merged as they stream in: a
 partition that runs ahead is paused once :data:`BUFFER_LIMIT` of its
 records wait, so memory stays bounded however long the log.
 
-**Validity** is the workers' own check (:func:`services.consumer.validate_records`:
+**Validity** is the workers' own check (:func:`services.kafka.consumer.validate_records`:
 the contract, the size limit, the key being the customer_id). An invalid
 message was dead-lettered when it first came and never reached a read
 model; it is yielded with its rejection so that the caller can report it.
@@ -43,7 +43,7 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,8 +55,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from events import Event, EventRejected
 from projections.timeline import whole_second
 from services.config import Settings
-from services.consumer import validate_records
-from services.kafka import client_options
+from services.kafka.client import client_options
+from services.kafka.consumer import behind, validate_records
+from services.worker.batches import ConsumedBatch
 
 # Records of one partition held while other partitions catch up, before it is paused.
 BUFFER_LIMIT = 5_000
@@ -285,3 +286,61 @@ def _classify(tp: TopicPartition, record: ConsumerRecord, max_bytes: int) -> Log
     if valid:
         return LogRecord(tp.partition, record.offset, record.value, valid[0].event, None)
     return LogRecord(tp.partition, record.offset, record.value, None, rejected[0][1])
+
+
+class WholeLogReader:
+    """``ticket-events`` from its earliest offset, all partitions, no consumer group, in batches
+    validated as the workers validate them (a rebuild's input: services.worker.batches.WholeLog)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.tps: list[TopicPartition] = []
+        self.partitions: list[int] = []
+        self.done = 0
+
+    async def __aenter__(self) -> "WholeLogReader":
+        # Made here, not in __init__: aiokafka binds a client to the running event loop.
+        self.consumer = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(self.settings)
+        )
+        await self.consumer.start()
+        try:
+            await self.consumer.topics()  # metadata, so that the partitions are known
+            partitions = sorted(self.consumer.partitions_for_topic(self.settings.topic_events) or ())
+            if not partitions:
+                raise RuntimeError(f"topic {self.settings.topic_events} not found")
+            self.tps = [TopicPartition(self.settings.topic_events, p) for p in partitions]
+            self.consumer.assign(self.tps)
+            await self.consumer.seek_to_beginning(*self.tps)
+            self.partitions = partitions
+        except BaseException:
+            await self.consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.consumer.stop()
+
+    async def read_to_end(
+        self,
+        handle: Callable[[ConsumedBatch], Awaitable[None]],
+        progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> None:
+        """Hand every record up to the end of the log as the fetches see it to ``handle``, in
+        batches (at least one fetch); ``progress(records read, end of the log)`` after each."""
+        settings, consumer = self.settings, self.consumer
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=settings.consumer_max_records)
+            if batch:
+                valid, rejected = validate_records(batch, settings.max_event_bytes)
+                offsets = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in batch.items()}
+                await handle(ConsumedBatch(valid, offsets, len(rejected), lagging=behind(consumer, batch)))
+                self.done += sum(len(rs) for rs in batch.values())
+            # The end of the log is the high watermark seen by fetches (the
+            # embedded broker's ListOffsets cannot be trusted for it).
+            ends = [consumer.highwater(tp) for tp in self.tps]
+            positions = [await consumer.position(tp) for tp in self.tps]
+            if all(end is not None for end in ends):
+                progress(self.done, sum(e for e in ends if e is not None))
+                if all(pos >= end for pos, end in zip(positions, ends, strict=True) if end is not None):
+                    return

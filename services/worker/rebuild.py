@@ -25,22 +25,20 @@ then switch to it atomically while the current one keeps serving.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from projections.policy import Policy, parse_policy
 from projections.quarantine import view_at
 from projections.timeline import Recorded, TicketKey
 from services.config import Settings
-from services.consumer import ConsumedBatch, behind, validate_records
-from services.kafka import client_options
-from services.projector import Projector, decode_stored, keep_only, policy_text
-from services.store.base import GenerationBehind, ReadModelStore, TicketQuery, TicketRow
+from services.worker.batches import ConsumedBatch, WholeLog
+from services.worker.ports import GenerationBehind, ReadModelStore, TicketQuery, TicketRow
+from services.worker.projector import Projector, decode_stored, keep_only, policy_text
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +72,10 @@ async def rebuild(
     policy: Policy,
     progress: Callable[[int, int], None] = lambda done, total: None,
     switch: bool = True,
+    *,
+    log_source: WholeLog,
 ) -> RebuildReport:
+    """``log_source``: the whole of ``ticket-events`` (services.kafka.log_reader.WholeLogReader)."""
     started = time.monotonic()
     await asyncio.to_thread(store.migrate)
     previous = await asyncio.to_thread(store.active_generation)
@@ -91,14 +92,22 @@ async def rebuild(
             record_signals=False,
         )
         await projector.open()
-        async with _LogReader(settings, projector, report, progress) as reader:
-            await reader.read_to_end()
+
+        async def project(batch: ConsumedBatch) -> None:
+            # Invalid messages were dead-lettered when they first came; here they are only counted.
+            await projector.handle(batch)
+            report.events += len(batch.valid)
+            report.invalid += batch.rejected
+
+        async with log_source as reader:
+            projector.partitions = set(reader.partitions)
+            await reader.read_to_end(project, progress)
             if previous is not None:
                 await asyncio.to_thread(
                     _check, store, policy, previous, generation, settings.topic_events, report
                 )
             if switch and not report.mismatches:
-                await _switch(store, reader, report, settings.topic_events)
+                await _switch(store, reader, project, report, settings.topic_events)
         counts = await asyncio.to_thread(store.counts, generation)
         report.tickets, report.customers = counts["tickets"], counts["customers"]
         if report.switched:
@@ -117,7 +126,13 @@ async def rebuild(
 SWITCH_ATTEMPTS = 10
 
 
-async def _switch(store: ReadModelStore, reader: "_LogReader", report: RebuildReport, topic: str) -> None:
+async def _switch(
+    store: ReadModelStore,
+    reader: WholeLog,
+    project: Callable[[ConsumedBatch], Awaitable[None]],
+    report: RebuildReport,
+    topic: str,
+) -> None:
     """Switch once the new generation has read as far as the live one: the live workers go on
     committing meanwhile, and the marks and ledgers the switch takes over from them must
     describe nothing the new generation has not read. Read on until then."""
@@ -126,74 +141,13 @@ async def _switch(store: ReadModelStore, reader: "_LogReader", report: RebuildRe
             await asyncio.to_thread(store.activate_generation, report.generation, covering=topic)
         except GenerationBehind as exc:
             log.info("the live workers have read further (%s); reading on before switching", exc)
-            await reader.read_to_end()
+            await reader.read_to_end(project)
             continue
         report.switched = True
         return
     report.mismatches.append(
         f"not switched: the live generation stayed ahead after {SWITCH_ATTEMPTS} attempts to catch up"
     )
-
-
-class _LogReader:
-    """``ticket-events`` from its earliest offset (all partitions, no consumer group) into the projector."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        projector: Projector,
-        report: RebuildReport,
-        progress: Callable[[int, int], None],
-    ):
-        self.settings, self.projector, self.report, self.progress = settings, projector, report, progress
-        self.consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
-        )
-        self.tps: list[TopicPartition] = []
-        self.done = 0
-
-    async def __aenter__(self) -> "_LogReader":
-        await self.consumer.start()
-        try:
-            await self.consumer.topics()  # metadata, so that the partitions are known
-            partitions = sorted(self.consumer.partitions_for_topic(self.settings.topic_events) or ())
-            if not partitions:
-                raise RuntimeError(f"topic {self.settings.topic_events} not found")
-            self.tps = [TopicPartition(self.settings.topic_events, p) for p in partitions]
-            self.consumer.assign(self.tps)
-            await self.consumer.seek_to_beginning(*self.tps)
-            self.projector.partitions = set(partitions)
-        except BaseException:
-            await self.consumer.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.consumer.stop()
-
-    async def read_to_end(self) -> None:
-        """Project every record up to the end of the log as the fetches see it (at least one fetch)."""
-        settings, consumer = self.settings, self.consumer
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=settings.consumer_max_records)
-            if batch:
-                valid, rejected = validate_records(batch, settings.max_event_bytes)
-                offsets = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in batch.items()}
-                # Invalid messages were dead-lettered when they first came; here they are only counted.
-                await self.projector.handle(
-                    ConsumedBatch(valid, offsets, len(rejected), lagging=behind(consumer, batch))
-                )
-                self.report.events += len(valid)
-                self.report.invalid += len(rejected)
-                self.done += sum(len(rs) for rs in batch.values())
-            # The end of the log is the high watermark seen by fetches (the
-            # embedded broker's ListOffsets cannot be trusted for it).
-            ends = [consumer.highwater(tp) for tp in self.tps]
-            positions = [await consumer.position(tp) for tp in self.tps]
-            if all(end is not None for end in ends):
-                self.progress(self.done, sum(e for e in ends if e is not None))
-                if all(pos >= end for pos, end in zip(positions, ends, strict=True) if end is not None):
-                    return
 
 
 async def _drop(store: ReadModelStore, report: RebuildReport) -> None:

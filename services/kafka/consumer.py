@@ -21,84 +21,35 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from events import Event, EventRejected, RejectKind, decode_event, quoted
-from services import metrics, routing
+from services import metrics
 from services.config import Settings
-from services.kafka import client_options
-from services.publisher import EventPublisher, RawRecord
-from services.store.base import StoreUnavailable
+from services.kafka import routing
+from services.kafka.client import client_options
+from services.kafka.publisher import EventPublisher
+from services.worker.batches import (
+    BatchHandler,
+    ConsumedBatch,
+    ConsumedEvent,
+    DeadLettersFailed,
+    RawRecord,
+    Rewind,
+    dead_letter_each_partition,
+    said,
+)
+from services.worker.ports import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
-# What `slatrack restore` writes at an offset whose message was not an event (services/restore.py).
+# What `slatrack restore` writes at an offset whose message was not an event (services/kafka/restore.py).
 PLACEHOLDER_HEADER = "slatrack-restore-placeholder"
 STOP_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumedEvent:
-    event: Event
-    partition: int
-    offset: int
-    raw: bytes = b""  # the message as it came: valid, so it decodes to ``event`` again
-    # The whole message (key, timestamp, headers), for a dead letter the handler may send.
-    record: RawRecord | None = None
-
-
-@dataclass
-class ConsumedBatch:
-    valid: list[ConsumedEvent]
-    # partition -> (first offset of the batch, next offset after it)
-    offsets: dict[int, tuple[int, int]]
-    rejected: int = 0
-    # Partitions with more records after this batch (the reader is behind the log).
-    lagging: set[int] = field(default_factory=set)
-
-
-class BatchHandler(Protocol):
-    async def start_offsets(self, partitions: set[int]) -> dict[int, int | None] | None:
-        """Where to start reading each newly assigned partition (None: its beginning).
-
-        Returning None altogether means "Kafka's committed offsets".
-        """
-
-    async def revoked(self, partitions: set[int]) -> None: ...
-
-    async def handle(self, batch: ConsumedBatch) -> None:
-        """Apply a batch. Raise :class:`Rewind` to read partitions again from given offsets."""
-
-    async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
-        """Stored offsets lie beyond the end of the log: partition -> (offset, end)."""
-
-    def take_rewind(self) -> "Rewind | None":
-        """A rewind the handler decided on between batches (a generation switch noticed by its
-        timers), for the consumer to carry out; None if there is none."""
-
-
-class DeadLettersFailed(Exception):
-    """Raised by a handler: dead letters it had to write (conflicting copies of an event) were
-    not acknowledged. ``offsets``: partition -> the offset of its first such message, where that
-    partition halts; the others go on."""
-
-    def __init__(self, offsets: dict[int, int], reason: str):
-        super().__init__(reason)
-        self.offsets = offsets
-        self.reason = reason
-
-
-class Rewind(Exception):
-    """Raised by a handler: read these partitions again from these offsets (None: the beginning)."""
-
-    def __init__(self, offsets: dict[int, int | None], reason: str):
-        super().__init__(reason)
-        self.offsets = offsets
 
 
 @dataclass
@@ -269,12 +220,12 @@ class ValidatingConsumer:
             # Every partition raises: not one partition's records (the topic, the broker). Keep
             # what was fetched, try again later.
             error = next(iter(failed.values()))
-            self._log_retry(f"fetching failed in every partition: {_said(error)}", error)
+            self._log_retry(f"fetching failed in every partition: {said(error)}", error)
             await asyncio.sleep(RETRY_DELAY_S)
             return batch
         for tp, exc in failed.items():
             position = await self.consumer.position(tp)
-            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {_said(exc)}")
+            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {said(exc)}")
         return batch
 
     async def _fetch_failed(self) -> None:
@@ -455,7 +406,7 @@ class ValidatingConsumer:
             return
         except (KafkaError, OSError, TimeoutError, StoreUnavailable) as exc:
             # The broker (or the store) is unavailable: keep nothing, read the batch again.
-            self._log_retry(f"batch not processed ({_said(exc)}); reading it again", exc)
+            self._log_retry(f"batch not processed ({said(exc)}); reading it again", exc)
             await self._rewind(
                 Rewind({tp.partition: records[0].offset for tp, records in batch.items()}, "retry")
             )
@@ -512,7 +463,7 @@ class ValidatingConsumer:
                 self._halt(tp.partition, records[0].offset, "dead_letter_failed", failed.reason)
             except (KafkaError, OSError, TimeoutError, StoreUnavailable) as exc:
                 self._log_retry(
-                    f"partition {tp.partition} not processed ({_said(exc)}); reading it again", exc
+                    f"partition {tp.partition} not processed ({said(exc)}); reading it again", exc
                 )
                 await self._rewind(Rewind({tp.partition: records[0].offset}, "retry"))
             except Exception as exc:
@@ -529,7 +480,7 @@ class ValidatingConsumer:
             records[-1].offset,
             exc_info=error,
         )
-        self._halt(partition, records[0].offset, "handler_failed", f"the projector raised: {_said(error)}")
+        self._halt(partition, records[0].offset, "handler_failed", f"the projector raised: {said(error)}")
 
     async def _dead_letter(
         self, rejected: list[tuple[RawRecord, EventRejected]]
@@ -590,34 +541,6 @@ def _before(batch: Batch, partition: int, offset: int) -> Batch:
     return kept
 
 
-DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
-
-
-async def dead_letter_each_partition(
-    send: DeadLetters, letters: list[tuple[RawRecord, EventRejected]], timeout: float
-) -> dict[int, tuple[int, str]]:
-    """Send the dead letters, each partition's apart and within ``timeout``: the partitions where
-    that failed, with the offset of their first dead letter (where they halt) and why. One
-    partition's failure never holds back another's letters."""
-    by_partition: dict[int, list[tuple[RawRecord, EventRejected]]] = {}
-    for item in sorted(letters, key=lambda item: (item[0].partition, item[0].offset)):
-        by_partition.setdefault(item[0].partition, []).append(item)
-
-    async def one(items: list[tuple[RawRecord, EventRejected]]) -> str | None:
-        try:
-            await asyncio.wait_for(send(items), timeout)
-        except Exception as exc:  # the broker, or a message we could not make a dead letter of
-            if not isinstance(exc, KafkaError | OSError | TimeoutError):
-                log.error("a dead letter could not be made", exc_info=exc)
-            return f"its dead letter could not be written: {_said(exc)}"
-        return None
-
-    partitions = sorted(by_partition)
-    outcomes = await asyncio.gather(*(one(by_partition[p]) for p in partitions))
-    failed = {p: why for p, why in zip(partitions, outcomes, strict=True) if why}
-    return {p: (by_partition[p][0][0].offset, why) for p, why in failed.items()}
-
-
 def _within(
     batch: Batch, valid: list[ConsumedEvent], rejected: list[tuple[RawRecord, EventRejected]]
 ) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
@@ -633,14 +556,6 @@ def _kept(batch: Batch, partition: int, offset: int) -> bool:
         tp.partition == partition and records[0].offset <= offset <= records[-1].offset
         for tp, records in batch.items()
     )
-
-
-def _said(error: BaseException) -> str:
-    """An error in one line: its type, and its message if it has one."""
-    name, text = type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else ""
-    if text.startswith(name):  # aiokafka's errors name themselves
-        return text
-    return f"{name}: {text}" if text else name
 
 
 def behind(consumer: AIOKafkaConsumer, batch: Batch) -> set[int]:
@@ -659,7 +574,7 @@ def validate_records(
     """Split a fetched batch into valid events and rejected messages (with why).
 
     ``partitions``: the topic's partition count, to report valid events that are not on the
-    partition their key hashes to (:mod:`services.routing`); 0 reports nothing.
+    partition their key hashes to (:mod:`services.kafka.routing`); 0 reports nothing.
     """
     valid: list[ConsumedEvent] = []
     rejected: list[tuple[RawRecord, EventRejected]] = []

@@ -2,7 +2,7 @@
 
 Two phases:
 
-1. **History.** The simulator (:mod:`services.simulator`) writes ``days`` of a
+1. **History.** The simulator (:mod:`services.dev.simulator`) writes ``days`` of a
    desk's past: a few hundred customers, the priority mix real desks see,
    pending stretches, reopenings, after-hours urgent tickets, new installs,
    overdue and disputed invoices. It is published in one burst, so the worker
@@ -38,10 +38,10 @@ from aiokafka.errors import KafkaError
 from events import Event, decode_event
 from projections.policy import Policy
 from services.config import Settings
-from services.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, PortTaken
-from services.kafka import ensure_topics
-from services.publisher import EventPublisher
-from services.simulator import Helpdesk
+from services.dev.simulator import Helpdesk
+from services.kafka.client import ensure_topics
+from services.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError, PortTaken
+from services.kafka.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class _Serve:
     async def start(self) -> None:
         # Its own session: a Ctrl-C in the terminal reaches the demo only, which stops serve in order.
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", "serve", env=self.env, start_new_session=True
+            sys.executable, "-m", "services.cli.commands", "serve", env=self.env, start_new_session=True
         )
         asyncio.create_task(self._watch())  # noqa: RUF006 - ends with the process
 

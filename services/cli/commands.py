@@ -16,9 +16,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from events import Event, EventRejected, RejectKind, decode_event
 from events.models import Instant
-from events.schema import render, schema_documents
+from events.schema import render as schema_text
+from events.schema import schema_documents
 from projections.timeline import whole_second
 from services import logs
+from services.cli import render
 from services.config import Settings, configuration_problem, settings_help, unknown_variables
 
 if TYPE_CHECKING:
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
     from projections.calendar import Calendar
     from projections.policy import Policy
     from projections.timeline import Recorded
-    from services.dead_letters import DeadLetter
-    from services.export import EventFilter
+    from services.kafka.dead_letters import DeadLetter
+    from services.kafka.log_reader import EventFilter
     from services.store import ReadModelStore
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
@@ -103,7 +105,7 @@ def serve(role: str, insecure: bool) -> None:
     configured (SLATRACK_API_TOKENS), the API is open and listens only on a
     loopback address unless --insecure is given.
     """
-    from services.kafka import BrokerUnreachable
+    from services.kafka.client import BrokerUnreachable
     from services.serve import ServeFailed, ServeRefused, exposure_problem, run
 
     settings = _settings()
@@ -162,8 +164,8 @@ def publish(file: Path, skip_invalid: bool) -> None:
 
 
 async def _send(settings: Settings, file: Path, count: int) -> None:
-    from services.kafka import ensure_topics
-    from services.publisher import EventPublisher
+    from services.kafka.client import ensure_topics
+    from services.kafka.publisher import EventPublisher
 
     await _reachable(settings)
     await ensure_topics(settings)  # never let a producer auto-create the log with default settings
@@ -183,7 +185,7 @@ async def _send(settings: Settings, file: Path, count: int) -> None:
 
 
 async def _reachable(settings: Settings) -> None:
-    from services.kafka import BrokerUnreachable, wait_until_reachable
+    from services.kafka.client import BrokerUnreachable, wait_until_reachable
 
     try:
         await wait_until_reachable(settings, timeout=_broker_wait(settings))
@@ -234,7 +236,7 @@ def export(customer: str | None, since: str | None, until: str | None, out: Path
     stderr with their partition, offset and reason, and not written. A
     progress bar and a summary go to stderr.
     """
-    from services.export import EventFilter, output_file
+    from services.kafka.log_reader import EventFilter, output_file
 
     settings = _settings()
     _logging(settings)
@@ -263,7 +265,7 @@ async def _export(settings: Settings, sink: BinaryIO, keep: "EventFilter") -> di
 
     from aiokafka.errors import KafkaError
 
-    from services.export import LogBounds, LogNotFound, jsonl_line, read_log
+    from services.kafka.log_reader import LogBounds, LogNotFound, jsonl_line, read_log
 
     await _reachable(settings)
     counts = {"written": 0, "skipped": 0, "invalid": 0}
@@ -306,7 +308,7 @@ def schema(out: Path, check: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, document in schema_documents().items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(render(document), encoding="utf-8")
+        (out / name).write_text(schema_text(document), encoding="utf-8")
     for name in stale:
         if name not in schema_documents():
             (out / name).unlink()
@@ -315,7 +317,7 @@ def schema(out: Path, check: bool) -> None:
 
 def schema_drift(directory: Path) -> list[str]:
     """Names of schema files that are missing, stale, or no longer generated."""
-    expected = {name: render(doc) for name, doc in schema_documents().items()}
+    expected = {name: schema_text(doc) for name, doc in schema_documents().items()}
     files = directory.rglob("*.json") if directory.is_dir() else ()
     present = {p.relative_to(directory).as_posix() for p in files}  # signals/... included
     drift = [
@@ -343,7 +345,8 @@ def rebuild(no_switch: bool) -> None:
     them). On a difference in the rebuilt generation it is dropped, nothing
     switches and the exit status is 1.
     """
-    from services.rebuild import rebuild as run_rebuild
+    from services.kafka.log_reader import WholeLogReader
+    from services.worker.rebuild import rebuild as run_rebuild
 
     settings = _settings()
     policy = _configured_policy(settings)
@@ -356,7 +359,10 @@ def rebuild(no_switch: bool) -> None:
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
-            report = asyncio.run(run_rebuild(settings, store, policy, progress, not no_switch))
+            whole_log = WholeLogReader(settings)
+            report = asyncio.run(
+                run_rebuild(settings, store, policy, progress, not no_switch, log_source=whole_log)
+            )
     finally:
         store.close()
     _emit(report.as_dict())
@@ -380,8 +386,8 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
     history is projected, and stops both at Ctrl-C; if serve dies, the feed
     stops and says so. Without, run `slatrack serve` beside it.
     """
-    from services.demo import FeedStopped, demo_with_serve, run_demo
-    from services.kafka import BrokerUnreachable, ensure_topics, wait_until_reachable
+    from services.dev.demo import FeedStopped, demo_with_serve, run_demo
+    from services.kafka.client import BrokerUnreachable, ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
@@ -423,7 +429,7 @@ def topics_create(wait: float) -> None:
     init job; `serve` does the same at start unless
     SLATRACK_KAFKA_CREATE_TOPICS=false.
     """
-    from services.kafka import ensure_topics, topic_specs, wait_until_reachable
+    from services.kafka.client import ensure_topics, topic_specs, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
@@ -464,9 +470,9 @@ def restore(wait: float) -> None:
     """
     from aiokafka.errors import KafkaError
 
-    from services.export import LogNotFound
-    from services.kafka import ensure_topics, wait_until_reachable
-    from services.restore import Restored, RestoreFailed, RestoreRefused, restore_log
+    from services.kafka.client import ensure_topics, wait_until_reachable
+    from services.kafka.log_reader import LogNotFound
+    from services.kafka.restore import Restored, RestoreFailed, RestoreRefused, restore_log
     from services.store import StoreError, open_store
 
     settings = _settings()
@@ -609,57 +615,7 @@ def replay(
     if output == "json":
         _emit(document)
     else:
-        click.echo(render_table(document))
-
-
-def render_table(document: dict) -> str:
-    """A summary for people: one line per ticket, then one per customer."""
-    as_of, version, rejected = document["as_of"], document["policy_version"], document["rejected"]
-    lines = [f"as of {as_of}   policy {version}   rejected lines: {rejected}", ""]
-    header = f"{'ticket':<14} {'customer':<12} {'prio':<7} {'state':<9} {'response':<31} {'resolution':<31}"
-    header += " esc  billing"
-    lines += [header, "-" * len(header)]
-    for t in document["tickets"]:
-        if "quarantine" in t:
-            q = t["quarantine"]
-            lines.append(
-                f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} QUARANTINED: {q['error']} "
-                f"(last event {q['event_id']})"
-            )
-            continue
-        billing = t["billing"]
-        bill_text = (
-            "-"
-            if billing["rule"] is None
-            else (f"{billing['rule']} {billing['status']} {_dollars(billing['amount_cents'])}")
-        )
-        lines.append(
-            f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} {t['priority']:<7} {t['state']:<9} "
-            f"{_clock_text(t['clocks']['response']):<31} {_clock_text(t['clocks']['resolution']):<31} "
-            f"{t['escalation']['level']:<4} {bill_text}"
-            + (f"  [{', '.join(t['flags'])}]" if t["flags"] else "")
-        )
-    lines += ["", f"{'customer':<14} {'standing':<22} billing by month", "-" * 60]
-    for c in document["customers"]:
-        standing = (
-            "dashboard suspended" if c["dashboard_suspended"] else "delinquent" if c["delinquent"] else "good"
-        )
-        months = ", ".join(f"{m}: {_dollars(v['amount_cents'])}" for m, v in c["billing"].items()) or "-"
-        lines.append(f"{c['customer_id'][:14]:<14} {standing:<22} {months}")
-    return "\n".join(lines)
-
-
-def _dollars(cents: int) -> str:
-    return f"{cents // 100}.{cents % 100:02d}"
-
-
-def _clock_text(clock: dict) -> str:
-    def hm(seconds: int) -> str:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-    target = "none" if clock["target_seconds"] is None else hm(clock["target_seconds"])
-    mark = " BREACHED" if clock["breached"] else " at risk" if clock["at_risk"] else ""
-    return f"{clock['status']:<7} {hm(clock['elapsed_seconds'])}/{target}{mark}"
+        click.echo(render.replay_table(document))
 
 
 def _recorded(events_file: Path, max_bytes: int) -> tuple[list["Recorded"], int]:
@@ -695,14 +651,13 @@ def _what_if(
 ) -> None:
     from projections.compare import compare
     from projections.replay import replay as replay_history
-    from services.audit import comparison_table
 
     before = replay_history(records, old, as_of, rejected, breaches=True)
     document = compare(before, replay_history(records, new, as_of, rejected, breaches=True))
     if output == "json":
         _emit(document)
     else:
-        click.echo(comparison_table(document))
+        click.echo(render.comparison_table(document))
 
 
 @main.command(epilog=_reads("events", "policy", "store"))
@@ -742,7 +697,7 @@ def explain(
     """The audit trail of TICKET: every event and what it did, the final view, a digest of the inputs."""
     from projections.explain import explain as explain_ticket
     from projections.replay import latest_instant
-    from services.audit import AmbiguousTicket, UnknownTicket, explain_table, split_history
+    from services.worker.histories import AmbiguousTicket, UnknownTicket, split_history
 
     settings = _settings()
     policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
@@ -769,13 +724,13 @@ def explain(
     if output == "json":
         _emit(document)
     else:
-        click.echo(explain_table(document))
+        click.echo(render.explain_table(document))
 
 
 def _stored_history(
     settings: Settings, ticket: str, customer_id: str | None, configured: "Policy"
 ) -> tuple[list["Recorded"], list["Recorded"], "Policy"]:
-    from services.audit import histories_from_store
+    from services.worker.histories import histories_from_store
 
     store = _open_store(settings, create=False)  # a read-only command creates no read models
     try:
@@ -839,7 +794,7 @@ def dlq() -> None:
 def dlq_list(reasons: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List dead letters, oldest first: name (PARTITION@OFFSET in the dead-letter topic), reason,
     where the message was, the first bytes of its value and what is wrong with it."""
-    from services.dead_letters import list_dead_letters
+    from services.kafka.dead_letters import list_dead_letters
 
     settings = _settings()
     _logging(settings)
@@ -884,7 +839,7 @@ def dlq_replay(names: tuple[str, ...], reasons: tuple[str, ...], send: bool) -> 
     run: nothing is sent. A message that is itself wrong is not helped by a
     replay: publish a corrected copy instead (`slatrack publish`).
     """
-    from services.dead_letters import UnknownDeadLetter, parse_name, plan_replay, send_replays
+    from services.kafka.dead_letters import UnknownDeadLetter, parse_name, plan_replay, send_replays
 
     if bool(names) == bool(reasons):
         raise click.UsageError("name the dead letters (PARTITION@OFFSET) or give --reason, not both")
@@ -925,8 +880,8 @@ def _dlq_run(settings: Settings, work: "Coroutine[object, object, T]") -> T:
     """Run a dlq command's work against the broker; its failures as one line (exit status 1)."""
     from aiokafka.errors import KafkaError
 
-    from services.export import LogNotFound
-    from services.kafka import wait_until_reachable
+    from services.kafka.client import wait_until_reachable
+    from services.kafka.log_reader import LogNotFound
 
     async def go() -> T:
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from services.config import Settings
-from services.kafka import ensure_topics, topic_specs, wait_until_reachable
+from services.kafka.client import ensure_topics, topic_specs, wait_until_reachable
 
 log = logging.getLogger(__name__)
 

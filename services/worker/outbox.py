@@ -23,8 +23,7 @@ from datetime import datetime
 import orjson
 
 from services import metrics
-from services.publisher import EventPublisher
-from services.store.base import ReadModelStore, Signal
+from services.worker.ports import ReadModelStore, Signal, SignalSender
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ Partitions = Callable[[], Sequence[int]]
 
 async def relay_signals(
     store: ReadModelStore,
-    publisher: EventPublisher,
+    publisher: SignalSender,
     stop: asyncio.Event,
     partitions: Partitions | None = None,
 ) -> None:
@@ -57,7 +56,7 @@ async def relay_signals(
 
 
 async def relay_once(
-    store: ReadModelStore, publisher: EventPublisher, partitions: Sequence[int] | None = None
+    store: ReadModelStore, publisher: SignalSender, partitions: Sequence[int] | None = None
 ) -> int:
     if partitions is not None and not partitions:
         return 0  # no partition held (yet): nothing is ours to send

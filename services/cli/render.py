@@ -1,108 +1,59 @@
-"""The auditor's tools around the pure engine: where `slatrack explain` gets a
-ticket's history, and the tables printed for people by `explain` and by the
-what-if `replay --compare` (the JSON documents are the record; see docs/audit.md).
-"""
+"""Every text table the ``slatrack`` command prints: a replay's summary, an explanation, a
+what-if comparison. Each takes the JSON document the command would print with --json."""
 
-from functools import lru_cache
 from typing import Any
 
-from events import ACCOUNT_EVENT_TYPES
-from projections.policy import Policy, parse_policy
-from projections.timeline import Recorded, TicketKey, ticket_key
-from services.projector import decode_stored
-from services.store.base import ReadModelStore, TicketQuery
+# -- replay, for people ----------------------------------------------------------------
 
 
-class UnknownTicket(LookupError):
-    """No event of this ticket in the read models."""
-
-
-class AmbiguousTicket(LookupError):
-    """The ticket id exists under several customers: name the customer."""
-
-    def __init__(self, ticket_id: str, customers: list[str]):
-        super().__init__(
-            f"ticket {ticket_id!r} exists under {len(customers)} customers ({', '.join(customers)}): "
-            "name the customer"
+def replay_table(document: dict) -> str:
+    """A summary for people: one line per ticket, then one per customer."""
+    as_of, version, rejected = document["as_of"], document["policy_version"], document["rejected"]
+    lines = [f"as of {as_of}   policy {version}   rejected lines: {rejected}", ""]
+    header = f"{'ticket':<14} {'customer':<12} {'prio':<7} {'state':<9} {'response':<31} {'resolution':<31}"
+    header += " esc  billing"
+    lines += [header, "-" * len(header)]
+    for t in document["tickets"]:
+        if "quarantine" in t:
+            q = t["quarantine"]
+            lines.append(
+                f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} QUARANTINED: {q['error']} "
+                f"(last event {q['event_id']})"
+            )
+            continue
+        billing = t["billing"]
+        bill_text = (
+            "-"
+            if billing["rule"] is None
+            else (f"{billing['rule']} {billing['status']} {dollars(billing['amount_cents'])}")
         )
-        self.customers = customers
+        lines.append(
+            f"{t['ticket_id'][:14]:<14} {t['customer_id'][:12]:<12} {t['priority']:<7} {t['state']:<9} "
+            f"{clock_text(t['clocks']['response']):<31} {clock_text(t['clocks']['resolution']):<31} "
+            f"{t['escalation']['level']:<4} {bill_text}"
+            + (f"  [{', '.join(t['flags'])}]" if t["flags"] else "")
+        )
+    lines += ["", f"{'customer':<14} {'standing':<22} billing by month", "-" * 60]
+    for c in document["customers"]:
+        standing = (
+            "dashboard suspended" if c["dashboard_suspended"] else "delinquent" if c["delinquent"] else "good"
+        )
+        months = ", ".join(f"{m}: {dollars(v['amount_cents'])}" for m, v in c["billing"].items()) or "-"
+        lines.append(f"{c['customer_id'][:14]:<14} {standing:<22} {months}")
+    return "\n".join(lines)
 
 
-def split_history(
-    records: list[Recorded], ticket_id: str, customer_id: str | None = None
-) -> tuple[list[Recorded], list[Recorded]]:
-    """A whole history -> the ticket's own events and its customer's account events.
-
-    A ticket is (customer_id, ticket_id): with no ``customer_id``, the id must
-    belong to one customer that opened it, or (none did) to one customer only
-    (:class:`AmbiguousTicket` otherwise), as :func:`find_ticket` decides.
-    """
-    keys = {key for r in records if (key := ticket_key(r.event)) is not None and key[1] == ticket_id}
-    if customer_id is not None:
-        keys = {key for key in keys if key[0] == customer_id}
-    opened = {ticket_key(r.event) for r in records if r.event.type == "ticket.opened"} & keys
-    key = _one(ticket_id, opened or keys)
-    mine = [r for r in records if ticket_key(r.event) == key]
-    account = [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES and r.event.customer_id == key[0]]
-    return mine, account
+def dollars(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
 
 
-def find_ticket(
-    store: ReadModelStore, generation: int, ticket_id: str, customer_id: str | None = None
-) -> TicketKey:
-    """The ticket with this id (of this customer, if given) in the read models.
+def clock_text(clock: dict) -> str:
+    def hm(seconds: int) -> str:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
-    Without a customer, an opened ticket is preferred to placeholders of tickets never
-    opened: another customer's stray event for this id does not make the id ambiguous.
-    """
-    rows = store.list_tickets(generation, TicketQuery(ticket_id=ticket_id, customer_id=customer_id, limit=50))
-    opened = [row for row in rows if row.state != "pending"]
-    return _one(ticket_id, {row.key for row in (opened or rows)})
-
-
-def _one(ticket_id: str, keys: set[TicketKey]) -> TicketKey:
-    if not keys:
-        raise UnknownTicket(f"unknown ticket {ticket_id!r}")
-    if len(keys) > 1:
-        raise AmbiguousTicket(ticket_id, sorted(c for c, _ in keys))
-    return next(iter(keys))
-
-
-def stored_histories(
-    store: ReadModelStore, generation: int, ticket: TicketKey
-) -> tuple[list[Recorded], list[Recorded]]:
-    """The ticket's stored events and its customer's account events."""
-    records = decode_stored(store.events_of_tickets(generation, [ticket]).get(ticket, []))
-    customer = ticket[0]
-    return records, decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
-
-
-def generation_policy(store: ReadModelStore, generation: int, configured: Policy) -> Policy:
-    """The policy a generation's rows are computed with (the configured one if it records none)."""
-    text = store.generation_policy(generation)
-    if text is None or text == configured.text:
-        return configured
-    return _parsed(text, f"generation {generation}")
-
-
-@lru_cache(maxsize=8)
-def _parsed(text: str, source: str) -> Policy:
-    return parse_policy(text, source)
-
-
-def histories_from_store(
-    store: ReadModelStore, ticket_id: str, customer_id: str | None, configured: Policy
-) -> tuple[list[Recorded], list[Recorded], Policy]:
-    """The ticket's recorded events, its customer's account events and the policy of the active generation."""
-    generation = store.active_generation()
-    if generation is None:
-        raise UnknownTicket(f"unknown ticket {ticket_id!r}: the read models hold no generation yet")
-    try:
-        key = find_ticket(store, generation, ticket_id, customer_id)
-    except UnknownTicket:
-        raise UnknownTicket(f"unknown ticket {ticket_id!r}: no event of it in the read models") from None
-    records, account = stored_histories(store, generation, key)
-    return records, account, generation_policy(store, generation, configured)
+    target = "none" if clock["target_seconds"] is None else hm(clock["target_seconds"])
+    mark = " BREACHED" if clock["breached"] else " at risk" if clock["at_risk"] else ""
+    return f"{clock['status']:<7} {hm(clock['elapsed_seconds'])}/{target}{mark}"
 
 
 # -- explain, for people ---------------------------------------------------------------

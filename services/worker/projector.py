@@ -1,7 +1,7 @@
 """The projector: folds ``ticket-events`` into the read models, exactly once,
 and keeps them current as time passes.
 
-Per batch (from :class:`services.consumer.ValidatingConsumer`): each event is
+Per batch (from :class:`services.kafka.consumer.ValidatingConsumer`): each event is
 checked against the events already stored (:func:`accepted`: a later copy of
 an event id is a duplicate, or with another body a dead letter); then the
 story of every ticket the batch can change (:mod:`projections.story`) is told
@@ -42,18 +42,17 @@ from projections.story import FOREVER, Point, StandingCache, logged_work_ends, s
 from projections.ticket import TicketState
 from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
 from services import metrics
-from services.consumer import (
+from services.worker.batches import (
     ConsumedBatch,
     ConsumedEvent,
     DeadLetters,
     DeadLettersFailed,
+    RawRecord,
     Rewind,
     dead_letter_each_partition,
 )
-from services.publisher import RawRecord
-from services.sla_metrics import publish
-from services.store.base import FOREVER as FOREVER_EPOCH
-from services.store.base import (
+from services.worker.ports import FOREVER as FOREVER_EPOCH
+from services.worker.ports import (
     NEVER,
     BatchWrite,
     CustomerRow,
@@ -64,6 +63,7 @@ from services.store.base import (
     StoredEvent,
     TicketRow,
 )
+from services.worker.sla_metrics import publish
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Projector:
         # The SLA counters of this process (a rebuild counts nothing: the live workers did).
         self.count_metrics = count_metrics
         # A rebuild records no signals while it replays: its generation may never be
-        # switched to. What a switch changes is recorded with the switch (services/rebuild.py).
+        # switched to. What a switch changes is recorded with the switch (services/worker/rebuild.py).
         self.record_signals = record_signals
         # Where conflicting duplicates go (None: only counted, as in a rebuild: the live
         # workers dead-lettered them when they first came).

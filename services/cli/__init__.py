@@ -1,0 +1,1 @@
+"""The ``slatrack`` command line (``commands``) and every text table it prints (``render``)."""

@@ -1,0 +1,1 @@
+"""Development tools: the simulated helpdesk and ``slatrack demo``."""

@@ -1,0 +1,104 @@
+"""The auditor's tools around the pure engine: where `slatrack explain` gets a
+ticket's history, and the tables printed for people by `explain` and by the
+what-if `replay --compare` (the JSON documents are the record; see docs/audit.md).
+"""
+
+from functools import lru_cache
+
+from events import ACCOUNT_EVENT_TYPES
+from projections.policy import Policy, parse_policy
+from projections.timeline import Recorded, TicketKey, ticket_key
+from services.worker.ports import ReadModelStore, TicketQuery
+from services.worker.projector import decode_stored
+
+
+class UnknownTicket(LookupError):
+    """No event of this ticket in the read models."""
+
+
+class AmbiguousTicket(LookupError):
+    """The ticket id exists under several customers: name the customer."""
+
+    def __init__(self, ticket_id: str, customers: list[str]):
+        super().__init__(
+            f"ticket {ticket_id!r} exists under {len(customers)} customers ({', '.join(customers)}): "
+            "name the customer"
+        )
+        self.customers = customers
+
+
+def split_history(
+    records: list[Recorded], ticket_id: str, customer_id: str | None = None
+) -> tuple[list[Recorded], list[Recorded]]:
+    """A whole history -> the ticket's own events and its customer's account events.
+
+    A ticket is (customer_id, ticket_id): with no ``customer_id``, the id must
+    belong to one customer that opened it, or (none did) to one customer only
+    (:class:`AmbiguousTicket` otherwise), as :func:`find_ticket` decides.
+    """
+    keys = {key for r in records if (key := ticket_key(r.event)) is not None and key[1] == ticket_id}
+    if customer_id is not None:
+        keys = {key for key in keys if key[0] == customer_id}
+    opened = {ticket_key(r.event) for r in records if r.event.type == "ticket.opened"} & keys
+    key = _one(ticket_id, opened or keys)
+    mine = [r for r in records if ticket_key(r.event) == key]
+    account = [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES and r.event.customer_id == key[0]]
+    return mine, account
+
+
+def find_ticket(
+    store: ReadModelStore, generation: int, ticket_id: str, customer_id: str | None = None
+) -> TicketKey:
+    """The ticket with this id (of this customer, if given) in the read models.
+
+    Without a customer, an opened ticket is preferred to placeholders of tickets never
+    opened: another customer's stray event for this id does not make the id ambiguous.
+    """
+    rows = store.list_tickets(generation, TicketQuery(ticket_id=ticket_id, customer_id=customer_id, limit=50))
+    opened = [row for row in rows if row.state != "pending"]
+    return _one(ticket_id, {row.key for row in (opened or rows)})
+
+
+def _one(ticket_id: str, keys: set[TicketKey]) -> TicketKey:
+    if not keys:
+        raise UnknownTicket(f"unknown ticket {ticket_id!r}")
+    if len(keys) > 1:
+        raise AmbiguousTicket(ticket_id, sorted(c for c, _ in keys))
+    return next(iter(keys))
+
+
+def stored_histories(
+    store: ReadModelStore, generation: int, ticket: TicketKey
+) -> tuple[list[Recorded], list[Recorded]]:
+    """The ticket's stored events and its customer's account events."""
+    records = decode_stored(store.events_of_tickets(generation, [ticket]).get(ticket, []))
+    customer = ticket[0]
+    return records, decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
+
+
+def generation_policy(store: ReadModelStore, generation: int, configured: Policy) -> Policy:
+    """The policy a generation's rows are computed with (the configured one if it records none)."""
+    text = store.generation_policy(generation)
+    if text is None or text == configured.text:
+        return configured
+    return _parsed(text, f"generation {generation}")
+
+
+@lru_cache(maxsize=8)
+def _parsed(text: str, source: str) -> Policy:
+    return parse_policy(text, source)
+
+
+def histories_from_store(
+    store: ReadModelStore, ticket_id: str, customer_id: str | None, configured: Policy
+) -> tuple[list[Recorded], list[Recorded], Policy]:
+    """The ticket's recorded events, its customer's account events and the policy of the active generation."""
+    generation = store.active_generation()
+    if generation is None:
+        raise UnknownTicket(f"unknown ticket {ticket_id!r}: the read models hold no generation yet")
+    try:
+        key = find_ticket(store, generation, ticket_id, customer_id)
+    except UnknownTicket:
+        raise UnknownTicket(f"unknown ticket {ticket_id!r}: no event of it in the read models") from None
+    records, account = stored_histories(store, generation, key)
+    return records, account, generation_policy(store, generation, configured)
