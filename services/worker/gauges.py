@@ -2,15 +2,14 @@
 tickets and lag, restricted to the partitions it holds (registered in services.metrics.REGISTRY)."""
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from projections.policy import PRIORITIES
 from services.metrics import CLOCK_STATUSES, CLOCKS, REGISTRY
-from services.worker.ports import StoreUnavailable
+from services.worker.ports import QueryStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +32,12 @@ class _WorkerCollector(Collector):
     """
 
     def __init__(self) -> None:
-        self.store: ClockCounter | None = None
+        self.store: QueryStore | None = None
         self.held: Held | None = None
         self.lag: Lag | None = None
         self._snapshot: tuple[int | None, tuple[int, ...], dict[int, int | None]] = (None, (), {})
 
-    def attach(self, store: "ClockCounter", held: Held, lag: Lag) -> None:
+    def attach(self, store: QueryStore, held: Held, lag: Lag) -> None:
         self.store, self.held, self.lag = store, held, lag
 
     def detach(self) -> None:
@@ -104,12 +103,6 @@ class _WorkerCollector(Collector):
             if behind is not None:
                 lag.add_metric([str(partition)], behind)
         yield lag
-
-
-class ClockCounter(Protocol):
-    def clock_counts(self, generation: int, partitions: Sequence[int]) -> list[tuple[str, str, str, int]]: ...
-
-    def quarantined_count(self, generation: int, partitions: Sequence[int]) -> int: ...
 
 
 WORKER = _WorkerCollector()

@@ -23,7 +23,7 @@ from datetime import datetime
 import orjson
 
 from services import metrics
-from services.worker.ports import ReadModelStore, Signal, SignalSender
+from services.worker.ports import Signal, SignalOutbox, SignalSender
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ Partitions = Callable[[], Sequence[int]]
 
 
 async def relay_signals(
-    store: ReadModelStore,
+    store: SignalOutbox,
     publisher: SignalSender,
     stop: asyncio.Event,
     partitions: Partitions | None = None,
@@ -56,7 +56,7 @@ async def relay_signals(
 
 
 async def relay_once(
-    store: ReadModelStore, publisher: SignalSender, partitions: Sequence[int] | None = None
+    store: SignalOutbox, publisher: SignalSender, partitions: Sequence[int] | None = None
 ) -> int:
     if partitions is not None and not partitions:
         return 0  # no partition held (yet): nothing is ours to send

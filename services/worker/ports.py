@@ -1,6 +1,8 @@
 """The read-model store: what the projector writes and the API reads.
 
-One interface, two implementations (SQLite, the embedded default; PostgreSQL,
+The worker's port: defined here, by its roles (GenerationStore, ProjectionStore,
+SignalOutbox, QueryStore; ReadModelStore is all four), and implemented by the
+adapters in ``services.store``. One interface, two implementations (SQLite, the embedded default; PostgreSQL,
 shared by several workers and API replicas), held to one contract test suite
 (``tests/integration/test_store_contract.py``).
 
@@ -207,10 +209,12 @@ class TicketQuery:
     limit: int = 100
 
 
-class ReadModelStore(ABC):
-    """See the module docstring. Methods are synchronous; async callers use a thread."""
+# The store's interface by role (each one what a part of slatrack needs); ReadModelStore is all of
+# them, and each part is typed with the role it uses.
 
-    # -- lifecycle ---------------------------------------------------------
+
+class GenerationStore(ABC):
+    """Lifecycle and generations: the workers' start and follow, ``slatrack rebuild``."""
 
     @abstractmethod
     def migrate(self) -> None:
@@ -218,8 +222,6 @@ class ReadModelStore(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
-
-    # -- generations -------------------------------------------------------
 
     @abstractmethod
     def active_generation(self) -> int | None:
@@ -269,7 +271,9 @@ class ReadModelStore(ABC):
     def generations(self) -> list[dict[str, object]]:
         """Every generation: ``{"generation", "reason", "created_at", "active"}``, oldest first."""
 
-    # -- the projector -----------------------------------------------------
+
+class ProjectionStore(ABC):
+    """What the projector reads and writes (and ``slatrack restore`` reads back)."""
 
     @abstractmethod
     def stored_offsets(self, generation: int, topic: str) -> dict[int, int]:
@@ -343,7 +347,9 @@ class ReadModelStore(ABC):
     def customer_rows(self, generation: int, customer_ids: Iterable[str]) -> dict[str, CustomerRow]:
         """The stored rows of these customers (missing ones are left out)."""
 
-    # -- the signal outbox -------------------------------------------------
+
+class SignalOutbox(ABC):
+    """The signals recorded with the rows, until the outbox relay has sent them."""
 
     @abstractmethod
     def pending_signals(self, limit: int = 500, partitions: Sequence[int] | None = None) -> list[Signal]:
@@ -356,7 +362,9 @@ class ReadModelStore(ABC):
     def signal_ids(self) -> list[str]:
         """Every signal id ever recorded (sent or not), for tests and audits."""
 
-    # -- queries -----------------------------------------------------------
+
+class QueryStore(ABC):
+    """What the query API, explain and the scrape-time gauges read."""
 
     @abstractmethod
     def ticket(self, generation: int, ticket: TicketKey) -> TicketRow | None: ...
@@ -389,6 +397,10 @@ class ReadModelStore(ABC):
     @abstractmethod
     def counts(self, generation: int) -> dict[str, int]:
         """Row counts: ``{"events", "tickets", "customers"}``."""
+
+
+class ReadModelStore(GenerationStore, ProjectionStore, SignalOutbox, QueryStore, ABC):
+    """See the module docstring. Methods are synchronous; async callers use a thread."""
 
 
 class SignalSender(Protocol):
