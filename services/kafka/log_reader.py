@@ -14,7 +14,7 @@ record at or beyond it (appended after the start) is left out.
 
 **The order** is the recording order the workers use: each partition in
 offset order, the partitions merged by (offset, partition), which is the
-order of :func:`services.worker.projector.seq_of`. ``slatrack replay`` takes the
+order of :func:`services.worker.histories.seq_of`. ``slatrack replay`` takes the
 line number as the recording position, and the position decides ties
 (events at the same second apply in recording order) and duplicates (the
 first copy of an ``event_id`` counts). A customer's events share a

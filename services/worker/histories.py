@@ -1,15 +1,48 @@
-"""The auditor's tools around the pure engine: where `slatrack explain` gets a
-ticket's history, and the tables printed for people by `explain` and by the
-what-if `replay --compare` (the JSON documents are the record; see docs/audit.md).
+"""The store's histories: stored events read back as records, in recording order
+(:func:`seq_of`), by the one loader :func:`decoded` (the projector's history cache,
+services.worker.history_cache, reads through it too); and where `slatrack explain`
+and the query API get a ticket's history.
 """
 
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
-from events import ACCOUNT_EVENT_TYPES
+from events import ACCOUNT_EVENT_TYPES, Event, decode_event
 from projections.policy import Policy, parse_policy
 from projections.timeline import Recorded, TicketKey, ticket_key
-from services.worker.ports import ReadModelStore, TicketQuery
-from services.worker.projector import decode_stored
+from services.worker.ports import ReadModelStore, StoredEvent, TicketQuery
+
+
+def seq_of(partition: int, offset: int) -> int:
+    """Recording order: the offset (a customer's events share one partition), then the partition."""
+    return offset * 1024 + partition
+
+
+def partition_of(record: Recorded) -> int:
+    """The partition a record was read from (the inverse of :func:`seq_of`)."""
+    return record.seq % 1024
+
+
+def decode_stored_body(body: bytes) -> Event:
+    """A stored event: accepted once under whatever size limit applied then, so read without one."""
+    return decode_event(body, max_bytes=None)
+
+
+def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
+    return [Recorded(seq_of(e.partition, e.offset), decode_stored_body(e.body)) for e in stored]
+
+
+K = TypeVar("K")
+
+
+def decoded(
+    read: Callable[[int, list[K]], dict[K, list[StoredEvent]]], generation: int, keys: list[K]
+) -> dict[K, list[Recorded]]:
+    """The stored histories of ``keys``, decoded (an empty one for a key with none). ``read``:
+    the store's ``events_of_tickets`` (keys: tickets) or ``account_events_of`` (keys: customers)."""
+    stored = read(generation, keys)
+    return {key: decode_stored(stored.get(key, [])) for key in keys}
 
 
 class UnknownTicket(LookupError):
@@ -71,9 +104,9 @@ def stored_histories(
     store: ReadModelStore, generation: int, ticket: TicketKey
 ) -> tuple[list[Recorded], list[Recorded]]:
     """The ticket's stored events and its customer's account events."""
-    records = decode_stored(store.events_of_tickets(generation, [ticket]).get(ticket, []))
     customer = ticket[0]
-    return records, decode_stored(store.account_events_of(generation, [customer]).get(customer, []))
+    records = decoded(store.events_of_tickets, generation, [ticket])[ticket]
+    return records, decoded(store.account_events_of, generation, [customer])[customer]
 
 
 def generation_policy(store: ReadModelStore, generation: int, configured: Policy) -> Policy:

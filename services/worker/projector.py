@@ -19,6 +19,12 @@ as of the wall clock.
 
 Signals go to an outbox table in the same transaction, and from there to the
 ``sla-signals`` topic.
+
+This module tells a batch's (or a timer pass's) story and writes it; its parts are apart:
+the generation and its policy (:mod:`services.worker.generations`), where each partition
+stands and the rewinds (:mod:`services.worker.tracking`), the scheduler
+(:mod:`services.worker.timers`), the rows (:mod:`services.worker.rows`), and the decoded
+histories (:mod:`services.worker.histories`, :mod:`services.worker.history_cache`).
 """
 
 import asyncio
@@ -27,20 +33,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from datetime import UTC, datetime
 
 import orjson
 
-from events import Event, EventRejected, RejectKind, decode_event, encode_event, quoted
-from projections.account import account_standing
+from events import Event, EventRejected, RejectKind, encode_event, quoted
 from projections.counting import Tally
-from projections.policy import Policy, parse_policy
-from projections.quarantine import QUARANTINED, describe, quarantined_view
+from projections.policy import Policy
+from projections.quarantine import QUARANTINED, describe
 from projections.signals import Ledger
-from projections.story import FOREVER, Point, StandingCache, logged_work_ends, settles, tell, walk
+from projections.story import Point, StandingCache, logged_work_ends, settles, tell, walk
 from projections.ticket import TicketState
-from projections.timeline import Recorded, TicketKey, event_key, history, same_event, ticket_key, whole_second
+from projections.timeline import Recorded, TicketKey, event_key, same_event, ticket_key
 from services import metrics
 from services.worker.batches import (
     ConsumedBatch,
@@ -51,9 +55,10 @@ from services.worker.batches import (
     Rewind,
     dead_letter_each_partition,
 )
-from services.worker.ports import FOREVER as FOREVER_EPOCH
+from services.worker.generations import Generations
+from services.worker.histories import decode_stored_body, partition_of, seq_of
+from services.worker.history_cache import HistoryCache
 from services.worker.ports import (
-    NEVER,
     BatchWrite,
     CustomerRow,
     GenerationChanged,
@@ -63,34 +68,26 @@ from services.worker.ports import (
     StoredEvent,
     TicketRow,
 )
+from services.worker.rows import (
+    _customer_row,
+    _pending_row,
+    _quarantined_row,
+    _Schedule,
+    _ticket_row,
+    epoch,
+    instant_of,
+)
 from services.worker.sla_metrics import publish
+from services.worker.timers import run_timers
+from services.worker.tracking import OffsetTracker
 
 log = logging.getLogger(__name__)
 
-CACHE_TICKETS = 20_000  # decoded histories kept: about 100 MB
-QUARANTINE_RETRY_S = 300  # how often a quarantined ticket is tried again as time passes
+SCHEDULE_FAULTS = 20_000  # tickets whose schedule fault was reported, remembered
 
 
 def wall_clock() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def epoch(instant: datetime | None) -> int | None:
-    return None if instant is None else int(instant.timestamp())
-
-
-def instant_of(epoch_seconds: int | None) -> datetime | None:
-    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
-
-
-def seq_of(partition: int, offset: int) -> int:
-    """Recording order: the offset (a customer's events share one partition), then the partition."""
-    return offset * 1024 + partition
-
-
-def partition_of(record: Recorded) -> int:
-    """The partition a record was read from (the inverse of :func:`seq_of`)."""
-    return record.seq % 1024
 
 
 @dataclass
@@ -100,27 +97,6 @@ class Accepted:
     events: list[ConsumedEvent] = field(default_factory=list)
     duplicates: int = 0
     conflicts: list[tuple[ConsumedEvent, EventRejected]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    """When a row's ticket changes next, derived from its state (not part of its view)."""
-
-    dues: dict[str, datetime | None]
-    next_change: datetime | None
-    reach: datetime | None  # account_until
-
-    @staticmethod
-    def of(state: TicketState, records: list[Recorded], at: datetime) -> "_Schedule":
-        future_events = [r.at for r in records if r.at > at]
-        upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
-        dues = {name: state.clocks[name].due_at(at) for name in state.clocks}
-        return _Schedule(dues, min(upcoming, default=None), state.account_until(FOREVER))
-
-    @staticmethod
-    def unknown(at: datetime) -> "_Schedule":
-        """The engine raised working it out: look again soon, and let any account change reach it."""
-        return _Schedule({}, at + timedelta(seconds=QUARANTINE_RETRY_S), FOREVER)
 
 
 def accepted(valid: Sequence[ConsumedEvent], stored: dict[tuple[str, str], StoredEvent]) -> Accepted:
@@ -166,12 +142,10 @@ class Projector:
         dead_letter_timeout_s: float = 10.0,
     ):
         self.store = store
-        # The policy configured; the generation's own is the one used (see open).
-        self.configured = policy
-        self.policy = policy
+        # The generation written and its policy (the configured one until open).
+        self.generations = Generations(store, policy, generation=generation, count_metrics=count_metrics)
         self.topic = topic
         self.clock = clock
-        self.generation = generation
         self.must_be_active = must_be_active
         # The SLA counters of this process (a rebuild counts nothing: the live workers did).
         self.count_metrics = count_metrics
@@ -182,117 +156,76 @@ class Projector:
         # workers dead-lettered them when they first came).
         self.dead_letter = dead_letter
         self.dead_letter_timeout_s = dead_letter_timeout_s
-        self.partitions: set[int] = set()
-        self.expected: dict[int, int | None] = {}  # partition -> next offset this generation wants
+        # The partitions held, the offset each wants next, which lag.
+        self.tracking = OffsetTracker()
         self.lock = asyncio.Lock()  # batches and timer passes write one at a time
         self.committed = asyncio.Condition()  # notified after every commit (timers, outbox)
         self.applied_events = 0
-        # Partitions with more records after their last batch: their timers wait, the
-        # batches themselves move their customers' log time on (projections.story).
-        self.lagging: set[int] = set()
-        # Decoded histories of recently touched tickets and customers (least recently
-        # used first): a ticket touched by consecutive batches is not read back each time.
-        self._tickets: OrderedDict[TicketKey, list[Recorded]] = OrderedDict()
-        self._accounts: OrderedDict[str, list[Recorded]] = OrderedDict()
+        # Decoded histories of recently touched tickets and customers: a ticket touched by
+        # consecutive batches is not read back each time.
+        self._tickets: HistoryCache[TicketKey] = HistoryCache(store.events_of_tickets)
+        self._accounts: HistoryCache[str] = HistoryCache(store.account_events_of)
         # Where to read from after a switch the timers noticed (the consumer asks between batches).
         self._rewind: Rewind | None = None
         self._schedule_faults: OrderedDict[TicketKey, None] = OrderedDict()  # reported once each
 
+    @property
+    def generation(self) -> int | None:
+        """The generation written (None before open)."""
+        return self.generations.generation
+
+    @property
+    def policy(self) -> Policy:
+        """The policy the generation's rows are computed with."""
+        return self.generations.policy
+
+    @property
+    def partitions(self) -> set[int]:
+        """The partitions this worker holds (a rebuild: all of them)."""
+        return self.tracking.partitions
+
+    @partitions.setter
+    def partitions(self, partitions: set[int]) -> None:
+        self.tracking.partitions = partitions
+
     async def open(self) -> int:
         """Migrate the store, find (or create) the active generation, and take its policy."""
-        await asyncio.to_thread(self.store.migrate)
-        if self.generation is None:
-            self.generation = await asyncio.to_thread(self.store.active_generation)
-            if self.generation is None:
-                self.generation = await asyncio.to_thread(
-                    self.store.create_generation, "first start", policy_text(self.configured)
-                )
-                await asyncio.to_thread(self.store.activate_generation, self.generation)
-                log.info("created read-model generation %d", self.generation)
-        await self._take_policy()
-        return self.generation
-
-    async def _take_policy(self) -> None:
-        """Every row of a generation is computed with one policy: the one it was created with.
-
-        A worker configured with another one follows the generation's and says
-        so; ``slatrack rebuild`` builds a generation with a new policy and
-        switches to it, and the workers follow the switch (docs/sla-semantics.md).
-        """
-        text = await asyncio.to_thread(self.store.generation_policy, self._gen)
-        if text is None:  # created before generations recorded their policy: bind ours
-            text = await asyncio.to_thread(self.store.bind_policy, self._gen, policy_text(self.configured))
-        policy = (
-            self.configured if text == self.configured.text else parse_policy(text, f"generation {self._gen}")
-        )
-        if policy.digest != self.configured.digest:
-            log.warning(
-                "read-model generation %d is computed with policy %s (%s); the configured policy %s (%s) "
-                "is not used: a generation keeps its policy, and `slatrack rebuild` builds one with the "
-                "configured policy",
-                self._gen,
-                policy.version,
-                policy.digest,
-                self.configured.version,
-                self.configured.digest,
-            )
-        self.policy = policy
-        if self.count_metrics:
-            metrics.SLA_ELAPSED.install(policy)
+        return await self.generations.open()
 
     # -- the consumer's handler interface ----------------------------------
 
     async def start_offsets(self, partitions: set[int]) -> dict[int, int | None]:
         async with self.lock:
             stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
-            self.partitions |= partitions
-            for partition in partitions:
-                self.expected[partition] = stored.get(partition)
+            starts = self.tracking.assign(partitions, stored)
             self._forget()
             log.info(
                 "assigned partitions %s; starting at %s",
                 sorted(partitions),
                 {p: stored.get(p, "beginning") for p in sorted(partitions)},
             )
-            return {p: stored.get(p) for p in partitions}
+            return starts
 
     async def revoked(self, partitions: set[int]) -> None:
         async with self.lock:
-            self.partitions -= partitions
-            self.lagging -= partitions
-            for partition in partitions:
-                self.expected.pop(partition, None)
+            self.tracking.revoke(partitions)
             self._forget()
 
     async def log_ended_before(self, partitions: dict[int, tuple[int, int]]) -> None:
         """Stored offsets beyond the end of the log: the log was replaced. Never skip silently."""
         async with self.lock:
-            log.error(
-                "THE LOG ENDS BEFORE THE STORED OFFSETS of generation %s (partition: (stored, end) %s). "
-                "The broker's log was replaced or emptied (an embedded broker restarts empty). "
-                "Starting a new read-model generation from the beginning of this log; the old one is kept.",
-                self.generation,
-                partitions,
-            )
-            generation = await asyncio.to_thread(
-                self.store.create_generation,
-                f"log ended before stored offsets {partitions}",
-                policy_text(self.policy),
-            )
-            await asyncio.to_thread(self.store.activate_generation, generation)
-            await asyncio.to_thread(keep_only, self.store, {generation, self.generation})
-            self.generation = generation
-            self.expected = dict.fromkeys(self.partitions)
+            generation = await self.generations.log_ended_before(partitions)
+            rewind = self.tracking.from_beginning(f"new generation {generation}")
             self._forget()
-            raise Rewind(dict.fromkeys(self.partitions), f"new generation {generation}")
+            raise rewind
 
     async def handle(self, batch: ConsumedBatch) -> None:
         started = time.perf_counter()
         async with self.lock:
-            offsets, valid = self._trim(batch)
+            offsets, valid = self.tracking.trim(batch)
             if not offsets:
                 return
-            self.lagging = (self.lagging - set(batch.offsets)) | batch.lagging
+            self.tracking.saw(batch)
             try:
                 stored = await asyncio.to_thread(
                     self.store.first_copies, self._gen, {event_key(v.event) for v in valid}
@@ -308,16 +241,13 @@ class Projector:
             except StaleBatch as exc:
                 self._forget()
                 stored_offsets = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
-                for partition in offsets:
-                    self.expected[partition] = stored_offsets.get(partition)
-                raise Rewind({p: stored_offsets.get(p) for p in offsets}, f"stale batch: {exc}") from None
+                raise self.tracking.stale(offsets, stored_offsets, exc) from None
             except GenerationChanged:
                 raise await self._follow_generation() from None
             except BaseException:
                 self._forget()
                 raise
-            for partition, (_, after) in offsets.items():
-                self.expected[partition] = after
+            self.tracking.applied(offsets)
             self.applied_events += len(valid)
             self._publish(tally)
             self._count_conflicts(sorted_out.conflicts)
@@ -348,61 +278,25 @@ class Projector:
             if self.dead_letter is not None:
                 metrics.DLQ_MESSAGES.inc(len(conflicts))
 
-    def _trim(self, batch: ConsumedBatch) -> tuple[dict[int, tuple[int, int]], list[ConsumedEvent]]:
-        """Leave out what this generation already holds (records read again after a rewind)."""
-        offsets = dict(batch.offsets)
-        valid = batch.valid
-        for partition, (first, after) in batch.offsets.items():
-            expected = self.expected.get(partition)
-            if expected is None or first == expected:
-                continue
-            if first > expected:  # a gap: never apply over it
-                raise Rewind({partition: expected}, f"gap in partition {partition}: {first} > {expected}")
-            if after <= expected:
-                del offsets[partition]
-            else:
-                offsets[partition] = (expected, after)
-            valid = [v for v in valid if v.partition != partition or v.offset >= expected]
-        return offsets, valid
-
     async def _follow_generation(self) -> Rewind:
         self._forget()
-        self.generation = await asyncio.to_thread(self.store.active_generation)
-        await self._take_policy()
-        stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
-        self.expected = {p: stored.get(p) for p in self.partitions}
-        log.warning(
-            "the active read-model generation is now %s; continuing from its offsets", self.generation
-        )
-        return Rewind(dict(self.expected), f"generation changed to {self.generation}")
+        generation = await self.generations.follow()
+        stored = await asyncio.to_thread(self.store.stored_offsets, generation, self.topic)
+        return self.tracking.restart(stored, f"generation changed to {generation}")
 
-    # -- time --------------------------------------------------------------
+    # -- time (services.worker.timers drives these) -------------------------
 
     async def run_timers(self, stop: asyncio.Event) -> None:
         """Re-evaluate tickets and customers when their next change is due (within 1 s)."""
-        while not stop.is_set():
-            try:
-                await self._notice_switch()
-                async with self.committed:
-                    partitions = sorted(self.partitions - self.lagging)
-                    upcoming = (
-                        await asyncio.to_thread(self.store.next_change, self._gen, partitions)
-                        if partitions and self.generation is not None
-                        else None
-                    )
-                    delay = 5.0 if upcoming is None else min(5.0, upcoming - time.time())
-                    if delay > 0:
-                        await _wait(self.committed, stop, delay)
-                        continue
-                await self.tick()
-            except GenerationChanged:
-                async with self.lock:
-                    self._rewind = await self._follow_generation()
-            except Exception:
-                log.exception("timer pass failed; trying again in 1 s")
-                await asyncio.sleep(1)
+        await run_timers(self, stop)
 
-    async def _notice_switch(self) -> None:
+    async def next_change(self) -> int | None:
+        partitions = self.tracking.caught_up()
+        if not partitions or self.generation is None:
+            return None
+        return await asyncio.to_thread(self.store.next_change, self._gen, partitions)
+
+    async def notice_switch(self) -> None:
         """A rebuild switched generations: follow at once, not only at the next write. The rebuilt
         rows are as of the log's time; their due changes are the new generation's timers' to run."""
         active = await asyncio.to_thread(self.store.active_generation)
@@ -410,6 +304,10 @@ class Projector:
             async with self.lock:
                 if active != self.generation:
                     self._rewind = await self._follow_generation()
+
+    async def follow_switch(self) -> None:
+        async with self.lock:
+            self._rewind = await self._follow_generation()
 
     def take_rewind(self) -> Rewind | None:
         rewind, self._rewind = self._rewind, None
@@ -423,7 +321,7 @@ class Projector:
         """
         async with self.lock:
             now, gen = self.clock(), self._gen
-            partitions = sorted(self.partitions - self.lagging)
+            partitions = self.tracking.caught_up()
             tickets = await asyncio.to_thread(
                 self.store.tickets_changing_by, gen, epoch(now) or 0, partitions
             )
@@ -434,7 +332,7 @@ class Projector:
                 return 0
             # Claimed at the offsets this worker holds, unchanged: if another worker has moved a
             # partition on (this one lost it and has not noticed yet), the pass writes nothing.
-            held = {p: (o, o) for p in partitions if (o := self.expected.get(p)) is not None}
+            held = self.tracking.held(partitions)
             try:
                 write, tally = await self._project([], held, now=now, due=tickets, due_customers=customers)
                 await asyncio.to_thread(
@@ -491,8 +389,8 @@ class Projector:
         affected = {key for records in streams.values() for r in records if (key := ticket_key(r.event))}
         affected |= {*reached, *crossing, *due}
         previous = await asyncio.to_thread(self.store.ticket_rows, gen, affected)
-        tickets = await self._histories(affected)
-        accounts = await self._account_histories({c for c, _ in affected} | customers)
+        tickets = await self._tickets.get(gen, affected)
+        accounts = await self._accounts.get(gen, {c for c, _ in affected} | customers)
         # The fold is CPU work (a ticket with a long history takes a good part of a second): off
         # the event loop, which also answers HTTP and keeps the consumer's group membership alive.
         tally = await asyncio.to_thread(
@@ -644,7 +542,7 @@ class Projector:
         except Exception as error:
             if key not in self._schedule_faults:  # once per ticket and process, not at every retry
                 self._schedule_faults[key] = None
-                while len(self._schedule_faults) > CACHE_TICKETS:
+                while len(self._schedule_faults) > SCHEDULE_FAULTS:
                     self._schedule_faults.popitem(last=False)
                 if self.count_metrics:
                     metrics.ENGINE_FAULTS.labels(stage="schedule").inc()
@@ -667,36 +565,6 @@ class Projector:
                 exc_info=error,
             )
 
-    # -- histories (cache, then store) -------------------------------------
-
-    async def _histories(self, tickets: Iterable[TicketKey]) -> dict[TicketKey, list[Recorded]]:
-        wanted = set(tickets)
-        missing = [key for key in wanted if key not in self._tickets]
-        if missing:  # read and decoded off the loop (CPU work, as the fold)
-            self._tickets.update(
-                await asyncio.to_thread(_decoded, self.store.events_of_tickets, self._gen, missing)
-            )
-        histories = {}
-        for key in wanted:
-            self._tickets.move_to_end(key)
-            histories[key] = self._tickets[key]
-        _bound(self._tickets)  # after taking them: bounding may drop some
-        return histories
-
-    async def _account_histories(self, customers: Iterable[str]) -> dict[str, list[Recorded]]:
-        wanted = set(customers)
-        missing = [c for c in wanted if c not in self._accounts]
-        if missing:
-            self._accounts.update(
-                await asyncio.to_thread(_decoded, self.store.account_events_of, self._gen, missing)
-            )
-        histories = {}
-        for customer in wanted:
-            self._accounts.move_to_end(customer)
-            histories[customer] = self._accounts[customer]
-        _bound(self._accounts)
-        return histories
-
     def _forget(self) -> None:
         """Drop the caches: after a failed write they may hold what was never committed."""
         self._tickets.clear()
@@ -704,43 +572,7 @@ class Projector:
 
     @property
     def _gen(self) -> int:
-        if self.generation is None:
-            raise RuntimeError("the projector is not open")
-        return self.generation
-
-
-def policy_text(policy: Policy) -> str:
-    """The TOML text a generation records as its policy."""
-    if policy.text is None:
-        raise ValueError(f"policy {policy.version} has no TOML text (build it with parse_policy)")
-    return policy.text
-
-
-def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
-    """Drop every generation but these (the active one and the one before it, for a look back)."""
-    for old in store.generations():
-        if old["generation"] not in generations and not old["active"]:
-            store.drop_generation(old["generation"])
-
-
-def decode_stored_body(body: bytes) -> Event:
-    """A stored event: accepted once under whatever size limit applied then, so read without one."""
-    return decode_event(body, max_bytes=None)
-
-
-def decode_stored(stored: list[StoredEvent]) -> list[Recorded]:
-    return [Recorded(seq_of(e.partition, e.offset), decode_stored_body(e.body)) for e in stored]
-
-
-K = TypeVar("K")
-
-
-def _decoded(
-    read: Callable[[int, list[K]], dict[K, list[StoredEvent]]], generation: int, keys: list[K]
-) -> dict[K, list[Recorded]]:
-    """The stored histories of ``keys``, decoded (an empty one for a key with none)."""
-    stored = read(generation, keys)
-    return {key: decode_stored(stored.get(key, [])) for key in keys}
+        return self.generations.current
 
 
 def raw_record(topic: str, item: ConsumedEvent) -> RawRecord:
@@ -748,11 +580,6 @@ def raw_record(topic: str, item: ConsumedEvent) -> RawRecord:
     if item.record is not None:
         return item.record
     return RawRecord(topic, item.partition, item.offset, -1, item.event.customer_id.encode(), item.raw)
-
-
-def _bound(cache: OrderedDict) -> None:
-    while len(cache) > CACHE_TICKETS:
-        cache.popitem(last=False)  # the least recently used
 
 
 def _streams(events: Sequence[ConsumedEvent], write: BatchWrite) -> dict[str, list[Recorded]]:
@@ -798,184 +625,3 @@ def _reach(
         if at is not None:
             since[customer] = min(since.get(customer, at), at)
     return since
-
-
-def _ticket_row(
-    state: TicketState,
-    view: dict,
-    schedule: _Schedule,
-    records: list[Recorded],
-    at: datetime,
-    ledger: Ledger,
-    marks: bytes | None,
-) -> TicketRow:
-    clocks = view["clocks"]
-    dues = {name: schedule.dues.get(name) for name in clocks}
-    pending_dues = [
-        due
-        for name, due in dues.items()
-        if due is not None and due > at and clocks[name]["status"] == "running"
-    ]
-    upcoming = [schedule.next_change] if schedule.next_change is not None else []
-    billing = view["billing"]
-    reach = schedule.reach
-    return TicketRow(
-        ticket_id=view["ticket_id"],
-        customer_id=view["customer_id"],
-        partition=partition_of(records[0]),
-        priority=view["priority"],
-        category=view["category"],
-        state=view["state"],
-        status=view["status"],
-        escalation_level=view["escalation"]["level"],
-        response_status=clocks["response"]["status"],
-        resolution_status=clocks["resolution"]["status"],
-        breached=any(c["breached"] for c in clocks.values()),
-        at_risk=any(c["at_risk"] for c in clocks.values()),
-        response_due_at=epoch(dues["response"]),
-        resolution_due_at=epoch(dues["resolution"]),
-        next_due_at=epoch(min(pending_dues, default=None)),
-        next_change_at=epoch(min(upcoming, default=None)),
-        billing_rule=billing["rule"],
-        billing_status=billing["status"],
-        billing_month=billing["month"],
-        amount_cents=billing["amount_cents"],
-        billable_seconds=billing["billable_seconds"],
-        opened_at=epoch(state.opened_at) or 0,
-        evaluated_at=epoch(at) or 0,
-        view=orjson.dumps(view),
-        signals=ledger.encode(),
-        response_at_risk=clocks["response"]["at_risk"],
-        response_breached=clocks["response"]["breached"],
-        resolution_at_risk=clocks["resolution"]["at_risk"],
-        resolution_breached=clocks["resolution"]["breached"],
-        marks=marks or b"{}",
-        account_until=NEVER if reach is None else epoch(reach) or 0,
-    )
-
-
-def _pending_row(
-    key: TicketKey, records: list[Recorded], as_of: datetime, before: TicketRow | None
-) -> TicketRow:
-    customer, ticket = key
-    ahead = [r.at for r in records if r.at > as_of]
-    opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
-    opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
-    view = {"ticket_id": ticket, "customer_id": customer, "state": "pending", "opens_at": opens_at}
-    # What the row asserted and counted before stays: a view that is only not opened *yet*
-    # takes nothing back.
-    return _row_without_state(
-        key,
-        records,
-        as_of,
-        "pending",
-        view,
-        next_change_at=epoch(min(ahead, default=None)),
-        signals=before.signals if before is not None else b"{}",
-        marks=before.marks if before is not None else b"{}",
-    )
-
-
-def _quarantined_row(
-    key: TicketKey,
-    records: list[Recorded],
-    as_of: datetime,
-    policy: Policy,
-    error: Exception,
-    ledger: Ledger,
-    marks: bytes | None,
-) -> TicketRow:
-    """A ticket the engine raised on: its view says so (projections.quarantine). Its signals
-    and counts stay as they were; it is evaluated again at its next event, or as of the wall
-    clock after QUARANTINE_RETRY_S (a fixed version of the engine heals it then)."""
-    return _row_without_state(
-        key,
-        records,
-        as_of,
-        QUARANTINED,
-        quarantined_view(key, records, as_of, error, policy),
-        next_change_at=(epoch(as_of) or 0) + QUARANTINE_RETRY_S,
-        signals=ledger.encode(),
-        marks=marks or b"{}",
-    )
-
-
-def _row_without_state(
-    key: TicketKey,
-    records: list[Recorded],
-    as_of: datetime,
-    state: str,
-    view: dict,
-    *,
-    next_change_at: int | None,
-    signals: bytes,
-    marks: bytes,
-) -> TicketRow:
-    """The row of a ticket with no engine state as of ``as_of`` (pending, quarantined): no
-    clocks, billing or escalation; any account change can reach it."""
-    customer, ticket = key
-    return TicketRow(
-        ticket_id=ticket,
-        customer_id=customer,
-        partition=partition_of(records[0]),
-        priority="",
-        category="",
-        state=state,
-        status="",
-        escalation_level=0,
-        response_status="",
-        resolution_status="",
-        breached=False,
-        at_risk=False,
-        response_due_at=None,
-        resolution_due_at=None,
-        next_due_at=None,
-        next_change_at=next_change_at,
-        billing_rule=None,
-        billing_status="none",
-        billing_month=None,
-        amount_cents=0,
-        billable_seconds=0,
-        opened_at=0,
-        evaluated_at=epoch(as_of) or 0,
-        view=orjson.dumps(view),
-        signals=signals,
-        marks=marks,
-        account_until=FOREVER_EPOCH,
-    )
-
-
-def _customer_row(
-    customer: str,
-    partition: int,
-    policy: Policy,
-    at: datetime,
-    accounts: list[Recorded],
-    log_time: datetime | None,
-) -> CustomerRow:
-    standing = account_standing(history(accounts, at), policy, at)
-    future = [r.at for r in accounts if r.at > at]
-    upcoming = [t for t in (standing.next_change_at, min(future, default=None)) if t is not None]
-    view = {
-        "customer_id": customer,
-        "delinquent": standing.delinquent,
-        "dashboard_suspended": standing.dashboard_suspended,
-    }
-    return CustomerRow(
-        customer_id=customer,
-        partition=partition,
-        delinquent=standing.delinquent,
-        dashboard_suspended=standing.dashboard_suspended,
-        next_change_at=epoch(min(upcoming, default=None)),
-        evaluated_at=epoch(at) or 0,
-        view=orjson.dumps(view),
-        log_time=epoch(log_time),
-    )
-
-
-async def _wait(condition: asyncio.Condition, stop: asyncio.Event, timeout: float) -> None:
-    """Wait (holding ``condition``) until notified, stopped, or ``timeout`` seconds passed."""
-    try:
-        await asyncio.wait_for(condition.wait(), timeout)
-    except TimeoutError:
-        pass

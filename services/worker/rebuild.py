@@ -37,8 +37,10 @@ from projections.quarantine import view_at
 from projections.timeline import Recorded, TicketKey
 from services.config import Settings
 from services.worker.batches import ConsumedBatch, WholeLog
+from services.worker.generations import keep_only, policy_text
+from services.worker.histories import decode_stored
 from services.worker.ports import GenerationBehind, ReadModelStore, TicketQuery, TicketRow
-from services.worker.projector import Projector, decode_stored, keep_only, policy_text
+from services.worker.projector import Projector
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from projections.replay import replay
 from projections.timeline import Recorded
 from services.api.queries import decode_cursor, encode_cursor
 from services.dev.simulator import Helpdesk
+from services.worker.histories import decode_stored
 from services.worker.ports import TicketQuery
-from services.worker.projector import decode_stored
 from tests.integration.live_api import AS_OF, TOKENS, LiveApi, LogCapture, auth, fresh_settings, walk
 from tests.worker_helpers import throwaway_database
 

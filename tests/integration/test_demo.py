@@ -23,7 +23,8 @@ from projections.timeline import Recorded
 from services.dev.demo import live_tickets, run_demo
 from services.kafka.embedded import free_port
 from services.store import open_store
-from services.worker.projector import Projector, seq_of
+from services.worker.histories import seq_of
+from services.worker.projector import Projector
 from tests.integration.test_projector import project
 from tests.integration.test_serve import SLATRACK
 from tests.kafka_helpers import read_all

@@ -105,7 +105,7 @@ async def test_read_model_equals_replay(store_settings):
 
 async def test_a_small_history_cache_changes_nothing(kafka_settings, tmp_path, monkeypatch):
     """More tickets than the cache holds: it empties itself now and then, mid-batch included."""
-    monkeypatch.setattr("services.worker.projector.CACHE_TICKETS", 7)
+    monkeypatch.setattr("services.worker.history_cache.CACHE_TICKETS", 7)
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path, "consumer_max_records": 50})
     events = simulated(tickets=150, seed=13)
     await project(settings, keyed(events), len(events))

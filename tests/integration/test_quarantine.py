@@ -16,7 +16,8 @@ from projections.replay import replay
 from projections.ticket import TicketState
 from projections.timeline import Recorded
 from services.cli.render import explain_table, replay_table
-from services.worker.projector import QUARANTINE_RETRY_S, seq_of
+from services.worker.histories import seq_of
+from services.worker.rows import QUARANTINE_RETRY_S
 from tests.feed import Feed, event
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -41,8 +41,9 @@ from projections.timeline import Recorded
 from services.config import Settings
 from services.store import open_store
 from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.histories import seq_of
 from services.worker.ports import ReadModelStore, TicketQuery
-from services.worker.projector import Projector, seq_of
+from services.worker.projector import Projector
 from services.worker.rebuild import RebuildReport, _check
 from tests.unit.test_engine_properties import POLICIES, Drawn, histories
 from tests.worker_helpers import throwaway_database

@@ -14,9 +14,9 @@ from projections.story import story_of_log
 from projections.timeline import Recorded
 from services.dev.simulator import Helpdesk
 from services.kafka.routing import expected_partition
+from services.worker.histories import seq_of
 from services.worker.outbox import as_sent
 from services.worker.ports import Signal
-from services.worker.projector import seq_of
 from tests.feed import Feed, a_store, event
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
