@@ -1,7 +1,7 @@
 """Time passing: one scheduler per worker sleeps until the earliest next change of the rows of
 its caught-up partitions (a warning, due, breach or escalation instant, a suspension boundary),
 then has what is due re-evaluated as of the wall clock (within 1 s). It wakes early after every
-commit (the next change may be sooner now).
+commit (the next change may be sooner now) and as soon as it is told to stop.
 
 The scheduler drives a :class:`Timed` (the projector): it knows nothing of rows or stores.
 """
@@ -53,12 +53,32 @@ async def run_timers(timed: Timed, stop: asyncio.Event) -> None:
             await timed.follow_switch()
         except Exception:
             log.exception("timer pass failed; trying again in 1 s")
-            await asyncio.sleep(RETRY_S)
+            await _sleep(stop, RETRY_S)
 
 
 async def _wait(condition: asyncio.Condition, stop: asyncio.Event, timeout: float) -> None:
     """Wait (holding ``condition``) until notified, stopped, or ``timeout`` seconds passed."""
+    if stop.is_set():
+        return
+
+    async def wake_at_stop() -> None:
+        await stop.wait()
+        async with condition:  # free while the wait below waits
+            condition.notify_all()
+
+    watcher = asyncio.create_task(wake_at_stop())
     try:
         await asyncio.wait_for(condition.wait(), timeout)
+    except TimeoutError:
+        pass
+    finally:
+        watcher.cancel()
+        await asyncio.wait([watcher])  # gone before the condition's lock is given back
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or until ``stop``."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
     except TimeoutError:
         pass
