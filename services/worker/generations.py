@@ -14,7 +14,7 @@ import logging
 
 from projections.policy import Policy, parse_policy
 from services import metrics
-from services.worker.ports import ReadModelStore
+from services.worker.ports import GenerationStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Generations:
 
     def __init__(
         self,
-        store: ReadModelStore,
+        store: GenerationStore,
         policy: Policy,
         *,
         generation: int | None = None,
@@ -124,7 +124,7 @@ def policy_text(policy: Policy) -> str:
     return policy.text
 
 
-def keep_only(store: ReadModelStore, generations: set[int | None]) -> None:
+def keep_only(store: GenerationStore, generations: set[int | None]) -> None:
     """Drop every generation but these (the active one and the one before it, for a look back)."""
     for old in store.generations():
         if old["generation"] not in generations and not old["active"]:
