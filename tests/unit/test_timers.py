@@ -161,6 +161,7 @@ async def test_a_worker_waiting_for_a_far_next_change_stops_promptly(tmp_path):
         await asyncio.sleep(0.3)
         assert not task.done()
         await stopped_promptly(task, stop)
+        assert projector.generation is not None
         row = store.ticket(projector.generation, ("c-1", "T-1"))
         assert row is not None and not row.breached
         assert row.next_change_at is not None and row.next_change_at <= int(

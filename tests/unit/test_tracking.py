@@ -2,6 +2,7 @@
 batches and the rewinds of a generation switch or a new generation, with ``ConsumedBatch``
 values, alone and through the projector against a SQLite store, without a broker."""
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
@@ -43,7 +44,8 @@ def batch(**ranges: tuple[int, int]) -> ConsumedBatch:
     return ConsumedBatch(valid, offsets)
 
 
-def tickets(store: ReadModelStore, generation: int, partition: int = 0) -> list[str]:
+def tickets(store: ReadModelStore, generation: int | None, partition: int = 0) -> list[str]:
+    assert generation is not None
     rows = store.ticket_rows(generation, [(f"c-{partition}", f"T-{o}") for o in range(20)])
     return sorted(key[1] for key in rows)
 
@@ -68,7 +70,7 @@ def other(settings):
     store.close()
 
 
-async def worker(store: ReadModelStore, partitions: set[int] = frozenset({0, 1})) -> Projector:
+async def worker(store: ReadModelStore, partitions: Iterable[int] = (0, 1)) -> Projector:
     projector = Projector(store, default_policy(), TOPIC, clock=lambda: NOW, count_metrics=False)
     await projector.open()
     await projector.start_offsets(set(partitions))
