@@ -66,6 +66,8 @@ class ClockView(View):
 
 
 class Clocks(View):
+    """The response and resolution clocks (§4)."""
+
     response: ClockView
     resolution: ClockView
 
@@ -84,6 +86,8 @@ class Clocks(View):
 
 
 class EscalationReason(View):
+    """One escalation: requested by someone, or raised by a clock's threshold."""
+
     level: int
     at: UtcInstant
     cause: str = Field(
@@ -94,12 +98,18 @@ class EscalationReason(View):
 
 
 class EscalationView(View):
+    """The escalation level and why (§6)."""
+
     level: int = Field(description="0 to 3 (§6)")
-    reasons: list[EscalationReason] = Field(description="Every escalation, entitled or not, in time order")
+    reasons: list[EscalationReason] = Field(
+        description="Every escalation, entitled or not, in time order (then by level)"
+    )
 
 
 class BillingView(View):
-    rule: BillingRule | None
+    """The charge (§7): the policy's rate over the billable seconds."""
+
+    rule: BillingRule | None = Field(description="The billing rule the ticket falls under, if any (§7)")
     status: BillingStatus
     billable_seconds: int = Field(
         description="What is billed, minimum included; 0 when pending, waived or no rule"
@@ -111,13 +121,13 @@ class BillingView(View):
 class TicketView(View):
     """A ticket's view as the SLA engine computes it at an instant (docs/sla-semantics.md, 9.1)."""
 
-    ticket_id: str
-    customer_id: str
-    priority: Priority = Field(description="The current priority")
-    category: Category
-    state: Literal["open", "resolved", "closed"]
+    ticket_id: str = Field(description="From the ticket.opened that counts")
+    customer_id: str = Field(description="From the ticket.opened that counts")
+    priority: Priority = Field(description="The current priority (after the last effective change)")
+    category: Category = Field(description="From ticket.opened")
+    state: Literal["open", "resolved", "closed"] = Field(description="§4.1")
     status: str = Field(description="The last ticket.status_changed value; `open` before any")
-    opened_at: UtcInstant = Field(description="Dispatch")
+    opened_at: UtcInstant = Field(description="Dispatch, UTC")
     clocks: Clocks
     escalation: EscalationView
     billing: BillingView
@@ -136,6 +146,8 @@ class PendingView(View):
 
 
 class Quarantine(View):
+    """Why a ticket is quarantined."""
+
     error: str = Field(description="The exception's type and message")
     event_id: str | None = Field(description="The last event of the ticket's history as of then")
     event_type: str | None
