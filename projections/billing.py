@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from projections.policy import Policy
+from projections.views import BillingRule, BillingStatus, BillingView
 
 Interval = tuple[datetime, datetime]
 _SECOND = timedelta(seconds=1)
@@ -17,22 +18,22 @@ _SECOND = timedelta(seconds=1)
 
 @dataclass(frozen=True)
 class Billing:
-    rule: str | None  # None, "new_install" or "uncovered_p1"
-    status: str  # "none", "billable", "pending_review" or "waived"
+    rule: BillingRule | None
+    status: BillingStatus
     billable_seconds: int  # what is billed, minimum included
     amount_cents: int
     month: str | None  # "YYYY-MM" of dispatch in the month calendar's zone
     worked_seconds: int
     after_hours_seconds: int
 
-    def as_view(self) -> dict[str, object]:
-        return {
-            "rule": self.rule,
-            "status": self.status,
-            "billable_seconds": self.billable_seconds,
-            "amount_cents": self.amount_cents,
-            "month": self.month,
-        }
+    def as_view(self) -> BillingView:
+        return BillingView(
+            rule=self.rule,
+            status=self.status,
+            billable_seconds=self.billable_seconds,
+            amount_cents=self.amount_cents,
+            month=self.month,
+        )
 
 
 def merge(intervals: list[Interval]) -> list[Interval]:
@@ -59,7 +60,7 @@ def rule_for(
     dispatched_at: datetime,
     after_hours: bool,
     priority_handling: bool,
-) -> str | None:
+) -> BillingRule | None:
     """Which billing rule a ticket falls under, from how it was opened."""
     if category == "new_install":
         return "new_install" if (after_hours or priority_handling) else None
@@ -71,7 +72,7 @@ def rule_for(
 
 def bill(
     policy: Policy,
-    rule: str | None,
+    rule: BillingRule | None,
     dispatched_at: datetime,
     work: list[Interval],
     priority_handling: bool,

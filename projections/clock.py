@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from projections.calendar import Calendar
+from projections.views import ClockStatus
 
 # Threshold names.
 WARNING = "warning"
@@ -71,7 +72,7 @@ class Clock:
         return self.started and self.stopped_by is None and not self.holds
 
     @property
-    def status(self) -> str:
+    def status(self) -> ClockStatus:
         if self.stopped_by is not None:
             return "stopped"
         return "paused" if self.holds else "running"

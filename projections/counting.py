@@ -40,13 +40,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from projections.signals import revocation_id
 from projections.ticket import TicketState
+from projections.views import BillingRule
 
-# {"cycles": ["response@1762095600", ...], "signals": [counted breach/revocation ids],
-#  "level": the escalation level counted as standing, "billing": [rule, seconds, cents] | None}
-Marks = dict[str, Any]
+# A finalized charge as counted: (rule, billable seconds, cents); a JSON array in the marks.
+Charge = tuple[BillingRule, int, int]
+
+
+class Marks(BaseModel):
+    """What the counters counted for one ticket: its row's ``marks`` column (JSON).
+
+    Its bytes are :meth:`encode`: the fields in this order, the lists sorted by whoever
+    builds it (:meth:`Tally.count_ticket`), so the same counts always store the same bytes.
+    Marks stored by any version decode: a missing field is nothing counted yet.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    billing: Charge | None = None  # the finalized charge counted, if any
+    cycles: list[str] = []  # the cycles counted, "response@1762095600" (ended: "...:ended")
+    level: int = 0  # the escalation level counted as standing
+    signals: list[str] = []  # the breach and revocation signal ids counted (this turn)
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> "Marks":
+        return cls.model_validate_json(raw) if raw else cls()
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self.model_dump())
 
 
 @dataclass
@@ -72,8 +96,8 @@ class Tally:
         ``signals``: the signals settled for this state (:func:`projections.signals.settle`):
         new assertions and revocations (a signal counted already is not counted again).
         """
-        marks: Marks = orjson.loads(before) if before else {}
-        cycles = set(marks.get("cycles", []))
+        marks = Marks.decode(before)
+        cycles = set(marks.cycles)
         for key, clock, priority, elapsed, breached in stopped_cycles(state):
             if key in cycles:
                 continue
@@ -81,7 +105,7 @@ class Tally:
             self.evaluated[clock, priority] += 1
             self.met[clock, priority] += 0 if breached else 1
             self.elapsed.append((clock, priority, elapsed))
-        counted = set(marks.get("signals", []))
+        counted = set(marks.signals)
         for signal in signals:
             kind, sid = signal["type"], signal["signal_id"]
             if kind not in ("sla.breached", "sla.breach_revoked") or sid in counted:
@@ -95,18 +119,16 @@ class Tally:
             else:
                 self.revocations += 1
                 counted.discard(signal["revokes"])
-        counted_level, level = marks.get("level", 0), state.level
+        counted_level, level = marks.level, state.level
         for raised in range(counted_level + 1, level + 1):
             self.escalations[raised] += 1
         for lowered in range(level + 1, counted_level + 1):  # a late event took them back
             self.escalation_revocations[lowered] += 1
-        billing = finalized_charge(state) or marks.get("billing")
-        self._charge(marks.get("billing"), billing)
-        return orjson.dumps(
-            {"billing": billing, "cycles": sorted(cycles), "level": level, "signals": sorted(counted)}
-        )
+        billing = finalized_charge(state) or marks.billing
+        self._charge(marks.billing, billing)
+        return Marks(billing=billing, cycles=sorted(cycles), level=level, signals=sorted(counted)).encode()
 
-    def _charge(self, before: list | None, after: list | None) -> None:
+    def _charge(self, before: Charge | None, after: Charge | None) -> None:
         if before == after or after is None:
             return
         rule, seconds, cents = after
@@ -180,9 +202,10 @@ def stopped_cycles(state: TicketState) -> list[tuple[str, str, str, int, bool]]:
     return found
 
 
-def finalized_charge(state: TicketState) -> list | None:
-    """[rule, seconds, cents] of a settled charge (as ``billing.finalized`` defines it), else None."""
+def finalized_charge(state: TicketState) -> Charge | None:
+    """(rule, seconds, cents) of a settled charge (as ``billing.finalized`` defines it), else None."""
     if not state.charge_final:
         return None
     billing = state.billing
-    return [billing.rule, billing.billable_seconds, billing.amount_cents]
+    assert billing.rule is not None  # charge_final: a rule applies
+    return (billing.rule, billing.billable_seconds, billing.amount_cents)

@@ -53,8 +53,8 @@ def explain(
             "customer_id": customer,
             "as_of": utc(as_of),
             "policy_version": policy.version,
-            "quarantine": view["quarantine"],
-            "view": view,
+            "quarantine": view.quarantine.document(),
+            "view": view.document(),
         }
 
 
@@ -82,7 +82,7 @@ def _explained(
         "events_after_as_of": len(
             {r.event.event_id for r in history(records)} - {e.event_id for e in ticket_events}
         ),
-        "view": state.view(),
+        "view": state.view().document(),
         "billing": billing_explained(state, policy),
     }
 

@@ -17,14 +17,15 @@ heals the ticket the next time it is evaluated (README, Operations).
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from projections.account import account_standing
 from projections.policy import Policy
 from projections.ticket import evaluate
 from projections.timeline import Recorded, TicketKey, history
+from projections.views import Quarantine, QuarantinedView, TicketView
 
-QUARANTINED = "quarantined"
+QUARANTINED: Literal["quarantined"] = "quarantined"
 MAX_ERROR_CHARS = 500  # an exception's text can be long; the row keeps its start
 
 
@@ -36,23 +37,23 @@ def describe(error: BaseException) -> str:
 
 def quarantined_view(
     key: TicketKey, records: Sequence[Recorded], as_of: datetime, error: BaseException, policy: Policy
-) -> dict[str, Any]:
+) -> QuarantinedView:
     """The view of a ticket whose evaluation as of ``as_of`` raised ``error``."""
     customer, ticket = key
     told = history(records, as_of)
     trigger = told[-1].event if told else None
-    return {
-        "ticket_id": ticket,
-        "customer_id": customer,
-        "state": QUARANTINED,
-        "quarantine": {
-            "error": describe(error),
-            "event_id": trigger.event_id if trigger is not None else None,
-            "event_type": trigger.type if trigger is not None else None,
-        },
-        "policy_version": policy.version,
-        "policy_digest": policy.digest,
-    }
+    return QuarantinedView(
+        ticket_id=ticket,
+        customer_id=customer,
+        state=QUARANTINED,
+        quarantine=Quarantine(
+            error=describe(error),
+            event_id=trigger.event_id if trigger is not None else None,
+            event_type=trigger.type if trigger is not None else None,
+        ),
+        policy_version=policy.version,
+        policy_digest=policy.digest,
+    )
 
 
 def view_at(
@@ -63,10 +64,13 @@ def view_at(
     as_of: datetime,
 ) -> dict[str, Any] | None:
     """A ticket's view as of ``as_of`` from its events and its customer's account events
-    (None if not opened by then; the quarantined view if the engine raises)."""
+    (None if not opened by then; the quarantined view if the engine raises), as a JSON
+    document: what a row's ``view`` column decodes to."""
+    view: TicketView | QuarantinedView | None
     try:
         standing = account_standing(history(account, as_of), policy, as_of)
         state = evaluate(records, policy, as_of, standing)
-        return None if state is None else state.view()
+        view = None if state is None else state.view()
     except Exception as error:
-        return quarantined_view(key, records, as_of, error, policy)
+        view = quarantined_view(key, records, as_of, error, policy)
+    return None if view is None else view.document()

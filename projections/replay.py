@@ -16,6 +16,7 @@ from projections.quarantine import quarantined_view
 from projections.story import story_of_log
 from projections.ticket import TicketState, evaluate, utc
 from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
+from projections.views import QuarantinedView, TicketView
 
 
 def latest_instant(records: Iterable[Recorded]) -> datetime | None:
@@ -23,17 +24,19 @@ def latest_instant(records: Iterable[Recorded]) -> datetime | None:
 
 
 def customer_view(
-    customer_id: str, standing: AccountStanding, tickets: list[dict[str, Any]]
+    customer_id: str, standing: AccountStanding, tickets: list[TicketView | QuarantinedView]
 ) -> dict[str, Any]:
     """A customer's standing and billing per month (from its ticket views)."""
     months: dict[str, dict[str, int]] = {}
     for ticket in tickets:
-        billing = ticket.get("billing")  # a quarantined ticket has none
-        if billing is None or billing["month"] is None:
+        if not isinstance(ticket, TicketView):
+            continue  # a quarantined ticket has no billing
+        billing = ticket.billing
+        if billing.month is None:
             continue
-        month = months.setdefault(billing["month"], {"amount_cents": 0, "billable_seconds": 0})
-        month["amount_cents"] += billing["amount_cents"]
-        month["billable_seconds"] += billing["billable_seconds"]
+        month = months.setdefault(billing.month, {"amount_cents": 0, "billable_seconds": 0})
+        month["amount_cents"] += billing.amount_cents
+        month["billable_seconds"] += billing.billable_seconds
     return {
         "customer_id": customer_id,
         "delinquent": standing.delinquent,
@@ -91,9 +94,12 @@ def replay(
         customer: account_standing(history(accounts.get(customer, ()), as_of), policy, as_of)
         for customer in sorted(customers)
     }
-    views, breached = [], []
+    views: list[TicketView | QuarantinedView] = []
+    breached: list[dict[str, Any]] = []
     for key in sorted(tickets, key=display_order):
         customer, _ = key
+        view: TicketView | QuarantinedView
+        state: TicketState | None
         try:
             state = evaluate(history(tickets[key], as_of), policy, as_of, standings.get(customer))
             if state is None:
@@ -103,11 +109,11 @@ def replay(
             state, view = None, quarantined_view(key, tickets[key], as_of, error, policy)
         views.append(view)
         found = _breaches(state) if breaches and state is not None else []
-        ids = {"ticket_id": view["ticket_id"], "customer_id": view["customer_id"]}
+        ids = {"ticket_id": view.ticket_id, "customer_id": view.customer_id}
         breached += [{**ids, **breach} for breach in found]
-    by_customer: dict[str, list[dict[str, Any]]] = {}
+    by_customer: dict[str, list[TicketView | QuarantinedView]] = {}
     for view in views:
-        by_customer.setdefault(view["customer_id"], []).append(view)
+        by_customer.setdefault(view.customer_id, []).append(view)
     if breaches:
         extra["breaches"] = breached
     if signals:
@@ -120,7 +126,7 @@ def replay(
     return {
         "as_of": utc(as_of),
         "policy_version": policy.version,
-        "tickets": views,
+        "tickets": [view.document() for view in views],
         "customers": [customer_view(c, standings[c], by_customer.get(c, [])) for c in sorted(customers)],
         "rejected": rejected,
     } | extra

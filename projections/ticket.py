@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal, overload
 
 from events.models import (
+    Priority,
     TicketClosed,
     TicketEscalationRequested,
     TicketFaultDetermined,
@@ -32,12 +33,19 @@ from projections.calendar import TWENTY_FOUR_SEVEN
 from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
 from projections.policy import Policy
 from projections.timeline import Recorded, history, whole_second
+from projections.views import Clocks, ClockView, EscalationReason, EscalationView, Flag, TicketView
 
 CLOCKS = ("response", "resolution")
 _SUSPEND, _UNSUSPEND = "suspension_started", "suspension_ended"
 _SECOND = timedelta(seconds=1)
 
 
+@overload
+def utc(instant: datetime) -> str: ...
+@overload
+def utc(instant: None) -> None: ...
+@overload
+def utc(instant: datetime | None) -> str | None: ...
 def utc(instant: datetime | None) -> str | None:
     """An instant as the views print it: UTC, whole seconds, ``Z``."""
     return None if instant is None else instant.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -76,8 +84,8 @@ class Escalation:
     clock: str | None = None
     cycle: int | None = None
 
-    def as_view(self) -> dict[str, Any]:
-        return {"level": self.level, "at": utc(self.at), "cause": self.cause, "entitled": self.entitled}
+    def as_view(self) -> EscalationReason:
+        return EscalationReason(level=self.level, at=utc(self.at), cause=self.cause, entitled=self.entitled)
 
 
 class TicketState:
@@ -88,9 +96,9 @@ class TicketState:
         self.as_of = as_of
         self.opened: TicketOpened | None = None
         self.opened_at: datetime | None = None
-        self.dispatch_priority: str | None = None
-        self.priority: str | None = None
-        self.state = "open"
+        self.dispatch_priority: Priority | None = None
+        self.priority: Priority | None = None
+        self.state: Literal["open", "resolved", "closed"] = "open"
         self.status = "open"
         self.closed_at: datetime | None = None
         self.billing_at: datetime | None = None  # the latest event the charge depends on
@@ -435,9 +443,9 @@ class TicketState:
             return None
         return self.closed_at if self.closed_at is not None else forever
 
-    def flags(self) -> list[str]:
+    def flags(self) -> list[Flag]:
         assert self.opened is not None and self.opened_at is not None
-        flags = []
+        flags: list[Flag] = []
         install_date: date | None = self.opened.data.install_date
         if self.opened.data.category == "new_install" and install_date is not None:
             notice = self.policy.billing.new_install_notice
@@ -452,7 +460,7 @@ class TicketState:
             flags.append("suspended")
         return sorted(flags)
 
-    def clock_view(self, name: str) -> dict[str, Any]:
+    def clock_view(self, name: str) -> ClockView:
         clock = self.clocks[name]
         cycle = clock.current
         at_risk = (
@@ -461,16 +469,16 @@ class TicketState:
             and WARNING in cycle.reached
             and BREACH not in cycle.reached
         )
-        return {
-            "status": clock.status,
-            "calendar": cycle.calendar_name,
-            "target_seconds": cycle.target,
-            "elapsed_seconds": cycle.elapsed,
-            "due_at": utc(clock.due_at(self.as_of)),
-            "breached": any(c.breached for c in clock.cycles),
-            "at_risk": at_risk,
-            "cycles": len(clock.cycles),
-        }
+        return ClockView(
+            status=clock.status,
+            calendar=cycle.calendar_name,
+            target_seconds=cycle.target,
+            elapsed_seconds=cycle.elapsed,
+            due_at=utc(clock.due_at(self.as_of)),
+            breached=any(c.breached for c in clock.cycles),
+            at_risk=at_risk,
+            cycles=len(clock.cycles),
+        )
 
     def breaches(self) -> list[dict[str, Any]]:
         """Every breached cycle (the view only says "some cycle breached"): clock, cycle, instant."""
@@ -481,27 +489,26 @@ class TicketState:
             if cycle.breached
         ]
 
-    def view(self) -> dict[str, Any]:
-        assert self.opened is not None
-        billing = self.billing
-        return {
-            "ticket_id": self.opened.ticket_id,
-            "customer_id": self.opened.customer_id,
-            "priority": self.priority,
-            "category": self.opened.data.category,
-            "state": self.state,
-            "status": self.status,
-            "opened_at": utc(self.opened_at),
-            "clocks": {name: self.clock_view(name) for name in CLOCKS},
-            "escalation": {
-                "level": self.level,
-                "reasons": [e.as_view() for e in sorted(self.escalations, key=lambda e: (e.at, e.level))],
-            },
-            "billing": billing.as_view(),
-            "flags": self.flags(),
-            "policy_version": self.policy.version,
-            "policy_digest": self.policy.digest,
-        }
+    def view(self) -> TicketView:
+        assert self.opened is not None and self.opened_at is not None and self.priority is not None
+        return TicketView(
+            ticket_id=self.opened.ticket_id,
+            customer_id=self.opened.customer_id,
+            priority=self.priority,
+            category=self.opened.data.category,
+            state=self.state,
+            status=self.status,
+            opened_at=utc(self.opened_at),
+            clocks=Clocks(**{name: self.clock_view(name) for name in CLOCKS}),
+            escalation=EscalationView(
+                level=self.level,
+                reasons=[e.as_view() for e in sorted(self.escalations, key=lambda e: (e.at, e.level))],
+            ),
+            billing=self.billing.as_view(),
+            flags=self.flags(),
+            policy_version=self.policy.version,
+            policy_digest=self.policy.digest,
+        )
 
     def next_change_at(self) -> datetime | None:
         """The next instant after ``as_of`` at which the view changes with no new event.
@@ -539,6 +546,6 @@ def ticket_view(
     policy: Policy,
     as_of: datetime,
     standing: AccountStanding | None = None,
-) -> dict[str, Any] | None:
+) -> TicketView | None:
     state = evaluate(records, policy, as_of, standing)
     return state.view() if state is not None else None

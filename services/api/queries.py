@@ -34,6 +34,7 @@ from projections.policy import Policy, default_policy
 from projections.quarantine import view_at
 from projections.ticket import utc
 from projections.timeline import TicketKey, whole_second
+from projections.views import StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, error, require
 from services.worker.histories import (
     AmbiguousTicket,
@@ -110,39 +111,13 @@ AsOf = Annotated[
 
 
 # -- documentation models (the handlers answer JSON bytes as stored) ------------
-
-
-class TicketView(BaseModel):
-    """A ticket's view as the SLA engine computes it (see docs/sla-semantics.md).
-
-    A ticket whose ``ticket.opened`` is not yet in force has the placeholder
-    ``{"ticket_id", "customer_id", "state": "pending", "opens_at"}``. A ticket the engine
-    raised on (a bug, not bad input) is ``"state": "quarantined"``, with ``quarantine``:
-    the error and the event that triggered it, and no clocks (README, Operations).
-    """
-
-    model_config = ConfigDict(extra="allow")
-
-    ticket_id: str
-    customer_id: str | None
-    state: str = Field(description="open, resolved, closed (or pending, quarantined: see above)")
-    priority: str | None = None
-    category: str | None = None
-    status: str | None = None
-    opened_at: str | None = None
-    clocks: dict[str, Any] | None = Field(None, description="response and resolution clocks")
-    escalation: dict[str, Any] | None = None
-    billing: dict[str, Any] | None = None
-    flags: list[str] | None = None
-    policy_version: str | None = None
-    quarantine: dict[str, Any] | None = Field(
-        None, description="Only on a quarantined ticket: `error`, `event_id`, `event_type`"
-    )
+# A ticket's view is documented by the view types themselves (projections.views): the
+# engine's view, or the placeholder of a ticket not opened yet (pending) or quarantined.
 
 
 class TicketItem(BaseModel):
     evaluated_at: str = Field(description="The instant the view is as of (RFC 3339, UTC)")
-    view: TicketView
+    view: StoredTicketView
 
 
 class TicketPage(BaseModel):
@@ -417,7 +392,7 @@ async def list_tickets(
 @router.get(
     "/v1/tickets/{ticket_id}",
     summary="A ticket's view, now or as of an earlier instant",
-    response_model=TicketView,
+    response_model=StoredTicketView,
     responses={
         200: {"headers": _evaluated_header("The instant the view is as of (RFC 3339, UTC)")},
         404: error("No such ticket, or (with as_of) not opened by then"),

@@ -12,11 +12,12 @@ import orjson
 
 from projections.account import account_standing
 from projections.policy import Policy
-from projections.quarantine import QUARANTINED, quarantined_view
+from projections.quarantine import quarantined_view
 from projections.signals import Ledger
 from projections.story import FOREVER
 from projections.ticket import TicketState
 from projections.timeline import Recorded, TicketKey, history, whole_second
+from projections.views import PendingView, QuarantinedView, TicketView
 from services.worker.histories import partition_of
 from services.worker.ports import FOREVER as FOREVER_EPOCH
 from services.worker.ports import NEVER, CustomerRow, TicketRow
@@ -55,53 +56,51 @@ class _Schedule:
 
 def _ticket_row(
     state: TicketState,
-    view: dict,
+    view: TicketView,
     schedule: _Schedule,
     records: list[Recorded],
     at: datetime,
     ledger: Ledger,
     marks: bytes | None,
 ) -> TicketRow:
-    clocks = view["clocks"]
-    dues = {name: schedule.dues.get(name) for name in clocks}
+    clocks, billing = view.clocks, view.billing
+    named = clocks.named()
+    dues = {name: schedule.dues.get(name) for name in named}
     pending_dues = [
-        due
-        for name, due in dues.items()
-        if due is not None and due > at and clocks[name]["status"] == "running"
+        due for name, due in dues.items() if due is not None and due > at and named[name].status == "running"
     ]
     upcoming = [schedule.next_change] if schedule.next_change is not None else []
-    billing = view["billing"]
     reach = schedule.reach
     return TicketRow(
-        ticket_id=view["ticket_id"],
-        customer_id=view["customer_id"],
+        ticket_id=view.ticket_id,
+        customer_id=view.customer_id,
         partition=partition_of(records[0]),
-        priority=view["priority"],
-        category=view["category"],
-        state=view["state"],
-        status=view["status"],
-        escalation_level=view["escalation"]["level"],
-        response_status=clocks["response"]["status"],
-        resolution_status=clocks["resolution"]["status"],
-        breached=any(c["breached"] for c in clocks.values()),
-        at_risk=any(c["at_risk"] for c in clocks.values()),
+        priority=view.priority,
+        category=view.category,
+        state=view.state,
+        status=view.status,
+        escalation_level=view.escalation.level,
+        response_status=clocks.response.status,
+        resolution_status=clocks.resolution.status,
+        breached=clocks.breached,
+        at_risk=clocks.at_risk,
         response_due_at=epoch(dues["response"]),
         resolution_due_at=epoch(dues["resolution"]),
         next_due_at=epoch(min(pending_dues, default=None)),
         next_change_at=epoch(min(upcoming, default=None)),
-        billing_rule=billing["rule"],
-        billing_status=billing["status"],
-        billing_month=billing["month"],
-        amount_cents=billing["amount_cents"],
-        billable_seconds=billing["billable_seconds"],
+        billing_rule=billing.rule,
+        billing_status=billing.status,
+        billing_month=billing.month,
+        amount_cents=billing.amount_cents,
+        billable_seconds=billing.billable_seconds,
         opened_at=epoch(state.opened_at) or 0,
         evaluated_at=epoch(at) or 0,
-        view=orjson.dumps(view),
+        view=view.encode(),
         signals=ledger.encode(),
-        response_at_risk=clocks["response"]["at_risk"],
-        response_breached=clocks["response"]["breached"],
-        resolution_at_risk=clocks["resolution"]["at_risk"],
-        resolution_breached=clocks["resolution"]["breached"],
+        response_at_risk=clocks.response.at_risk,
+        response_breached=clocks.response.breached,
+        resolution_at_risk=clocks.resolution.at_risk,
+        resolution_breached=clocks.resolution.breached,
         marks=marks or b"{}",
         account_until=NEVER if reach is None else epoch(reach) or 0,
     )
@@ -114,14 +113,13 @@ def _pending_row(
     ahead = [r.at for r in records if r.at > as_of]
     opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
     opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
-    view = {"ticket_id": ticket, "customer_id": customer, "state": "pending", "opens_at": opens_at}
+    view = PendingView(ticket_id=ticket, customer_id=customer, state="pending", opens_at=opens_at)
     # What the row asserted and counted before stays: a view that is only not opened *yet*
     # takes nothing back.
     return _row_without_state(
         key,
         records,
         as_of,
-        "pending",
         view,
         next_change_at=epoch(min(ahead, default=None)),
         signals=before.signals if before is not None else b"{}",
@@ -145,7 +143,6 @@ def _quarantined_row(
         key,
         records,
         as_of,
-        QUARANTINED,
         quarantined_view(key, records, as_of, error, policy),
         next_change_at=(epoch(as_of) or 0) + QUARANTINE_RETRY_S,
         signals=ledger.encode(),
@@ -157,8 +154,7 @@ def _row_without_state(
     key: TicketKey,
     records: list[Recorded],
     as_of: datetime,
-    state: str,
-    view: dict,
+    view: PendingView | QuarantinedView,
     *,
     next_change_at: int | None,
     signals: bytes,
@@ -173,7 +169,7 @@ def _row_without_state(
         partition=partition_of(records[0]),
         priority="",
         category="",
-        state=state,
+        state=view.state,
         status="",
         escalation_level=0,
         response_status="",
@@ -191,7 +187,7 @@ def _row_without_state(
         billable_seconds=0,
         opened_at=0,
         evaluated_at=epoch(as_of) or 0,
-        view=orjson.dumps(view),
+        view=view.encode(),
         signals=signals,
         marks=marks,
         account_until=FOREVER_EPOCH,

@@ -36,6 +36,7 @@ from projections.calendar import AlwaysOpenCalendar
 from projections.policy import Policy, default_policy, parse_policy
 from projections.replay import replay
 from projections.timeline import Recorded
+from projections.views import TicketView
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -858,9 +859,9 @@ def test_views_follow_the_rules_custom_policy(drawn, rnd):
 # --- the next change: a live worker sleeps until then ------------------------------------------------
 
 
-def _without_elapsed(view: dict[str, Any]) -> dict[str, Any]:
+def _without_elapsed(view: TicketView) -> dict[str, Any]:
     """A view minus what moves by itself every open second (elapsed time)."""
-    copy = orjson.loads(orjson.dumps(view))
+    copy = view.document()
     for clock in copy["clocks"].values():
         del clock["elapsed_seconds"]
     return copy

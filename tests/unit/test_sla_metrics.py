@@ -10,9 +10,11 @@ from datetime import datetime
 import orjson
 import pytest
 
+from projections.counting import Marks
 from projections.signals import Ledger, revocation_id, settle
 from services.worker.sla_metrics import Tally, finalized_charge, stopped_cycles
 from tests.engine_helpers import Story, ny
+from tests.unit.test_view_bytes import STORIES, state_of
 
 MON = "2026-11-02"  # a Monday; business hours are 08:00-17:00 New York in the default policy
 
@@ -113,7 +115,7 @@ def test_a_finalized_charge_is_counted_then_only_its_changes():
     assert tally.billed_cents == {}  # pending review: not final until the fault is determined
     story.fault(ny(f"{sat} 05:30"), "customer")
     tally, marks, had = step(story, ny(f"{sat} 05:30"), marks, had)
-    assert finalized_charge(story.state(ny(f"{sat} 05:30"))) == ["uncovered_p1", 7200, 25_000]
+    assert finalized_charge(story.state(ny(f"{sat} 05:30"))) == ("uncovered_p1", 7200, 25_000)
     assert tally.billed_seconds == {"uncovered_p1": 7200}
     assert tally.billed_cents == {"uncovered_p1": 25_000}
 
@@ -192,3 +194,49 @@ def test_a_breach_taken_back_and_brought_back_counts_again():
         totals.breaches.update(tally.breaches)
         totals.revocations += tally.revocations
     assert totals.breaches == {("response", "urgent"): 2} and totals.revocations == 2  # net 0, as now
+
+
+# -- the marks' bytes ---------------------------------------------------------------------------
+# What Tally.count_ticket stored for the hand-made tickets of test_view_bytes.py before the marks
+# were typed (projections.counting.Marks), pasted: the row's marks column must not change a byte.
+
+MARKS = {
+    "running": b'{"billing":null,"cycles":[],"level":0,"signals":[]}',
+    "uncovered_p1": (
+        b'{"billing":["uncovered_p1",6000,20833],"cycles":["response@1793765700"],"level":3,'
+        b'"signals":["2ea666e70a713c98cec7f5eda3d9e8d6"]}'
+    ),
+    "new_install_closed": (
+        b'{"billing":["new_install",9900,34375],"cycles":["response@1793980800"],"level":1,'
+        b'"signals":["7d14fdb66ebabfd9daf62e52085ee0d1"]}'
+    ),
+    "not_entitled": (
+        b'{"billing":null,"cycles":[],"level":0,"signals":["78764455fc0369a390286ad8d7aa3a51",'
+        b'"c5905c870cff169cadb0eb39652861a1"]}'
+    ),
+    "suspended": b'{"billing":null,"cycles":[],"level":0,"signals":[]}',
+    "unicode": b'{"billing":null,"cycles":[],"level":0,"signals":[]}',
+}
+
+MARKS_OVER_OLDER_MARKS = (
+    b'{"billing":["new_install",9900,34375],"cycles":["response@1793980800"],"level":1,'
+    b'"signals":["7d14fdb66ebabfd9daf62e52085ee0d1"]}'
+)
+
+
+@pytest.mark.parametrize("name", sorted(MARKS))
+def test_typed_marks_encode_to_the_bytes_the_dict_marks_gave(name):
+    state = state_of(name)
+    _, sent = settle(Ledger(), state, STORIES[name][2])
+    assert Tally().count_ticket(state, None, sent) == MARKS[name]
+    assert Marks.decode(MARKS[name]).encode() == MARKS[name]
+
+
+def test_marks_stored_in_another_shape_still_decode():
+    """A missing field is nothing counted yet; an unknown one is left out (as the dict reads did)."""
+    state = state_of("new_install_closed")  # at level 1
+    _, sent = settle(Ledger(), state, STORIES["new_install_closed"][2])
+    tally = Tally()
+    assert tally.count_ticket(state, b'{"level":3,"other":1}', sent) == MARKS_OVER_OLDER_MARKS
+    assert tally.escalation_revocations == {2: 1, 3: 1}  # the level stored was read
+    assert Marks.decode(b"{}") == Marks.decode(None) == Marks()

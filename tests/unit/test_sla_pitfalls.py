@@ -516,8 +516,8 @@ def test_next_change_includes_a_suspension_that_starts_with_no_new_event():
     def state_at(as_of):
         return evaluate(ticket, policy, as_of, account_standing(history(account, as_of), policy, as_of))
 
-    assert state_at(ny("2026-11-02 10:00")).view()["clocks"]["response"]["status"] == "running"
-    assert state_at(ny("2026-11-02 11:00:01")).view()["clocks"]["response"]["status"] == "paused"
+    assert state_at(ny("2026-11-02 10:00")).view().clocks.response.status == "running"
+    assert state_at(ny("2026-11-02 11:00:01")).view().clocks.response.status == "paused"
     change = state_at(ny("2026-11-02 10:00")).next_change_at()
     assert change is not None
     assert change <= ny("2026-11-02 11:00:01"), change
