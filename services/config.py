@@ -26,6 +26,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SLATRACK_"
+# services.worker.batches.MAX_PARTITIONS (a record's position in the read models is
+# offset x 1024 + partition), which this module cannot import; a unit test checks they agree.
+MAX_TOPIC_PARTITIONS = 1024
 
 Role = Literal["reader", "publisher", "admin"]
 ROLES: tuple[Role, ...] = ("reader", "publisher", "admin")
@@ -127,7 +130,12 @@ class Settings(BaseSettings):
     signals_retention_ms: int = Field(
         30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
     )
-    topic_partitions: int = Field(6, ge=1, description="Partitions of topics slatrack creates.")
+    topic_partitions: int = Field(
+        6,
+        ge=1,
+        description=f"Partitions of topics slatrack creates (at most {MAX_TOPIC_PARTITIONS}: a worker "
+        "projects no partition beyond).",
+    )
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor of topics slatrack creates."
     )
@@ -237,6 +245,17 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("topic_partitions")
+    @classmethod
+    def _partitions_have_positions(cls, count: int) -> int:
+        if count > MAX_TOPIC_PARTITIONS:
+            raise ValueError(
+                f"at most {MAX_TOPIC_PARTITIONS} partitions: slatrack records an event's position as "
+                f"offset x {MAX_TOPIC_PARTITIONS} + partition, so partition {MAX_TOPIC_PARTITIONS} and "
+                "above would share positions with the partitions below (a worker halts them)"
+            )
+        return count
 
     @field_validator("database_url")
     @classmethod

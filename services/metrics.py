@@ -115,14 +115,15 @@ for _stage in ("evaluate", "count", "schedule"):
 PARTITION_HALTED = Gauge(
     "slatrack_partition_halted",
     "1 while a partition this worker holds is halted at an offset it cannot get past (why: "
-    "undecodable records, a dead letter that could not be written, a projector error); it is tried "
+    "undecodable records, a dead letter that could not be written, a projector error, a partition "
+    "beyond the 1024 slatrack can project); it is tried "
     "again by itself, and /readyz says why (README, Operations).",
     ["partition", "cause"],
     registry=REGISTRY,
 )
 
 
-HALT_CAUSES = ("undecodable", "dead_letter_failed", "handler_failed")
+HALT_CAUSES = ("undecodable", "dead_letter_failed", "handler_failed", "unsupported_partition")
 
 
 def set_halted(partition: int, cause: str | None) -> None:

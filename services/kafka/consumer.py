@@ -40,6 +40,7 @@ from services.worker.batches import (
     RawRecord,
     Rewind,
     dead_letter_each_partition,
+    partition_problem,
     said,
 )
 from services.worker.ports import StoreUnavailable
@@ -381,6 +382,9 @@ class ValidatingConsumer:
     # -- batches -----------------------------------------------------------
 
     async def _process(self, batch: Batch) -> None:
+        batch = self._projectable(batch)
+        if not batch:
+            return
         valid, rejected = self._validate(batch)
         if rejected:
             for partition, (offset, reason) in (await self._dead_letter(rejected)).items():
@@ -432,6 +436,19 @@ class ValidatingConsumer:
             self._next[tp.partition] = records[-1].offset + 1
             self._progress[tp.partition] = now
         await self._commit(batch)
+
+    def _projectable(self, batch: Batch) -> Batch:
+        """The batch without the partitions whose records cannot be projected (beyond
+        MAX_PARTITIONS): those halt at their first record, which stays in the log; neither it nor
+        anything after it is projected or dead-lettered."""
+        kept: Batch = {}
+        for tp, records in batch.items():
+            problem = partition_problem(tp.partition)
+            if problem is None:
+                kept[tp] = records
+            else:
+                self._halt(tp.partition, records[0].offset, "unsupported_partition", problem)
+        return kept
 
     async def _handle(self, batch: Batch, valid: list[ConsumedEvent], rejected: int) -> None:
         offsets = {tp.partition: (records[0].offset, records[-1].offset + 1) for tp, records in batch.items()}

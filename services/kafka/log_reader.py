@@ -57,7 +57,7 @@ from projections.timeline import whole_second
 from services.config import Settings
 from services.kafka.client import client_options
 from services.kafka.consumer import behind, validate_records
-from services.worker.batches import ConsumedBatch
+from services.worker.batches import ConsumedBatch, partition_problem
 
 # Records of one partition held while other partitions catch up, before it is paused.
 BUFFER_LIMIT = 5_000
@@ -309,6 +309,8 @@ class WholeLogReader:
             partitions = sorted(self.consumer.partitions_for_topic(self.settings.topic_events) or ())
             if not partitions:
                 raise RuntimeError(f"topic {self.settings.topic_events} not found")
+            if (problem := partition_problem(partitions[-1])) is not None:  # nothing is projected
+                raise RuntimeError(f"topic {self.settings.topic_events}: {problem}")
             self.tps = [TopicPartition(self.settings.topic_events, p) for p in partitions]
             self.consumer.assign(self.tps)
             await self.consumer.seek_to_beginning(*self.tps)

@@ -13,6 +13,23 @@ from events import Event, EventRejected
 
 log = logging.getLogger(__name__)
 
+# A record's position in the read models is ``offset * MAX_PARTITIONS + partition``
+# (services.worker.projector.seq_of): only partitions 0 to MAX_PARTITIONS - 1 have positions of
+# their own (partition 1025 at offset 0 would be partition 1 at offset 1). services.config refuses
+# more partitions for the topics slatrack creates; the consumer halts a partition beyond them.
+MAX_PARTITIONS = 1024
+
+
+def partition_problem(partition: int) -> str | None:
+    """Why the records of ``partition`` cannot be projected (None: they can)."""
+    if 0 <= partition < MAX_PARTITIONS:
+        return None
+    return (
+        f"partition {partition} is beyond the {MAX_PARTITIONS} partitions slatrack can project (a "
+        f"record's position is offset x {MAX_PARTITIONS} + partition); copy the log into a topic of "
+        f"at most {MAX_PARTITIONS} partitions and `slatrack rebuild`"
+    )
+
 
 @dataclass(frozen=True)
 class RawRecord:

@@ -11,8 +11,17 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from services.cli.commands import main
-from services.config import NOT_SETTINGS, SETTING_PARTS, Settings, env_name, settings_help
+from services.config import (
+    MAX_TOPIC_PARTITIONS,
+    NOT_SETTINGS,
+    SETTING_PARTS,
+    Settings,
+    configuration_problem,
+    env_name,
+    settings_help,
+)
 from services.kafka.client import client_options
+from services.worker.batches import MAX_PARTITIONS
 from tests.samples import sample
 
 
@@ -32,6 +41,20 @@ def test_environment_overrides(monkeypatch):
     assert not settings.uses_embedded_broker
     assert settings.bootstrap() == "kafka-1:9093,kafka-2:9093"
     assert settings.topic_partitions == 12
+
+
+def test_at_most_1024_partitions_for_the_topics_slatrack_creates(monkeypatch):
+    """A record's position is offset x 1024 + partition: partition 1025 would be partition 1."""
+    assert MAX_TOPIC_PARTITIONS == MAX_PARTITIONS  # the worker's bound, which config cannot import
+    assert Settings(topic_partitions=1024).topic_partitions == 1024
+    monkeypatch.setenv("SLATRACK_TOPIC_PARTITIONS", "1025")
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert configuration_problem(raised.value) == (
+        "SLATRACK_TOPIC_PARTITIONS: at most 1024 partitions: slatrack records an event's position as "
+        "offset x 1024 + partition, so partition 1024 and above would share positions with the "
+        "partitions below (a worker halts them)"
+    )
 
 
 def test_sasl_needs_credentials(monkeypatch):
