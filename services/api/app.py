@@ -32,7 +32,7 @@ from services.config import Settings
 from services.kafka.client import BrokerWatch
 from services.kafka.publisher import EventPublisher
 from services.worker import gauges
-from services.worker.ports import ReadModelStore, call_with_timeout
+from services.worker.ports import ReadModelStore, StoreUnavailable, call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ async def _readiness(app: FastAPI) -> JSONResponse:
             generation = await asyncio.wait_for(
                 asyncio.to_thread(call_with_timeout, limit, store.active_generation), limit + 1
             )
-        except (TimeoutError, *queries.STORE_ERRORS) as exc:
+        except (TimeoutError, StoreUnavailable) as exc:  # a bug is a 500, not "cannot be reached"
             reasons.append(f"the read models cannot be reached ({type(exc).__name__})")
         else:
             if generation is None:

@@ -18,7 +18,6 @@ import base64
 import hmac
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -45,9 +44,10 @@ from services.worker.histories import (
 )
 from services.worker.ports import (
     CALL_TIMEOUT,
+    GenerationChanged,
     ReadModelStore,
-    StoreError,
     StoreTimeout,
+    StoreUnavailable,
     TicketQuery,
     TicketRow,
 )
@@ -75,14 +75,6 @@ T = TypeVar("T")
 CURSOR_MAC_BYTES = 16  # 128 bits of HMAC-SHA256: no forging by trial
 # Signs cursors when SLATRACK_CURSOR_KEY is unset: they then hold on this process only.
 _PROCESS_CURSOR_KEY = secrets.token_bytes(32)
-
-try:  # psycopg is a dependency, but only PostgreSQL deployments use it
-    from psycopg import Error as _PostgresError
-except ImportError:  # pragma: no cover
-    _PostgresError = StoreError  # type: ignore[assignment,misc]
-
-# What a store raises when it cannot answer (a database down, a lock held too long).
-STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, sqlite3.Error, _PostgresError, OSError)
 
 TicketId = Annotated[
     str, Path(min_length=1, max_length=MAX_ID, description="The ticket id (1 to 128 characters).")
@@ -191,7 +183,11 @@ async def _policy(request: Request, store: ReadModelStore, generation: int) -> P
 
 
 async def _read(function: Callable[..., T], *args: Any) -> T:
-    """A store call in a thread; a store that cannot answer is a 503, not a 500."""
+    """A store call in a thread; a store that cannot answer is a 503, not a 500.
+
+    Only slatrack's own errors are caught: the stores translate their drivers' errors once,
+    an outage (a database down, a lock held too long) to StoreUnavailable. Anything else (a bad
+    statement, a violated constraint) is a bug: a 500, logged with its traceback."""
     try:
         return await asyncio.to_thread(function, *args)
     except StoreTimeout:
@@ -199,9 +195,12 @@ async def _read(function: Callable[..., T], *args: Any) -> T:
         log.error("read models: %s: no answer within %s s", getattr(function, "__name__", "query"), limit)
         detail = f"the read models did not answer within {limit:g} s (SLATRACK_API_STORE_TIMEOUT_S); retry"
         raise ApiError(503, "store_timeout", detail) from None
-    except STORE_ERRORS as exc:
+    except StoreUnavailable as exc:
         log.error("read models: %s failed: %s", getattr(function, "__name__", "query"), type(exc).__name__)
         raise ApiError(503, "store_unavailable", "the read models cannot be reached; retry") from None
+    except GenerationChanged:  # a rebuild switched and dropped the generation meanwhile
+        detail = "the read models switched to another generation during the request; retry"
+        raise ApiError(503, "store_unavailable", detail) from None
 
 
 async def _generation(request: Request) -> tuple[ReadModelStore, int]:

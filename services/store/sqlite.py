@@ -92,12 +92,19 @@ class SqliteStore(SqlStore):
         self._conn = sqlite3.connect(
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        self._conn.execute("PRAGMA temp_store = MEMORY")
-        self._conn.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
-        self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        try:
+            # Locked by another process past the busy timeout: unavailable, as any call. A file
+            # SQLite cannot open as configured is the caller's (open_store: StoreNotOpened).
+            with _unavailable(_LOCKED):
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+                self._conn.execute("PRAGMA temp_store = MEMORY")
+                self._conn.execute(f"PRAGMA analysis_limit = {ANALYSIS_LIMIT}")
+                self._conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        except BaseException:
+            self._conn.close()
+            raise
         # The first run soon after start: a restarted worker meets a full database.
         self._optimize_at = time.monotonic() + 60.0
         log.info("read models: SQLite at %s", self.path)
@@ -158,16 +165,18 @@ class SqliteStore(SqlStore):
 
 
 # What passes (another process's lock, a full disk, a failing disk) rather than
-# what a retry cannot fix (a missing table is a bug: it must stop the worker).
-_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN")
+# what a retry cannot fix (a missing table, a bad statement: a bug, which must stop the worker
+# and is a 500 from the API; it propagates as sqlite3 raised it).
+_LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
+_TRANSIENT = (*_LOCKED, "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN")
 
 
 @contextmanager
-def _unavailable() -> Iterator[None]:
+def _unavailable(transient: tuple[str, ...] = _TRANSIENT) -> Iterator[None]:
     """Locked past the busy timeout, a full disk, an I/O error: StoreUnavailable (try again later)."""
     try:
         yield
     except sqlite3.OperationalError as exc:
-        if not getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT):
+        if not (getattr(exc, "sqlite_errorname", None) or "").startswith(transient):
             raise
         raise StoreUnavailable(f"SQLite: {exc}") from exc

@@ -20,7 +20,7 @@ from services.api.auth import Authenticator
 from services.config import Settings, parse_api_tokens, settings_help
 from services.kafka.embedded import free_port
 from services.serve import exposure_problem, is_loopback
-from services.worker.ports import StoreError
+from services.worker.ports import StoreUnavailable
 from tests.integration.live_api import TOKENS, TOKENS_JSON, LiveApi, LogCapture, auth, fresh_settings, keyed
 from tests.kafka_helpers import produce
 from tests.samples import sample
@@ -247,16 +247,15 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
         class Unreachable:
             def __getattr__(self, name):
                 def fail(*args, **kwargs):
-                    raise StoreError("connection refused")
+                    raise StoreUnavailable("PostgreSQL: connection refused")
 
                 return fail
 
         store, api.app.state.store = api.app.state.store, Unreachable()
         try:
             response = api.client.get("/readyz")
-            assert (
-                response.status_code == 503 and "cannot be reached (StoreError)" in response.json()["detail"]
-            )
+            assert response.status_code == 503
+            assert "cannot be reached (StoreUnavailable)" in response.json()["detail"]
             response = api.client.get("/v1/tickets/T-ready-1", headers=auth("reader"))
             assert response.status_code == 503 and response.json()["error"] == "store_unavailable"
         finally:

