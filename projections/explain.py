@@ -19,11 +19,12 @@ from typing import Any
 
 from events import ACCOUNT_EVENT_TYPES, Event, encode_event
 from projections.account import account_standing
+from projections.as_of import ticket_at
 from projections.billing import Billing, bill, merge
 from projections.policy import Policy, canonical_policy
 from projections.quarantine import quarantined_view
-from projections.ticket import Effect, TicketState, due_from_start, evaluate, utc
-from projections.timeline import Recorded, history, whole_second
+from projections.ticket import Effect, TicketState, due_from_start, utc
+from projections.timeline import Recorded, history, opening, whole_second
 
 TIME, SUSPENSION = "time", "account.suspension"  # entry types of what happens without an event
 
@@ -39,17 +40,17 @@ def explain(
     """
     as_of = whole_second(as_of)
     ordered = history(records, as_of)
-    opening = next((r.event for r in ordered if r.event.type == "ticket.opened"), None)
-    if opening is None:
+    opened = opening(ordered)
+    if opened is None:
         return None
-    customer = opening.customer_id
+    customer, ticket_id = opened.event.customer_id, opened.event.ticket_id
     invoices = history([r for r in account if _is_account_event_of(r.event, customer)], as_of)
     try:
         return _explained(ordered, records, invoices, policy, as_of)
     except Exception as error:  # a bug of the engine: the ticket is quarantined (projections.quarantine)
-        view = quarantined_view((customer, opening.ticket_id), records, as_of, error, policy)
+        view = quarantined_view((customer, ticket_id), records, as_of, error, policy)
         return {
-            "ticket_id": opening.ticket_id,
+            "ticket_id": ticket_id,
             "customer_id": customer,
             "as_of": utc(as_of),
             "policy_version": policy.version,
@@ -65,7 +66,7 @@ def _explained(
     policy: Policy,
     as_of: datetime,
 ) -> dict[str, Any]:
-    state = evaluate(ordered, policy, as_of, account_standing(invoices, policy, as_of))
+    state = ticket_at(ordered, invoices, policy, as_of)
     assert state is not None and state.opened is not None
     opening, customer = state.opened, state.opened.customer_id
     ticket_events = [step for _, step in state.steps if not isinstance(step, str)]

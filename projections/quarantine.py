@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from projections.account import account_standing
+from projections.as_of import ticket_at
 from projections.policy import Policy
-from projections.ticket import evaluate
 from projections.timeline import Recorded, TicketKey, history
 from projections.views import Quarantine, QuarantinedView, TicketView
 
@@ -68,8 +67,7 @@ def view_at(
     document: what a row's ``view`` column decodes to."""
     view: TicketView | QuarantinedView | None
     try:
-        standing = account_standing(history(account, as_of), policy, as_of)
-        state = evaluate(records, policy, as_of, standing)
+        state = ticket_at(records, account, policy, as_of)
         view = None if state is None else state.view()
     except Exception as error:
         view = quarantined_view(key, records, as_of, error, policy)

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from projections.account import AccountStanding, account_standing
+from projections.account import AccountStanding
+from projections.as_of import standing_at
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import quarantined_view
@@ -90,9 +91,9 @@ def replay(
             extra |= {"signals": [], "standing_signals": [], "counters": Tally().totals()}
         return {**empty, "rejected": rejected} | extra
 
+    # One standing per customer, for all its tickets (projections.as_of, as ticket_at has it).
     standings = {
-        customer: account_standing(history(accounts.get(customer, ()), as_of), policy, as_of)
-        for customer in sorted(customers)
+        customer: standing_at(accounts.get(customer, ()), policy, as_of) for customer in sorted(customers)
     }
     views: list[TicketView | QuarantinedView] = []
     breached: list[dict[str, Any]] = []

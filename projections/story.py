@@ -46,12 +46,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.models import TicketClosed, TicketFaultDetermined, TicketWorkLogged
-from projections.account import AccountStanding, account_standing
+from projections.account import AccountStanding
+from projections.as_of import standing_at
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.signals import Ledger, settle
 from projections.ticket import TicketState, evaluate
-from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
+from projections.timeline import Recorded, TicketKey, dedupe, ticket_key, whole_second
 
 # The account_until of a ticket any later account change can reach (open, resolved, pending):
 # the end of the instants the event contract accepts.
@@ -179,7 +180,7 @@ def state_at(
     standing = standings.get(cache_key) if standings is not None else None
     if standing is None:
         upto = account if point.upto is None else [r for r in account if r.seq <= point.upto]
-        standing = account_standing(history(upto, point.at), policy, point.at)
+        standing = standing_at(upto, policy, point.at)
         if standings is not None:
             standings[cache_key] = standing
     return evaluate(mine, policy, point.at, standing)

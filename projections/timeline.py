@@ -21,7 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pydantic import TypeAdapter, ValidationError
+
 from events import Event, encode_event
+from events.models import Instant, TicketOpened
 
 EventKey = tuple[str, str]  # (customer_id, event_id)
 TicketKey = tuple[str, str]  # (customer_id, ticket_id)
@@ -49,6 +52,21 @@ def whole_second(instant: datetime) -> datetime:
     return instant.astimezone(UTC).replace(microsecond=0)
 
 
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
+INSTANT_FORM = "must be an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00-05:00"
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant given as text (an ``as_of``, a bound), taken as the event contract takes one:
+    RFC 3339 with an offset, 1970 to 2999; in UTC, whole seconds. ValueError saying why not."""
+    try:
+        return whole_second(_INSTANT.validate_python(text))
+    except ValidationError as exc:  # a ValueError too: first
+        raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    except (ValueError, OverflowError):
+        raise ValueError(INSTANT_FORM) from None
+
+
 def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[Recorded]:
     """The events that count, in the order they apply.
 
@@ -65,6 +83,17 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
     kept_records = [r for r in first.values() if cutoff is None or r.at <= cutoff]
     kept_records.sort(key=lambda r: (r.at, r.seq))
     return kept_records
+
+
+def is_opening(event: Event) -> bool:
+    """Whether the event opens its ticket (``ticket.opened``)."""
+    return isinstance(event, TicketOpened)
+
+
+def opening(records: Iterable[Recorded], as_of: datetime | None = None) -> Recorded | None:
+    """The ``ticket.opened`` that opens the ticket as of ``as_of`` (default: ever): the first one in
+    the order events apply, as the engine takes it (a later one is ignored); None if there is none."""
+    return next((r for r in history(records, as_of) if is_opening(r.event)), None)
 
 
 def event_key(event: Event) -> EventKey:

@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -30,8 +30,12 @@ ENV_PREFIX = "SLATRACK_"
 # offset x 1024 + partition), which this module cannot import; a unit test checks they agree.
 MAX_TOPIC_PARTITIONS = 1024
 
+# The roles a token of the HTTP API grants (services.api.auth).
 Role = Literal["reader", "publisher", "admin"]
-ROLES: tuple[Role, ...] = ("reader", "publisher", "admin")
+ROLES: tuple[Role, ...] = get_args(Role)
+# What one `slatrack serve` process runs (`--role`): the worker and the HTTP API, or one of them.
+ProcessRole = Literal["all", "worker", "api"]
+PROCESS_ROLES: tuple[ProcessRole, ...] = get_args(ProcessRole)
 MIN_TOKEN_CHARS = 16
 
 

@@ -12,14 +12,14 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
 
 from services import metrics
 from services.api.app import create_app
 from services.bootstrap import configured_policy
-from services.config import Settings
+from services.config import ProcessRole, Settings
 from services.kafka.client import BrokerWatch, ensure_topics, wait_until_reachable
 from services.kafka.consumer import ValidatingConsumer
 from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
@@ -37,7 +37,6 @@ STOP_MARGIN_S = 15.0  # after SLATRACK_STOP_TIMEOUT_S, for the producer, the sto
 # Once the embedded broker is dead, how long the jobs may take to stop before they are
 # cancelled: the Kafka clients would otherwise retry it for their whole request timeout.
 STOP_WITHOUT_BROKER_S = 2.0
-Role = Literal["all", "worker", "api"]
 
 
 class ServeRefused(RuntimeError):
@@ -66,7 +65,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def exposure_problem(settings: Settings, role: Role, insecure: bool) -> str | None:
+def exposure_problem(settings: Settings, role: ProcessRole, insecure: bool) -> str | None:
     """Why ``serve`` must not start as configured: an open API (no token) off loopback."""
     if role == "worker" or insecure or settings.tokens or is_loopback(settings.http_host):
         return None
@@ -78,7 +77,7 @@ def exposure_problem(settings: Settings, role: Role, insecure: bool) -> str | No
     )
 
 
-def run(settings: Settings, role: Role = "all", check: Callable[[], None] = lambda: None) -> None:
+def run(settings: Settings, role: ProcessRole = "all", check: Callable[[], None] = lambda: None) -> None:
     """Run until SIGINT or SIGTERM; stop everything this process started.
 
     ``check`` runs once the ports are known to be free, before anything starts (the
@@ -135,7 +134,9 @@ async def _watch_broker(broker: EmbeddedBroker, stop: asyncio.Event) -> None:
         raise
 
 
-async def _serve(settings: Settings, broker: EmbeddedBroker | None, role: Role, sock: socket.socket) -> None:
+async def _serve(
+    settings: Settings, broker: EmbeddedBroker | None, role: ProcessRole, sock: socket.socket
+) -> None:
     if broker is not None:
         settings = await _start_embedded(settings, broker)
     else:

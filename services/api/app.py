@@ -32,11 +32,10 @@ from services.config import Settings
 from services.kafka.client import BrokerWatch
 from services.kafka.publisher import EventPublisher
 from services.worker import gauges
+from services.worker.batches import Lag
 from services.worker.ports import ReadModelStore, StoreUnavailable, call_with_timeout
 
 log = logging.getLogger(__name__)
-
-Lag = Callable[[], dict[int, int | None]]
 
 READY_STORE_TIMEOUT_S = 5.0
 

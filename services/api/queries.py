@@ -25,14 +25,14 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from events.models import RFC3339_PATTERN, Instant, Priority
+from events.models import RFC3339_PATTERN, Priority
 from projections.explain import explain
 from projections.policy import Policy, default_policy
 from projections.quarantine import view_at
 from projections.ticket import utc
-from projections.timeline import TicketKey, whole_second
+from projections.timeline import TicketKey, parse_instant
 from projections.views import StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, error, require
 from services.worker.histories import (
@@ -70,7 +70,6 @@ PAGE = 500
 MAX_LIMIT = 500
 MAX_ID = 128  # as the event contract's ids
 EVALUATED_AT = "X-Slatrack-Evaluated-At"
-INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 T = TypeVar("T")
 CURSOR_MAC_BYTES = 16  # 128 bits of HMAC-SHA256: no forging by trial
 # Signs cursors when SLATRACK_CURSOR_KEY is unset: they then hold on this process only.
@@ -219,12 +218,9 @@ def _storable(text: str) -> bool:
 def _instant(value: str, name: str) -> datetime:
     """An instant as the event contract takes one (RFC 3339 with an offset, 1970 to 2999)."""
     try:
-        return whole_second(INSTANT.validate_python(value))
-    except ValidationError as exc:
-        why = exc.errors()[0]["msg"].removeprefix("Value error, ")
-    except (ValueError, OverflowError):
-        why = "must be an RFC 3339 date-time with an offset, e.g. 2026-11-02T10:00:00-05:00"
-    raise ApiError(422, "invalid_parameter", f"{name}: {why}")
+        return parse_instant(value)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", f"{name}: {exc}") from None
 
 
 def _as_of(value: str) -> datetime:

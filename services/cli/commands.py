@@ -12,16 +12,22 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import click
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from events import Event, EventRejected, RejectKind, decode_event
-from events.models import Instant
 from events.schema import render as schema_text
 from events.schema import schema_documents
-from projections.timeline import whole_second
+from projections.timeline import parse_instant, whole_second
 from services import logs
 from services.cli import render
-from services.config import Settings, configuration_problem, settings_help, unknown_variables
+from services.config import (
+    PROCESS_ROLES,
+    ProcessRole,
+    Settings,
+    configuration_problem,
+    settings_help,
+    unknown_variables,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -33,7 +39,6 @@ if TYPE_CHECKING:
     from services.kafka.log_reader import EventFilter
     from services.store import ReadModelStore
 
-INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 T = TypeVar("T")
 
 SCHEMA_DIR = Path("docs/schemas")
@@ -86,7 +91,7 @@ def main() -> None:
 )
 @click.option(
     "--role",
-    type=click.Choice(["all", "worker", "api"]),
+    type=click.Choice(PROCESS_ROLES),
     default="all",
     show_default=True,
     help="worker: consume, project, timers, signals; api: HTTP only; all: both.",
@@ -96,7 +101,7 @@ def main() -> None:
     is_flag=True,
     help="Serve the API with no token configured on a non-loopback address (open to anyone).",
 )
-def serve(role: str, insecure: bool) -> None:
+def serve(role: ProcessRole, insecure: bool) -> None:
     """Project the event log into the read models and serve HTTP (intake, views, /metrics).
 
     With SLATRACK_KAFKA_BOOTSTRAP unset, an embedded broker is started on
@@ -109,7 +114,7 @@ def serve(role: str, insecure: bool) -> None:
     from services.serve import ServeFailed, ServeRefused, exposure_problem, run
 
     settings = _settings()
-    problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
+    problem = exposure_problem(settings, role, insecure)
     if problem is not None:
         raise click.UsageError(problem)
     _configured_policy(settings)
@@ -123,7 +128,7 @@ def serve(role: str, insecure: bool) -> None:
 
     _logging(settings)
     try:
-        run(settings, role, check)  # type: ignore[arg-type]
+        run(settings, role, check)
     except ServeRefused as exc:  # a taken port: nothing was started
         click.echo(f"slatrack serve: {exc}", err=True)
         sys.exit(2)
@@ -543,11 +548,9 @@ def _data_dir(settings: Settings) -> None:
 
 def _instant(value: str, name: str) -> datetime:
     try:
-        return whole_second(INSTANT.validate_python(value))
-    except ValidationError as exc:
-        raise click.BadParameter(
-            exc.errors()[0]["msg"].removeprefix("Value error, "), param_hint=name
-        ) from None
+        return parse_instant(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 def _emit(document: object) -> None:

@@ -110,6 +110,12 @@ class DeadLetterNotWritten(Exception):
 
 DeadLetters = Callable[[list[tuple[RawRecord, EventRejected]]], Awaitable[None]]
 
+# What the consumer tells about the partitions it holds (services.kafka.consumer.ValidatingConsumer),
+# for /readyz and /metrics: per partition, how many records are not processed yet (None: not known
+# yet); and why partitions do not go on, given how long one may make no progress (its ``problems``).
+Lag = Callable[[], dict[int, int | None]]
+Problems = Callable[[float], list[str]]
+
 
 async def dead_letter_each_partition(
     send: DeadLetters, letters: list[tuple[RawRecord, EventRejected]], timeout: float

@@ -9,13 +9,13 @@ from prometheus_client.registry import Collector
 
 from projections.policy import PRIORITIES
 from services.metrics import CLOCK_STATUSES, CLOCKS, REGISTRY
+from services.worker.batches import Lag
 from services.worker.ports import QueryStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 Held = Callable[[], tuple[int | None, tuple[int, ...]]]  # (generation, partitions) of the worker
-Lag = Callable[[], dict[int, int | None]]
 
 
 class _WorkerCollector(Collector):

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from events import ACCOUNT_EVENT_TYPES, Event, decode_event
 from projections.policy import Policy, parse_policy
-from projections.timeline import Recorded, TicketKey, ticket_key
+from projections.timeline import Recorded, TicketKey, is_opening, ticket_key
 from services.worker.ports import ReadModelStore, StoredEvent, TicketQuery
 
 
@@ -72,7 +72,7 @@ def split_history(
     keys = {key for r in records if (key := ticket_key(r.event)) is not None and key[1] == ticket_id}
     if customer_id is not None:
         keys = {key for key in keys if key[0] == customer_id}
-    opened = {ticket_key(r.event) for r in records if r.event.type == "ticket.opened"} & keys
+    opened = {ticket_key(r.event) for r in records if is_opening(r.event)} & keys
     key = _one(ticket_id, opened or keys)
     mine = [r for r in records if ticket_key(r.event) == key]
     account = [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES and r.event.customer_id == key[0]]

@@ -21,12 +21,13 @@ import uvicorn
 from pydantic import SecretStr
 
 from projections.policy import default_policy
-from services.api.app import Lag, create_app
+from services.api.app import create_app
 from services.config import Settings
 from services.kafka.client import ensure_topics, topic_specs
 from services.kafka.consumer import ValidatingConsumer
 from services.kafka.publisher import EventPublisher
 from services.store import open_store
+from services.worker.batches import Lag
 from services.worker.projector import Projector
 
 AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # the projector's clock, fixed for comparison
