@@ -18,17 +18,15 @@ import uvicorn
 
 from services import metrics
 from services.api.app import create_app
-from services.bootstrap import configured_policy
+from services.bootstrap import configured_policy, wire
 from services.config import ProcessRole, Settings
-from services.kafka.client import BrokerWatch, ensure_topics, wait_until_reachable
-from services.kafka.consumer import ValidatingConsumer
+from services.kafka.client import ensure_topics, wait_until_reachable
 from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
 from services.kafka.publisher import EventPublisher
 from services.kafka.restore import RestoreRefused, restore_log
 from services.store import open_store
 from services.worker import gauges
 from services.worker.outbox import relay_signals
-from services.worker.projector import Projector
 
 log = logging.getLogger(__name__)
 
@@ -147,48 +145,38 @@ async def _serve(
     policy = configured_policy(settings)
     metrics.SLA_ELAPSED.install(policy)  # every role exports the histogram with the same buckets
     store = open_store(settings)
+    wired = wire(settings, store, worker=role in ("all", "worker"), policy=policy)
     stop = asyncio.Event()
     _on_signals(stop)
     jobs: dict[str, Coroutine[Any, Any, None]] = {}
-    watch = BrokerWatch(settings)
-    jobs["broker-watch"] = watch.run(stop)
-    consumer: ValidatingConsumer | None = None
-    projector: Projector | None = None
-    publisher = EventPublisher(settings)
+    assert wired.broker is not None  # wire watches the broker
+    jobs["broker-watch"] = wired.broker.run(stop)
+    projector = wired.worker.projector if wired.worker is not None else None
+    publisher = wired.publisher
     await publisher.start()
     try:
-        if role in ("all", "worker"):
-            projector = Projector(
-                store,
-                policy,
-                settings.topic_events,
-                dead_letter=publisher.dead_letter,
-                dead_letter_timeout_s=settings.dlq_send_timeout_s,
+        if wired.worker is not None:
+            worker = wired.worker
+            generation = await worker.projector.open()
+            log.info(
+                "worker: policy %s, read models generation %d", worker.projector.policy.version, generation
             )
-            generation = await projector.open()
-            log.info("worker: policy %s, read models generation %d", projector.policy.version, generation)
-            consumer = ValidatingConsumer(settings, publisher, projector)
             gauges.WORKER.attach(
-                store, lambda: (projector.generation, tuple(sorted(projector.partitions))), consumer.lag
+                store,
+                lambda: (worker.projector.generation, tuple(sorted(worker.projector.partitions))),
+                worker.consumer.lag,
             )
-            jobs["consumer"] = consumer.run(stop)
-            jobs["timers"] = projector.run_timers(stop)
-            jobs["signals"] = relay_signals(store, publisher, stop, lambda: sorted(projector.partitions))
+            jobs["consumer"] = worker.consumer.run(stop)
+            jobs["timers"] = worker.projector.run_timers(stop)
+            jobs["signals"] = relay_signals(
+                store, publisher, stop, lambda: sorted(worker.projector.partitions)
+            )
         if broker is not None:
             jobs["embedded-broker"] = _watch_broker(broker, stop)
         # Every role listens: a worker serves /healthz, /readyz and /metrics only.
         await asyncio.to_thread(store.migrate)
         host, port = sock.getsockname()[:2]
-        app = create_app(
-            settings,
-            publisher,
-            store,
-            policy,
-            lag=consumer.lag if consumer else None,
-            api=role != "worker",
-            problems=consumer.problems if consumer else None,
-            broker=watch,
-        )
+        app = create_app(wired, api=role != "worker")
         if role == "worker":
             log.info("worker: HTTP serves /healthz, /readyz and /metrics only")
         else:

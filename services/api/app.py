@@ -8,8 +8,6 @@ lists ``errors``).
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Literal
@@ -23,17 +21,15 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from events.models import EVENT_ADAPTER
-from projections.policy import Policy, default_policy
 from projections.ticket import utc
 from services import metrics
 from services.api import intake, queries
 from services.api.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
+from services.api.state import ApiState, RebuildJob, api_state, read_models, services
+from services.bootstrap import Services
 from services.config import Settings
-from services.kafka.client import BrokerWatch
-from services.kafka.publisher import EventPublisher
 from services.worker import gauges
-from services.worker.batches import Lag
-from services.worker.ports import ReadModelStore, StoreUnavailable, call_with_timeout
+from services.worker.ports import StoreUnavailable, call_with_timeout
 
 log = logging.getLogger(__name__)
 
@@ -92,36 +88,13 @@ class RebuildStatus(BaseModel):
     error: str | None = None
 
 
-@dataclass
-class RebuildJob:
-    """The rebuild this API process runs or ran last (one at a time)."""
-
-    status: Literal["idle", "running", "done", "failed"] = "idle"
-    started_at: str | None = None
-    finished_at: str | None = None
-    progress: float = 0.0
-    report: dict[str, Any] | None = None
-    error: str | None = None
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        return RebuildStatus.model_validate(self, from_attributes=True).model_dump()
-
-
-def create_app(
-    settings: Settings,
-    publisher: EventPublisher,
-    store: ReadModelStore | None = None,
-    policy: Policy | None = None,
-    lag: Lag | None = None,
-    api: bool = True,
-    problems: Callable[[float], list[str]] | None = None,
-    broker: BrokerWatch | None = None,
-) -> FastAPI:
-    """The app. ``lag`` is the worker's lag (``ValidatingConsumer.lag``) when this process runs one.
+def create_app(wired: Services, *, api: bool = True) -> FastAPI:
+    """The app over the services of this process (services.bootstrap: the worker's lag and
+    problems when it runs one, the broker watch, the store if any).
 
     ``api=False`` (``serve --role worker``) serves only /healthz, /readyz and /metrics.
     """
+    settings = wired.settings
     app = FastAPI(
         title="slatrack",
         version="1",
@@ -131,21 +104,13 @@ def create_app(
         # Host header, which nobody authenticated (an open redirect). /path/ is a 404.
         redirect_slashes=False,
     )
-    app.state.settings = settings
-    app.state.publisher = publisher
-    app.state.store = store
-    app.state.policy = policy
-    app.state.lag = lag
-    app.state.problems = problems  # why the worker's partitions do not go on (ValidatingConsumer.problems)
-    app.state.broker = broker  # whether the broker answers (None: not watched)
-    app.state.created = time.monotonic()
-    app.state.worker_assigned = False  # the worker had partitions once (see _readiness)
-    app.state.auth = Authenticator(settings.tokens)
-    app.state.rebuild = RebuildJob()
+    # Read through services.api.state's accessors, typed.
+    app.state.services = wired
+    app.state.api = ApiState(created=time.monotonic(), auth=Authenticator(settings.tokens))
     _error_handlers(app)
     if api:
         app.include_router(intake.router)
-    if api and store is not None:
+    if api and wired.store is not None:
         app.include_router(queries.router)
         app.include_router(admin)
 
@@ -197,12 +162,14 @@ def create_app(
 async def _readiness(app: FastAPI) -> JSONResponse:
     reasons: list[str] = []
     generation = None
-    store: ReadModelStore | None = app.state.store
+    wired, state = services(app), api_state(app)
+    settings = wired.settings
+    store = wired.store
     if store is not None:
         try:
             # The limit is the store's own (CALL_TIMEOUT): a thread that waits on a frozen
             # PostgreSQL past it would hold a worker of the thread pool, probe after probe.
-            limit = min(READY_STORE_TIMEOUT_S, app.state.settings.api_store_timeout_s)
+            limit = min(READY_STORE_TIMEOUT_S, settings.api_store_timeout_s)
             generation = await asyncio.wait_for(
                 asyncio.to_thread(call_with_timeout, limit, store.active_generation), limit + 1
             )
@@ -212,13 +179,13 @@ async def _readiness(app: FastAPI) -> JSONResponse:
             if generation is None:
                 reasons.append("no read models yet: no active generation")
     lag: dict[str, int | None] | None = None
-    if app.state.lag is not None:
-        partitions: dict[int, int | None] = app.state.lag()
+    if wired.lag is not None:
+        partitions = wired.lag()
         lag = {str(p): behind for p, behind in sorted(partitions.items())}
-        bound = app.state.settings.ready_max_lag
+        bound = settings.ready_max_lag
         if partitions:
-            app.state.worker_assigned = True
-        elif not app.state.worker_assigned and time.monotonic() - app.state.created < _join_grace(app):
+            state.worker_assigned = True
+        elif not state.worker_assigned and time.monotonic() - state.created < _join_grace(settings):
             # Just started: not in its group yet, so what it has to catch up on is not known. (A
             # worker that stays without partitions, one more than there are partitions, is ready
             # once the grace has passed.)
@@ -234,9 +201,9 @@ async def _readiness(app: FastAPI) -> JSONResponse:
                 f"the worker is behind by more than {bound} events (SLATRACK_READY_MAX_LAG) in "
                 f"partitions {sorted(over)}: up to {max(over.values())}"
             )
-    if app.state.problems is not None:
-        reasons += app.state.problems(app.state.settings.ready_stall_s)
-    broker: BrokerWatch | None = app.state.broker
+    if wired.problems is not None:
+        reasons += wired.problems(settings.ready_stall_s)
+    broker = wired.broker
     if broker is not None and (silent := broker.problem()) is not None:
         reasons.append(silent)
     if reasons:
@@ -245,9 +212,9 @@ async def _readiness(app: FastAPI) -> JSONResponse:
     return JSONResponse({"status": "ready", "generation": generation, "lag": lag})
 
 
-def _join_grace(app: FastAPI) -> float:
+def _join_grace(settings: Settings) -> float:
     """How long a starting worker may take to join its group: three session timeouts."""
-    return 3 * app.state.settings.kafka_session_timeout_ms / 1000
+    return 3 * settings.kafka_session_timeout_ms / 1000
 
 
 # -- admin: the rebuild ----------------------------------------------------------
@@ -267,13 +234,13 @@ async def start_rebuild(request: Request) -> JSONResponse:
     checks it against the live one and switches to it (as `slatrack rebuild`). One at a
     time: 409 while one runs. Follow it with `GET /v1/admin/rebuild` (or the gauge
     `slatrack_rebuild_progress_ratio`)."""
-    job: RebuildJob = request.app.state.rebuild
+    state = api_state(request.app)
+    job = state.rebuild
     if job.task is not None and not job.task.done():
         raise ApiError(409, "rebuild_running", f"a rebuild is running since {job.started_at}")
-    app = request.app
     fresh = RebuildJob(status="running", started_at=_now())
-    fresh.task = asyncio.create_task(_run_rebuild(app, fresh), name="rebuild")
-    app.state.rebuild = fresh
+    fresh.task = asyncio.create_task(_run_rebuild(request.app, fresh), name="rebuild")
+    state.rebuild = fresh
     metrics.REBUILD_PROGRESS.set(0)
     log.info("rebuild started through the API")
     return JSONResponse(fresh.as_dict(), status_code=202)
@@ -281,7 +248,7 @@ async def start_rebuild(request: Request) -> JSONResponse:
 
 @admin.get("/rebuild", summary="The status of the rebuild running or run last", response_model=RebuildStatus)
 async def rebuild_status(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.rebuild.as_dict())
+    return JSONResponse(api_state(request.app).rebuild.as_dict())
 
 
 async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
@@ -294,10 +261,10 @@ async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
 
     started = time.monotonic()
     try:
-        policy = app.state.policy if app.state.policy is not None else default_policy()
-        settings = app.state.settings
+        wired = services(app)
+        whole_log = WholeLogReader(wired.settings)
         report = await rebuild(
-            settings, app.state.store, policy, progress, switch=True, log_source=WholeLogReader(settings)
+            wired.settings, read_models(app), wired.policy, progress, switch=True, log_source=whole_log
         )
     except Exception as exc:
         log.exception("rebuild failed after %.1f s", time.monotonic() - started)

@@ -32,6 +32,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from services.api.state import api_state
 from services.config import ROLES, ApiToken, Role
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def require(role: Role) -> Any:
     async def check(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
     ) -> Principal:
-        authenticator: Authenticator = request.app.state.auth
+        authenticator = api_state(request.app).auth
         if authenticator.open:
             return ANONYMOUS
         if credentials is None:

@@ -26,7 +26,7 @@ from events import Event, EventRejected, RejectKind, decode_event, quoted
 from projections.timeline import event_key, same_event
 from services import metrics
 from services.api.auth import AUTH_RESPONSES, require
-from services.kafka.publisher import EventPublisher
+from services.api.state import services
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ async def post_events(request: Request) -> JSONResponse:
 
 
 async def _handle(request: Request) -> JSONResponse:
-    settings = request.app.state.settings
+    wired = services(request.app)
+    settings = wired.settings
     body = await _read_body(request, settings.intake_body_timeout_s)
     if isinstance(body, JSONResponse):
         return body
@@ -107,8 +108,7 @@ async def _handle(request: Request) -> JSONResponse:
         detail = f"{len(errors)} of {len(items)} events are invalid; nothing was sent"
         return JSONResponse({"error": "invalid_events", "detail": detail, "errors": errors}, status_code=422)
 
-    publisher: EventPublisher = request.app.state.publisher
-    broker = request.app.state.broker
+    publisher, broker = wired.publisher, wired.broker
     if broker is not None and (silent := broker.problem()) is not None:
         # Known to be away: say so now rather than hold the client for a request timeout.
         return _error(503, "broker_unavailable", f"{silent}; nothing was sent; retry")

@@ -29,12 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import RFC3339_PATTERN, Priority
 from projections.explain import explain
-from projections.policy import Policy, default_policy
+from projections.policy import Policy
 from projections.quarantine import view_at
 from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
 from projections.views import StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, error, require
+from services.api.state import read_models, services
 from services.worker.histories import (
     AmbiguousTicket,
     UnknownTicket,
@@ -61,7 +62,7 @@ async def _limit_store_calls(request: Request) -> None:
     An async dependency runs in the request's own context, which the endpoint and its
     threads (asyncio.to_thread copies the context) share.
     """
-    CALL_TIMEOUT.set(request.app.state.settings.api_store_timeout_s)
+    CALL_TIMEOUT.set(services(request.app).settings.api_store_timeout_s)
 
 
 router = APIRouter(dependencies=[require("reader"), Depends(_limit_store_calls)], responses=AUTH_RESPONSES)
@@ -171,14 +172,9 @@ _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- helpers --------------------------------------------------------------------
 
 
-def _configured(request: Request) -> Policy:
-    policy: Policy | None = request.app.state.policy
-    return policy if policy is not None else default_policy()
-
-
 async def _policy(request: Request, store: ReadModelStore, generation: int) -> Policy:
     """The policy the generation's rows are computed with: recomputations use it too."""
-    return await _read(generation_policy, store, generation, _configured(request))
+    return await _read(generation_policy, store, generation, services(request.app).policy)
 
 
 async def _read(function: Callable[..., T], *args: Any) -> T:
@@ -203,7 +199,7 @@ async def _read(function: Callable[..., T], *args: Any) -> T:
 
 
 async def _generation(request: Request) -> tuple[ReadModelStore, int]:
-    store: ReadModelStore = request.app.state.store
+    store = read_models(request.app)
     generation = await _read(store.active_generation)
     if generation is None:
         raise ApiError(503, "no_read_models", "no read models yet: no active generation")
@@ -298,7 +294,7 @@ def _b64(raw: bytes) -> str:
 
 
 def _cursor_key(request: Request) -> bytes:
-    configured = request.app.state.settings.cursor_key
+    configured = services(request.app).settings.cursor_key
     return configured.get_secret_value().encode() if configured is not None else _PROCESS_CURSOR_KEY
 
 

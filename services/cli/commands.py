@@ -30,7 +30,7 @@ from services.config import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from projections.calendar import Calendar
     from projections.policy import Policy
@@ -509,20 +509,29 @@ def restore(wait: float) -> None:
 # --- the auditor's replay and the calendar questions -------------------------
 
 
-def _policy(path: Path | None, variable: str | None = None) -> "Policy":
-    """The policy file at ``path`` (default: the packaged policy); a bad one is one line, exit 2."""
-    from projections.policy import PolicyError, default_policy, load_policy
+def _policy(path: Path | None) -> "Policy":
+    """A command's ``--policy`` file (default: the packaged policy); a bad one is one line, exit 2."""
+    from services.bootstrap import policy_from
+
+    return _checked(lambda: policy_from(path))
+
+
+def _configured_policy(settings: Settings) -> "Policy":
+    """The policy of SLATRACK_POLICY_FILE (services.bootstrap); a bad one is one line naming it."""
+    from services.bootstrap import configured_policy
+
+    return _checked(lambda: configured_policy(settings), "SLATRACK_POLICY_FILE")
+
+
+def _checked(load: "Callable[[], Policy]", variable: str | None = None) -> "Policy":
+    from projections.policy import PolicyError
 
     try:
-        return load_policy(path) if path is not None else default_policy()
+        return load()
     except PolicyError as exc:
         where = f"{variable}: " if variable else ""
         problems = "; ".join(exc.problems).replace("\n", " ")
         raise UserError(f"{where}{exc.source}: invalid policy: {problems}") from None
-
-
-def _configured_policy(settings: Settings) -> "Policy":
-    return _policy(settings.policy_file, "SLATRACK_POLICY_FILE" if settings.policy_file else None)
 
 
 def _open_store(settings: Settings, *, create: bool = True) -> "ReadModelStore":

@@ -22,6 +22,8 @@ from pydantic import SecretStr
 
 from projections.policy import default_policy
 from services.api.app import create_app
+from services.api.state import api_state
+from services.bootstrap import Services
 from services.config import Settings
 from services.kafka.client import ensure_topics, topic_specs
 from services.kafka.consumer import ValidatingConsumer
@@ -125,7 +127,7 @@ class LiveApi:
         )
         self.consumer = ValidatingConsumer(self.settings, self.publisher, self.projector)
         lag = self.custom_lag or (self.consumer.lag if self.with_worker else None)
-        self.app = create_app(self.settings, self.publisher, self.store, default_policy(), lag=lag)
+        self.app = create_app(Services(self.settings, default_policy(), self.publisher, self.store, lag=lag))
         sock = free_socket()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.server = _Server(uvicorn.Config(self.app, log_config=None, access_log=True, lifespan="off"))
@@ -156,7 +158,7 @@ class LiveApi:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             if self.worker_task is not None:
                 await asyncio.gather(self.worker_task, return_exceptions=True)
-            rebuild = self.app.state.rebuild.task
+            rebuild = api_state(self.app).rebuild.task
             if rebuild is not None:
                 await asyncio.gather(rebuild, return_exceptions=True)
             await self.publisher.__aexit__(None, None, None)

@@ -2,6 +2,7 @@
 comparison, public or protected operations, readiness, and `slatrack serve` refusing
 an open API off loopback."""
 
+import dataclasses
 import hmac
 import json
 import os
@@ -17,6 +18,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from services.api.auth import Authenticator
+from services.api.state import services
 from services.config import Settings, parse_api_tokens, settings_help
 from services.kafka.embedded import free_port
 from services.serve import exposure_problem, is_loopback
@@ -231,7 +233,8 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
         assert body["lag"] and set(body["lag"].values()) == {0}
 
         # What the worker's lag can say.
-        api.app.state.lag = lambda: {0: 0, 1: 5000, 2: None}
+        wired = services(api.app)
+        api.app.state.services = dataclasses.replace(wired, lag=lambda: {0: 0, 1: 5000, 2: None})
         body = api.client.get("/readyz").json()
         assert body["error"] == "not_ready" and len(body["reasons"]) == 2
         assert "not known yet in partitions [2]" in body["detail"]
@@ -240,7 +243,7 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
             in body["detail"]
         )
         assert body["lag"] == {"0": 0, "1": 5000, "2": None}
-        api.app.state.lag = api.consumer.lag
+        api.app.state.services = wired
         assert api.client.get("/readyz").status_code == 200
 
         # A store that cannot be reached: not ready, and queries are 503 (never 500).
@@ -251,7 +254,7 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
 
                 return fail
 
-        store, api.app.state.store = api.app.state.store, Unreachable()
+        api.app.state.services = dataclasses.replace(wired, store=Unreachable())
         try:
             response = api.client.get("/readyz")
             assert response.status_code == 503
@@ -259,7 +262,7 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
             response = api.client.get("/v1/tickets/T-ready-1", headers=auth("reader"))
             assert response.status_code == 503 and response.json()["error"] == "store_unavailable"
         finally:
-            api.app.state.store = store
+            api.app.state.services = wired
         assert api.client.get("/readyz").status_code == 200
     finally:
         api.close()

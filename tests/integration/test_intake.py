@@ -14,8 +14,10 @@ import orjson
 import pytest
 
 from events import EventRejected, RejectKind, decode_event
+from projections.policy import default_policy
 from services import metrics
 from services.api.app import create_app
+from services.bootstrap import Services
 from services.kafka.publisher import EventPublisher
 from tests.integration.live_api import LiveApi, LogCapture, auth, fresh_settings
 from tests.kafka_helpers import read_all
@@ -197,7 +199,7 @@ def test_deep_nesting_is_a_422_on_the_same_connection(live):
 
 async def test_an_unexpected_error_is_a_500_and_counted(kafka_settings):
     # A publisher that never connected: faststream refuses to send (not a broker error).
-    app = create_app(kafka_settings, EventPublisher(kafka_settings))
+    app = create_app(Services(kafka_settings, default_policy(), EventPublisher(kafka_settings)))
     before = requests_answered("500")
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:

@@ -23,6 +23,7 @@ from aiokafka.errors import UnsupportedCodecError
 from projections.policy import default_policy
 from services import metrics
 from services.api.app import create_app
+from services.bootstrap import Services
 from services.kafka.consumer import ValidatingConsumer
 from services.kafka.dead_letters import plan_replay
 from services.kafka.publisher import H_ORIGINAL_SHA256, H_ORIGINAL_SIZE, H_REASON, H_TRUNCATED, EventPublisher
@@ -70,9 +71,15 @@ class Worker:
         return self.store.ticket(self.projector.generation, (customer, ticket))
 
     async def readyz(self, publisher) -> httpx.Response:
-        app = create_app(
-            self.settings, publisher, self.store, lag=self.consumer.lag, problems=self.consumer.problems
+        wired = Services(
+            self.settings,
+            default_policy(),
+            publisher,
+            self.store,
+            lag=self.consumer.lag,
+            problems=self.consumer.problems,
         )
+        app = create_app(wired)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://test"
         ) as client:

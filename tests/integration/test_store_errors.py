@@ -16,6 +16,7 @@ import pytest
 
 from projections.policy import default_policy
 from services.api.app import create_app
+from services.bootstrap import Services
 from services.config import Settings
 from services.kafka.publisher import EventPublisher
 from services.store import sql
@@ -32,7 +33,7 @@ QUERIES = ("/v1/tickets", "/v1/tickets/T-1", "/v1/customers/C-1", "/v1/customers
 async def api_over(store: ReadModelStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ``store`` (no broker needed: nothing here publishes)."""
     settings = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=tmp_path)
-    app = create_app(settings, EventPublisher(settings), store, default_policy())
+    app = create_app(Services(settings, default_policy(), EventPublisher(settings), store))
     transport = httpx.ASGITransport(app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         yield client

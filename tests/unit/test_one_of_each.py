@@ -14,7 +14,7 @@ from projections.policy import default_policy
 from projections.quarantine import view_at
 from projections.ticket import evaluate
 from projections.timeline import INSTANT_FORM, history, is_opening, opening, parse_instant
-from services.api import app as api_app
+from services import bootstrap
 from services.cli.commands import _instant, serve
 from services.config import PROCESS_ROLES, ROLES
 from services.worker import batches, gauges
@@ -134,4 +134,4 @@ def test_one_kind_of_role_each():
 
 
 def test_one_lag():
-    assert gauges.Lag is batches.Lag and api_app.Lag is batches.Lag
+    assert gauges.Lag is batches.Lag and bootstrap.Lag is batches.Lag
