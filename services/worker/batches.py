@@ -14,7 +14,7 @@ from events import Event, EventRejected
 log = logging.getLogger(__name__)
 
 # A record's position in the read models is ``offset * MAX_PARTITIONS + partition``
-# (services.worker.projector.seq_of): only partitions 0 to MAX_PARTITIONS - 1 have positions of
+# (services.worker.histories.seq_of): only partitions 0 to MAX_PARTITIONS - 1 have positions of
 # their own (partition 1025 at offset 0 would be partition 1 at offset 1). services.config refuses
 # more partitions for the topics slatrack creates; the consumer halts a partition beyond them.
 MAX_PARTITIONS = 1024

@@ -11,17 +11,19 @@ from typing import TypeVar
 from events import ACCOUNT_EVENT_TYPES, Event, decode_event
 from projections.policy import Policy, parse_policy
 from projections.timeline import Recorded, TicketKey, is_opening, ticket_key
+from services.worker.batches import MAX_PARTITIONS
 from services.worker.ports import ReadModelStore, StoredEvent, TicketQuery
 
 
 def seq_of(partition: int, offset: int) -> int:
-    """Recording order: the offset (a customer's events share one partition), then the partition."""
-    return offset * 1024 + partition
+    """Recording order: the offset (a customer's events share one partition), then the partition
+    (below MAX_PARTITIONS: the consumer projects no other, services.config creates no more)."""
+    return offset * MAX_PARTITIONS + partition
 
 
 def partition_of(record: Recorded) -> int:
     """The partition a record was read from (the inverse of :func:`seq_of`)."""
-    return record.seq % 1024
+    return record.seq % MAX_PARTITIONS
 
 
 def decode_stored_body(body: bytes) -> Event:

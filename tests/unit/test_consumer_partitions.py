@@ -1,5 +1,5 @@
 """A partition numbered 1024 or more is never projected: a record's position in the read models is
-offset x 1024 + partition (services.worker.projector.seq_of), so partition 1025 at offset 0 would
+offset x 1024 + partition (services.worker.histories.seq_of), so partition 1025 at offset 0 would
 be partition 1 at offset 1. The consumer halts such a partition at its first record, which stays in
 the log (issue 12)."""
 
@@ -7,11 +7,14 @@ import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
+from events import decode_event
+from projections.timeline import Recorded
 from services import metrics
 from services.config import Settings
 from services.kafka.consumer import ValidatingConsumer
 from services.kafka.publisher import EventPublisher
 from services.worker.batches import MAX_PARTITIONS, ConsumedBatch, partition_problem
+from services.worker.histories import partition_of, seq_of
 from tests.samples import sample
 
 TOPIC = "ticket-events"
@@ -62,6 +65,15 @@ class Handler:
 def record(partition: int, offset: int, event_id: str) -> ConsumerRecord:
     body = orjson.dumps(sample("ticket.opened", event_id=event_id, customer_id="c-1"))
     return ConsumerRecord(TOPIC, partition, offset, 0, 0, b"c-1", body, None, 3, len(body), [])
+
+
+def test_positions_are_one_to_one_below_the_bound_only():
+    event = decode_event(orjson.dumps(sample("ticket.opened")))
+    positions = {seq_of(p, o) for p in range(MAX_PARTITIONS) for o in range(3)}
+    assert len(positions) == 3 * MAX_PARTITIONS  # no two records share a position
+    for p in (0, 1, MAX_PARTITIONS - 1):
+        assert partition_of(Recorded(seq_of(p, 5), event)) == p
+    assert seq_of(MAX_PARTITIONS + 1, 0) == seq_of(1, 1)  # why partition 1025 is never projected
 
 
 def test_only_partitions_below_the_bound_are_projectable():
