@@ -30,10 +30,10 @@ from projections.account import AccountStanding
 from projections.billing import Billing, Interval, bill, rule_for
 from projections.calendar import TWENTY_FOUR_SEVEN
 from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
-from projections.policy import Policy
+from projections.policy import ClockName, Policy, Priority
 from projections.timeline import Recorded, history, whole_second
 
-CLOCKS = ("response", "resolution")
+CLOCKS: tuple[ClockName, ...] = ("response", "resolution")
 _SUSPEND, _UNSUSPEND = "suspension_started", "suspension_ended"
 _SECOND = timedelta(seconds=1)
 
@@ -357,7 +357,7 @@ class TicketState:
                 at, "due_moved", {"clock": clock.name, "cycle": len(clock.cycles), "from": was, "to": due}
             )
 
-    def _cycle(self, clock: str, priority: str, at: datetime) -> Cycle:
+    def _cycle(self, clock: ClockName, priority: Priority, at: datetime) -> Cycle:
         settings = self.policy.targets(priority).clock(clock)
         target = settings.target
         thresholds: dict[str, int] = {}
@@ -452,7 +452,7 @@ class TicketState:
             flags.append("suspended")
         return sorted(flags)
 
-    def clock_view(self, name: str) -> dict[str, Any]:
+    def clock_view(self, name: ClockName) -> dict[str, Any]:
         clock = self.clocks[name]
         cycle = clock.current
         at_risk = (

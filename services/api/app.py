@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 Lag = Callable[[], dict[int, int | None]]
 
 READY_STORE_TIMEOUT_S = 5.0
+# What makes /readyz say the read models cannot be reached.
+_READY_STORE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *queries.STORE_ERRORS)
 
 DESCRIPTION = """
 Event-sourced SLA tracking for support desks.
@@ -207,7 +209,7 @@ async def _readiness(app: FastAPI) -> JSONResponse:
             generation = await asyncio.wait_for(
                 asyncio.to_thread(call_with_timeout, limit, store.active_generation), limit + 1
             )
-        except (TimeoutError, *queries.STORE_ERRORS) as exc:
+        except _READY_STORE_ERRORS as exc:
             reasons.append(f"the read models cannot be reached ({type(exc).__name__})")
         else:
             if generation is None:

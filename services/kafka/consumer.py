@@ -223,9 +223,9 @@ class ValidatingConsumer:
             self._log_retry(f"fetching failed in every partition: {said(error)}", error)
             await asyncio.sleep(RETRY_DELAY_S)
             return batch
-        for tp, exc in failed.items():
+        for tp, failure in failed.items():
             position = await self.consumer.position(tp)
-            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {said(exc)}")
+            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {said(failure)}")
         return batch
 
     async def _fetch_failed(self) -> None:

@@ -43,7 +43,7 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -160,7 +160,7 @@ async def read_log(
     *,
     topic: str | None = None,
     buffer_limit: int = BUFFER_LIMIT,
-) -> AsyncIterator[LogRecord]:
+) -> AsyncGenerator[LogRecord, None]:
     """Every record of ``topic`` (default: the events topic) up to its end as of the start, in
     (offset, partition) order, each classified as an event or a rejection. ``on_bounds`` is
     called once, before the first record, with what will be read. Raises :class:`LogNotFound`
@@ -177,7 +177,7 @@ async def read_records(
     on_bounds: Callable[[LogBounds], None] | None = None,
     *,
     buffer_limit: int = BUFFER_LIMIT,
-) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord]]:
+) -> AsyncGenerator[tuple[TopicPartition, ConsumerRecord], None]:
     """:func:`read_log`'s records as Kafka gave them (key, value, headers), unclassified."""
     consumer = AIOKafkaConsumer(
         group_id=None,
