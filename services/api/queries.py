@@ -78,6 +78,7 @@ _PROCESS_CURSOR_KEY = secrets.token_bytes(32)
 try:  # psycopg is a dependency, but only PostgreSQL deployments use it
     from psycopg import Error as _PostgresError
 except ImportError:  # pragma: no cover
+    # A stand-in class under psycopg's name: mypy types a name once, from the import.
     _PostgresError = StoreError  # type: ignore[assignment,misc]
 
 # What a store raises when it cannot answer (a database down, a lock held too long).

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from projections.timeline import Recorded
     from services.kafka.dead_letters import DeadLetter
     from services.kafka.log_reader import EventFilter
+    from services.serve import Role
     from services.store import ReadModelStore
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
@@ -96,7 +97,7 @@ def main() -> None:
     is_flag=True,
     help="Serve the API with no token configured on a non-loopback address (open to anyone).",
 )
-def serve(role: str, insecure: bool) -> None:
+def serve(role: "Role", insecure: bool) -> None:  # click.Choice gives one of the roles
     """Project the event log into the read models and serve HTTP (intake, views, /metrics).
 
     With SLATRACK_KAFKA_BOOTSTRAP unset, an embedded broker is started on
@@ -109,7 +110,7 @@ def serve(role: str, insecure: bool) -> None:
     from services.serve import ServeFailed, ServeRefused, exposure_problem, run
 
     settings = _settings()
-    problem = exposure_problem(settings, role, insecure)  # type: ignore[arg-type]
+    problem = exposure_problem(settings, role, insecure)
     if problem is not None:
         raise click.UsageError(problem)
     _configured_policy(settings)
@@ -123,7 +124,7 @@ def serve(role: str, insecure: bool) -> None:
 
     _logging(settings)
     try:
-        run(settings, role, check)  # type: ignore[arg-type]
+        run(settings, role, check)
     except ServeRefused as exc:  # a taken port: nothing was started
         click.echo(f"slatrack serve: {exc}", err=True)
         sys.exit(2)
@@ -386,13 +387,19 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
     history is projected, and stops both at Ctrl-C; if serve dies, the feed
     stops and says so. Without, run `slatrack serve` beside it.
     """
-    from services.dev.demo import FeedStopped, demo_with_serve, run_demo
+    from services.dev.demo import Feed, FeedStopped, demo_with_serve, run_demo
     from services.kafka.client import BrokerUnreachable, ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
     policy = _configured_policy(settings)
-    feed = {"customers": customers, "tickets": tickets, "days": days, "seed": seed, "live_every": live_every}
+    feed: Feed = {
+        "customers": customers,
+        "tickets": tickets,
+        "days": days,
+        "seed": seed,
+        "live_every": live_every,
+    }
     if with_serve:
         sys.exit(asyncio.run(demo_with_serve(settings, policy, **feed)))
 
@@ -402,7 +409,7 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         await wait_until_reachable(settings, timeout=_broker_wait(settings))
         await ensure_topics(settings)
-        fed = await run_demo(settings, policy, stop=stop, **feed)  # type: ignore[arg-type]
+        fed = await run_demo(settings, policy, stop=stop, **feed)
         return fed.history + fed.live
 
     try:
