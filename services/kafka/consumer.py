@@ -12,7 +12,7 @@ committed to Kafka after each batch either way, so that lag tools work.
 
 This hot path drives aiokafka directly rather than through a faststream
 subscriber: batches from ``getmany`` measured about 4x faster here
-(shared/notes/embedded-broker.md), faststream's batch ``nack`` rewinds only
+(docs/decisions/0001-embedded-broker-limits.md), faststream's batch ``nack`` rewinds only
 one partition of a multi-partition batch, and seeking to stored offsets needs
 a rebalance listener.
 """

@@ -8,7 +8,7 @@ never touched.
 
 **The end of the log** is the high watermark of the first fetch of each
 partition. The embedded broker's ListOffsets cannot be trusted for it
-(shared/notes/embedded-broker.md, and ``services.worker.rebuild`` does the same);
+(docs/decisions/0001-embedded-broker-limits.md; ``services.worker.rebuild`` does the same);
 the fetch high watermark is right there and on Apache Kafka alike. Any
 record at or beyond it (appended after the start) is left out.
 
