@@ -32,8 +32,10 @@ bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/projector.py
 
+# mypy reads its settings (and what to check) from pyproject.toml.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 schema: install
 	$(BIN)/slatrack schema

@@ -15,7 +15,7 @@ from datetime import UTC
 
 import orjson
 
-from events import decode_event
+from events import AccountEvent, decode_event
 from projections.account import account_standing
 from projections.policy import default_policy
 from projections.replay import latest_instant
@@ -41,7 +41,7 @@ def main() -> None:
     accounts: dict[str, list[Recorded]] = {}
     for record in records:
         event = record.event
-        if event.type.startswith("account."):
+        if isinstance(event, AccountEvent):
             accounts.setdefault(event.customer_id, []).append(record)
         else:
             tickets.setdefault(event.ticket_id, []).append(record)

@@ -68,7 +68,7 @@ def _owing(
     records: list[Recorded], disputes_exempt: bool
 ) -> list[tuple[datetime, datetime | None, datetime]]:
     """Stretches [start, end) during which the invoice was due at ``due`` and not settled."""
-    stretches = []
+    stretches: list[tuple[datetime, datetime | None, datetime]] = []
     due: datetime | None = None
     since: datetime | None = None
     for record in records:

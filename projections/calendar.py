@@ -111,11 +111,20 @@ def _check_seconds(seconds: object) -> int:
     return seconds
 
 
+def _offset_seconds(local: datetime) -> int:
+    """The UTC offset of an aware datetime, in seconds (one in a ZoneInfo zone always has one)."""
+    offset = local.utcoffset()
+    assert offset is not None, f"{local!r} is naive"
+    return offset // _SECOND
+
+
 # --- weekly hours ------------------------------------------------------------
 
 
-def parse_time_of_day(value: str | int | time, *, allow_24: bool = False) -> int:
+def parse_time_of_day(value: object, *, allow_24: bool = False) -> int:
     """Seconds since local midnight of ``"HH:MM"``, ``"HH:MM:SS"``, a time or an int.
+
+    Anything else raises :class:`CalendarError` (it parses what a user wrote).
 
     ``"24:00"`` (the end of the day) is accepted only with ``allow_24``.
     """
@@ -178,6 +187,10 @@ def _normalize_day(day: str, spans: Iterable[tuple[object, object]]) -> tuple[tu
 
 # --- calendars ---------------------------------------------------------------
 
+_Spans = Iterable[tuple[object, object]]
+# Keyed by weekday names, by indices or by both (a Mapping's key type is invariant: each is listed).
+WeeklyHoursInput = Mapping[str, _Spans] | Mapping[int, _Spans] | Mapping[str | int, _Spans]
+
 
 class Calendar:
     """Weekly opening hours in an IANA zone, minus holidays.
@@ -193,7 +206,7 @@ class Calendar:
     def __init__(
         self,
         time_zone: str,
-        hours: Mapping[str | int, Iterable[tuple[object, object]]],
+        hours: WeeklyHoursInput,
         holidays: Iterable[date] = (),
         *,
         country: str | None = None,
@@ -335,8 +348,8 @@ class Calendar:
         """
         naive = datetime.fromordinal(ordinal) + timedelta(seconds=seconds)
         base = (naive - _NAIVE_EPOCH) // _SECOND
-        off0 = naive.replace(tzinfo=self._tz).utcoffset() // _SECOND
-        off1 = naive.replace(tzinfo=self._tz, fold=1).utcoffset() // _SECOND
+        off0 = _offset_seconds(naive.replace(tzinfo=self._tz))
+        off1 = _offset_seconds(naive.replace(tzinfo=self._tz, fold=1))
         t0, t1 = base - off0, base - off1
         if t0 <= t1:
             # Existing (t0 == t1) or ambiguous: fold=0 is the earlier instant.
@@ -476,7 +489,9 @@ class Calendar:
                     continue
             total = self._total(o)
             if total >= n:  # lands on this date
-                return self._consume(self._day(o), a, n)[0]
+                landed, _ = self._consume(self._day(o), a, n)
+                assert landed is not None  # the date has the n seconds
+                return landed
             n -= total
             closed = 0 if total else closed + 1
             self._check_closed(closed, o)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from projections.calendar import Calendar
+from projections.policy import ClockName
 from projections.views import ClockStatus
 
 # Threshold names.
@@ -50,7 +51,7 @@ class Cycle:
 
 @dataclass
 class Clock:
-    name: str
+    name: ClockName
     cycles: list[Cycle] = field(default_factory=list)
     # Why the clock is not counting: pauses ("status", "suspended") hold it
     # for a while; a stop ("responded", "resolved", "closed") ends counting

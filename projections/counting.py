@@ -185,7 +185,7 @@ _COUNTERS = (
 
 def stopped_cycles(state: TicketState) -> list[tuple[str, str, str, int, bool]]:
     """(key, clock, priority, elapsed, breached) of each cycle that counts for attainment."""
-    found = []
+    found: list[tuple[str, str, str, int, bool]] = []
     for clock in state.clocks.values():
         for cycle in clock.cycles:
             if cycle.target is None:

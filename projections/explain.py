@@ -24,7 +24,7 @@ from projections.billing import Billing, bill, merge
 from projections.policy import Policy, canonical_policy
 from projections.quarantine import quarantined_view
 from projections.ticket import Effect, TicketState, due_from_start, utc
-from projections.timeline import Recorded, history, opening, whole_second
+from projections.timeline import Recorded, history, is_opening, opening, whole_second
 
 TIME, SUSPENSION = "time", "account.suspension"  # entry types of what happens without an event
 
@@ -41,7 +41,7 @@ def explain(
     as_of = whole_second(as_of)
     ordered = history(records, as_of)
     opened = opening(ordered)
-    if opened is None:
+    if opened is None or not is_opening(opened.event):
         return None
     customer, ticket_id = opened.event.customer_id, opened.event.ticket_id
     invoices = history([r for r in account if _is_account_event_of(r.event, customer)], as_of)

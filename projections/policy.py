@@ -62,7 +62,7 @@ __all__ = [
     "parse_policy",
 ]
 
-PRIORITIES = ("urgent", "high", "medium", "low")
+PRIORITIES: tuple[Priority, ...] = ("urgent", "high", "medium", "low")
 DAY_SECONDS = 86_400
 DEFAULT_POLICY_RESOURCE = "default_policy.toml"
 

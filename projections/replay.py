@@ -86,7 +86,12 @@ def replay(
             tickets.setdefault(key, []).append(record)
     extra: dict[str, Any] = {"breaches": []} if breaches else {}
     if as_of is None:
-        empty = {"as_of": None, "policy_version": policy.version, "tickets": [], "customers": []}
+        empty: dict[str, Any] = {
+            "as_of": None,
+            "policy_version": policy.version,
+            "tickets": [],
+            "customers": [],
+        }
         if signals:
             extra |= {"signals": [], "standing_signals": [], "counters": Tally().totals()}
         return {**empty, "rejected": rejected} | extra

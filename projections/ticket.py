@@ -31,11 +31,11 @@ from projections.account import AccountStanding
 from projections.billing import Billing, Interval, bill, rule_for
 from projections.calendar import TWENTY_FOUR_SEVEN
 from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
-from projections.policy import Policy
+from projections.policy import ClockName, Policy
 from projections.timeline import Recorded, history, whole_second
 from projections.views import Clocks, ClockView, EscalationReason, EscalationView, Flag, TicketView
 
-CLOCKS = ("response", "resolution")
+CLOCKS: tuple[ClockName, ...] = ("response", "resolution")
 _SUSPEND, _UNSUSPEND = "suspension_started", "suspension_ended"
 _SECOND = timedelta(seconds=1)
 
@@ -365,7 +365,7 @@ class TicketState:
                 at, "due_moved", {"clock": clock.name, "cycle": len(clock.cycles), "from": was, "to": due}
             )
 
-    def _cycle(self, clock: str, priority: str, at: datetime) -> Cycle:
+    def _cycle(self, clock: ClockName, priority: Priority, at: datetime) -> Cycle:
         settings = self.policy.targets(priority).clock(clock)
         target = settings.target
         thresholds: dict[str, int] = {}
@@ -460,7 +460,7 @@ class TicketState:
             flags.append("suspended")
         return sorted(flags)
 
-    def clock_view(self, name: str) -> ClockView:
+    def clock_view(self, name: ClockName) -> ClockView:
         clock = self.clocks[name]
         cycle = clock.current
         at_risk = (

@@ -20,6 +20,7 @@ seconds, and every later computation can rely on it.
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -85,7 +86,7 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
     return kept_records
 
 
-def is_opening(event: Event) -> bool:
+def is_opening(event: Event) -> TypeGuard[TicketOpened]:
     """Whether the event opens its ticket (``ticket.opened``)."""
     return isinstance(event, TicketOpened)
 

@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import Category, Priority
+from projections.policy import ClockName
 
 # An instant as the views print one: UTC, whole seconds, "Z" (projections.ticket.utc).
 UtcInstant = str
@@ -71,9 +72,9 @@ class Clocks(View):
     response: ClockView
     resolution: ClockView
 
-    def named(self) -> dict[str, ClockView]:
+    def named(self) -> dict[ClockName, ClockView]:
         """Each clock by its name, in the view's order."""
-        return {name: getattr(self, name) for name in type(self).model_fields}
+        return {"response": self.response, "resolution": self.resolution}
 
     @property
     def breached(self) -> bool:

@@ -319,7 +319,11 @@ class Settings(BaseSettings):
 
 # --- the database URL ----------------------------------------------------------
 
-DATABASE_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "sqlite"}
+DATABASE_SCHEMES: dict[str, Literal["postgresql", "sqlite"]] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "sqlite": "sqlite",
+}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _DATABASE_URL_FORMS = (
     "use postgresql://USER@HOST:PORT/DATABASE (or postgres://) or sqlite:///PATH; "
@@ -338,7 +342,7 @@ def database_scheme(url: str) -> Literal["postgresql", "sqlite"]:
         raise ValueError(f"scheme {found.group(1)!r} is not supported: {_DATABASE_URL_FORMS}")
     if scheme == "sqlite" and not url[found.end() :].startswith("/"):
         raise ValueError(f"a SQLite URL names a file, not a host: {_DATABASE_URL_FORMS}")
-    return scheme  # type: ignore[return-value]
+    return scheme
 
 
 def sqlite_url_path(url: str) -> Path:

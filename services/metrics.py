@@ -27,7 +27,7 @@ from prometheus_client import (
 )
 
 from events import EVENT_TYPES, RejectKind
-from projections.policy import PRIORITIES, Policy, default_policy
+from projections.policy import PRIORITIES, ClockName, Policy, default_policy
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ REBUILD_PROGRESS = Gauge(
 
 # --- SLA outcomes (counted by the worker after each committed batch) ---------
 
-CLOCKS = ("response", "resolution")
+CLOCKS: tuple[ClockName, ...] = ("response", "resolution")
 BILLING_RULES = ("new_install", "uncovered_p1")
 LEVELS = ("1", "2", "3")
 CLOCK_STATUSES = ("running", "paused", "at_risk", "breached_open")

@@ -22,7 +22,7 @@ async def produce(settings, messages) -> None:
 async def read_all(settings, topic: str, expected: int, timeout: float = 60) -> list:
     consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", **client_options(settings))
     await consumer.start()
-    records = []
+    records: list = []
     try:
         async with asyncio.timeout(timeout):
             while len(records) < expected:

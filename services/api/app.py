@@ -152,6 +152,7 @@ def create_app(wired: Services, *, api: bool = True) -> FastAPI:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(operations)
+    # FastAPI's documented way to replace the document; mypy refuses assigning to a method.
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -529,7 +529,7 @@ async def get_billing(
     ]
     total = {
         "tickets": len(lines),
-        "billable_seconds": sum(line["billable_seconds"] for line in lines),
-        "amount_cents": sum(line["amount_cents"] for line in lines),
+        "billable_seconds": sum(row.billable_seconds for row in rows),
+        "amount_cents": sum(row.amount_cents for row in rows),
     }
     return _json({"customer_id": customer_id, "month": month, "lines": lines, "total": total})

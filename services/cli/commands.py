@@ -391,13 +391,19 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
     history is projected, and stops both at Ctrl-C; if serve dies, the feed
     stops and says so. Without, run `slatrack serve` beside it.
     """
-    from services.dev.demo import FeedStopped, demo_with_serve, run_demo
+    from services.dev.demo import Feed, FeedStopped, demo_with_serve, run_demo
     from services.kafka.client import BrokerUnreachable, ensure_topics, wait_until_reachable
 
     settings = _settings()
     _logging(settings)
     policy = _configured_policy(settings)
-    feed = {"customers": customers, "tickets": tickets, "days": days, "seed": seed, "live_every": live_every}
+    feed: Feed = {
+        "customers": customers,
+        "tickets": tickets,
+        "days": days,
+        "seed": seed,
+        "live_every": live_every,
+    }
     if with_serve:
         sys.exit(asyncio.run(demo_with_serve(settings, policy, **feed)))
 
@@ -407,7 +413,7 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
         await wait_until_reachable(settings, timeout=_broker_wait(settings))
         await ensure_topics(settings)
-        fed = await run_demo(settings, policy, stop=stop, **feed)  # type: ignore[arg-type]
+        fed = await run_demo(settings, policy, stop=stop, **feed)
         return fed.history + fed.live
 
     try:

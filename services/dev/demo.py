@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict, Unpack
 
 import httpx
 import orjson
@@ -93,6 +94,16 @@ def _instant(document: dict) -> datetime:
 class Fed:
     history: int = 0
     live: int = 0
+
+
+class Feed(TypedDict, total=False):
+    """What ``slatrack demo`` simulates (see :func:`run_demo`)."""
+
+    customers: int
+    tickets: int
+    days: int
+    seed: int
+    live_every: float
 
 
 async def run_demo(
@@ -218,7 +229,7 @@ class _Serve:
             await self.process.wait()
 
 
-async def demo_with_serve(settings: Settings, policy: Policy, **feed: object) -> int:
+async def demo_with_serve(settings: Settings, policy: Policy, **feed: Unpack[Feed]) -> int:
     """Feed the history, start ``slatrack serve`` on it, print where to look, feed live; stop both
     at SIGINT or SIGTERM. Returns the exit status: 0 after a signal, 1 if serve or the feed failed.
 
@@ -275,7 +286,7 @@ async def demo_with_serve(settings: Settings, policy: Policy, **feed: object) ->
             stop.set()
 
     try:
-        demo = run_demo(settings, policy, stop=stop, before_live=start_serve, **feed)  # type: ignore[arg-type]
+        demo = run_demo(settings, policy, stop=stop, before_live=start_serve, **feed)
         feeding = asyncio.create_task(demo)
         ended = [feeding, asyncio.create_task(stop.wait()), asyncio.create_task(serve.died.wait())]
         await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)

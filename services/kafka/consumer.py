@@ -12,7 +12,7 @@ committed to Kafka after each batch either way, so that lag tools work.
 
 This hot path drives aiokafka directly rather than through a faststream
 subscriber: batches from ``getmany`` measured about 4x faster here
-(shared/notes/embedded-broker.md), faststream's batch ``nack`` rewinds only
+(docs/decisions/0001-embedded-broker-limits.md), faststream's batch ``nack`` rewinds only
 one partition of a multi-partition batch, and seeking to stored offsets needs
 a rebalance listener.
 """
@@ -224,9 +224,9 @@ class ValidatingConsumer:
             self._log_retry(f"fetching failed in every partition: {said(error)}", error)
             await asyncio.sleep(RETRY_DELAY_S)
             return batch
-        for tp, exc in failed.items():
+        for tp, failure in failed.items():
             position = await self.consumer.position(tp)
-            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {said(exc)}")
+            self._halt(tp.partition, position, "undecodable", f"its records cannot be read: {said(failure)}")
         return batch
 
     async def _fetch_failed(self) -> None:

@@ -8,7 +8,7 @@ never touched.
 
 **The end of the log** is the high watermark of the first fetch of each
 partition. The embedded broker's ListOffsets cannot be trusted for it
-(shared/notes/embedded-broker.md, and ``services.worker.rebuild`` does the same);
+(docs/decisions/0001-embedded-broker-limits.md; ``services.worker.rebuild`` does the same);
 the fetch high watermark is right there and on Apache Kafka alike. Any
 record at or beyond it (appended after the start) is left out.
 
@@ -43,7 +43,7 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -160,7 +160,7 @@ async def read_log(
     *,
     topic: str | None = None,
     buffer_limit: int = BUFFER_LIMIT,
-) -> AsyncIterator[LogRecord]:
+) -> AsyncGenerator[LogRecord, None]:
     """Every record of ``topic`` (default: the events topic) up to its end as of the start, in
     (offset, partition) order, each classified as an event or a rejection. ``on_bounds`` is
     called once, before the first record, with what will be read. Raises :class:`LogNotFound`
@@ -177,7 +177,7 @@ async def read_records(
     on_bounds: Callable[[LogBounds], None] | None = None,
     *,
     buffer_limit: int = BUFFER_LIMIT,
-) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord]]:
+) -> AsyncGenerator[tuple[TopicPartition, ConsumerRecord], None]:
     """:func:`read_log`'s records as Kafka gave them (key, value, headers), unclassified."""
     consumer = AIOKafkaConsumer(
         group_id=None,

@@ -185,7 +185,7 @@ def fit_dead_letter(
     return key, original[:room] if record.value is not None else None, [*ours, *cut]
 
 
-def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> list[tuple[str, bytes]]:
+def dead_letter_headers(record: RawRecord, rejection: EventRejected) -> Headers:
     """The message's own headers byte for byte, in order, then ours (UTF-8 text, none empty).
 
     A ``slatrack-dlq-*`` header the message brought (it was a dead letter once, sent again)

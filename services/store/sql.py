@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
 from operator import attrgetter
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from projections.quarantine import QUARANTINED
 from services.store import migrations
@@ -35,6 +35,7 @@ from services.worker.ports import (
     EventKey,
     GenerationBehind,
     GenerationChanged,
+    GenerationInfo,
     ReadModelStore,
     Signal,
     StaleBatch,
@@ -45,9 +46,13 @@ from services.worker.ports import (
     TicketRow,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Row = TypeVar("Row", bound="DataclassInstance")
 
 # Dataclass field -> column, where the column name differs (see migrations.py).
 _RENAMED = {"partition": "log_partition", "offset": "log_offset"}
@@ -128,7 +133,7 @@ CLAIM_OFFSETS = (
 )
 
 
-def _reader(cls: type[T]) -> Callable[[Sequence], T]:
+def _reader(cls: type[Row]) -> Callable[[Sequence], Row]:
     """A database row (columns in field order) -> ``cls``.
 
     SQLite keeps booleans as 0/1, and a driver may hand blobs back as
@@ -138,7 +143,7 @@ def _reader(cls: type[T]) -> Callable[[Sequence], T]:
     bools = [i for i, kind in enumerate(kinds) if kind in (bool, "bool")]
     blobs = [i for i, kind in enumerate(kinds) if kind in (bytes, "bytes")]
 
-    def read(row: Sequence) -> T:
+    def read(row: Sequence) -> Row:
         values = list(row)
         for i in bools:
             values[i] = bool(values[i])
@@ -350,7 +355,7 @@ class SqlStore(ReadModelStore):
 
         self._write(drop)
 
-    def generations(self) -> list[dict[str, object]]:
+    def generations(self) -> list[GenerationInfo]:
         rows = self._read(
             lambda tx: tx.all(
                 "SELECT g.generation, g.reason, g.created_at, a.generation IS NOT NULL "
@@ -585,6 +590,7 @@ class SqlStore(ReadModelStore):
 
     def pending_signals(self, limit: int = 500, partitions: Sequence[int] | None = None) -> list[Signal]:
         select = "SELECT signal_id, message_key, body, log_partition FROM signals WHERE NOT sent"
+        params: tuple[object, ...]
         if partitions is None:
             sql, params = f"{select} ORDER BY seq LIMIT ?", (max(0, limit),)
         else:
@@ -664,14 +670,16 @@ class SqlStore(ReadModelStore):
         where, param = self._in("log_partition", parts)
         totals: dict[tuple[str, str, str], int] = {}
         for clock in ("response", "resolution"):
-            rows = self._read(
-                lambda tx, clock=clock: tx.all(
+
+            def count_of(tx: Tx, clock: str = clock) -> list[tuple]:
+                return tx.all(
                     f"SELECT priority, {clock}_status, {clock}_at_risk, {clock}_breached, count(*) "  # noqa: S608
                     f"FROM tickets WHERE generation = ? AND {where} AND state IN ('open', 'resolved') "
                     f"GROUP BY priority, {clock}_status, {clock}_at_risk, {clock}_breached",
                     (generation, param),
                 )
-            )
+
+            rows = self._read(count_of)
             for priority, status, at_risk, breached, count in rows:
                 labels = [status] if status in ("running", "paused") else []
                 labels += ["at_risk"] if at_risk else []

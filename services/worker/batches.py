@@ -41,7 +41,7 @@ class RawRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]] = ()
+    headers: Sequence[tuple[str, bytes | None]] = ()  # Kafka allows a header without a value
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,9 @@ class _WorkerCollector(Collector):
             "at_risk and breached_open overlap the first two.",
             labels=["clock", "priority", "status"],
         )
-        counts = dict.fromkeys(((c, p, s) for c in CLOCKS for p in PRIORITIES for s in CLOCK_STATUSES), 0)
+        counts: dict[tuple[str, str, str], int] = dict.fromkeys(
+            ((c, p, s) for c in CLOCKS for p in PRIORITIES for s in CLOCK_STATUSES), 0
+        )
         counted = True
         if self.store is not None and generation is not None and partitions:
             try:

@@ -74,7 +74,7 @@ def split_history(
     keys = {key for r in records if (key := ticket_key(r.event)) is not None and key[1] == ticket_id}
     if customer_id is not None:
         keys = {key for key in keys if key[0] == customer_id}
-    opened = {ticket_key(r.event) for r in records if is_opening(r.event)} & keys
+    opened = {(r.event.customer_id, r.event.ticket_id) for r in records if is_opening(r.event)} & keys
     key = _one(ticket_id, opened or keys)
     mine = [r for r in records if ticket_key(r.event) == key]
     account = [r for r in records if r.event.type in ACCOUNT_EVENT_TYPES and r.event.customer_id == key[0]]

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypedDict, TypeVar
 
 T = TypeVar("T")
 
@@ -209,6 +209,15 @@ class TicketQuery:
     limit: int = 100
 
 
+class GenerationInfo(TypedDict):
+    """One generation, as :meth:`GenerationStore.generations` lists it."""
+
+    generation: int
+    reason: str
+    created_at: int  # epoch seconds
+    active: bool
+
+
 # The store's interface by role (each one what a part of slatrack needs); ReadModelStore is all of
 # them, and each part is typed with the role it uses.
 
@@ -268,8 +277,8 @@ class GenerationStore(ABC):
         """Delete every row of an inactive generation."""
 
     @abstractmethod
-    def generations(self) -> list[dict[str, object]]:
-        """Every generation: ``{"generation", "reason", "created_at", "active"}``, oldest first."""
+    def generations(self) -> list[GenerationInfo]:
+        """Every generation, oldest first."""
 
 
 class ProjectionStore(ABC):

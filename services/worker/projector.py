@@ -442,11 +442,15 @@ class Projector:
         points: dict[TicketKey, list[Point]] = {}
         for customer, records in streams.items():
             reach = {k: previous[k].account_until for k in reached if k[0] == customer and k in previous}
+
+            def reached_by(r: Recorded, reach: dict[TicketKey, int] = reach) -> list[TicketKey]:
+                return [k for k, until in reach.items() if until >= r.at.timestamp()]
+
             found = walk(
                 records,
                 instant_of(rows[customer].log_time) if customer in rows else None,
                 now,
-                reached=lambda r, reach=reach: [k for k, until in reach.items() if until >= r.at.timestamp()],
+                reached=reached_by,
                 evaluated={k: at for k, at in evaluated.items() if k[0] == customer},
                 settling=[k for k in settling if k[0] == customer],
                 work_ends={k: v for k, v in logged.items() if k[0] == customer},
@@ -509,9 +513,9 @@ class Projector:
                     for s in told.signals
                 ]
         for customer in sorted(customers):
-            row, stream = rows.get(customer), streams.get(customer, [])
-            partition = partition_of(stream[0]) if stream else row.partition if row is not None else 0
-            log_time = log_times.get(customer) or instant_of(row.log_time if row is not None else None)
+            stored, stream = rows.get(customer), streams.get(customer, [])
+            partition = partition_of(stream[0]) if stream else stored.partition if stored is not None else 0
+            log_time = log_times.get(customer) or instant_of(stored.log_time if stored is not None else None)
             write.customers.append(
                 _customer_row(customer, partition, self.policy, ends[customer], accounts[customer], log_time)
             )

@@ -200,19 +200,19 @@ def _check(
     while rows := store.list_tickets(new, TicketQuery(after=after, limit=1000)):
         after = rows[-1].key
         keys = [row.key for row in rows]
-        (new_events, new_accounts), (old_events, old_accounts) = story_of(new, keys), story_of(live, keys)
+        (new_stories, new_accounts), (old_stories, old_accounts) = story_of(new, keys), story_of(live, keys)
         live_rows = store.ticket_rows(live, keys)
         for row in rows:
-            if not comparable(row.key, new_events, new_accounts):
+            if not comparable(row.key, new_stories, new_accounts):
                 continue  # the live generation holds more of it than was compared
-            ours = _inputs(row.key, new_events, new_accounts)
+            ours = _inputs(row.key, new_stories, new_accounts)
             if _view_at(row.key, *ours, policy, row.evaluated_at) != _stored_view(row):
                 report.mismatches.append(f"ticket {row.key}: the rebuilt row is not the view its events give")
             live_row = live_rows.get(row.key)
             if live_row is None:
                 report.live_rows_wrong.append(f"ticket {row.key}: no row in the live generation")
                 continue
-            theirs = _inputs(row.key, old_events, old_accounts)
+            theirs = _inputs(row.key, old_stories, old_accounts)
             same = live_row.evaluated_at == row.evaluated_at and theirs == ours
             if same_policy and _stored_view(live_row) != (
                 _stored_view(row) if same else _view_at(row.key, *theirs, policy, live_row.evaluated_at)

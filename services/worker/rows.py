@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from projections.account import account_standing
-from projections.policy import Policy
+from projections.policy import ClockName, Policy
 from projections.quarantine import quarantined_view
 from projections.signals import Ledger
 from projections.story import FOREVER
@@ -37,7 +37,7 @@ def instant_of(epoch_seconds: int | None) -> datetime | None:
 class _Schedule:
     """When a row's ticket changes next, derived from its state (not part of its view)."""
 
-    dues: dict[str, datetime | None]
+    dues: dict[ClockName, datetime | None]
     next_change: datetime | None
     reach: datetime | None  # account_until
 

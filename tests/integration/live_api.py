@@ -117,7 +117,7 @@ class LiveApi:
         self.store = await asyncio.to_thread(open_store, self.settings)
         self.publisher = EventPublisher(self.settings)
         await self.publisher.__aenter__()
-        kwargs = {} if self.clock is None else {"clock": self.clock}
+        kwargs: dict[str, Any] = {} if self.clock is None else {"clock": self.clock}
         self.projector = Projector(
             self.store,
             default_policy(),

@@ -61,6 +61,7 @@ class World:
         self.records = [Recorded(i, decode_event(orjson.dumps(e))) for i, e in enumerate(events)]
         store = api.store
         generation = store.active_generation()
+        assert generation is not None
         rows = store.list_tickets(generation, TicketQuery(limit=10_000))
         self.views = {row.ticket_id: orjson.loads(row.view) for row in rows}
         self.evaluated = {row.ticket_id: datetime.fromtimestamp(row.evaluated_at, UTC) for row in rows}
@@ -290,8 +291,8 @@ FILTERS: list[tuple[dict[str, Any], Any]] = [
             {"due_before": stamp},
             lambda v, stamp=stamp: any(
                 c["status"] == "running"
-                and due_at(c) is not None
-                and v["_at"] < due_at(c) <= datetime.fromisoformat(stamp)
+                and (due := due_at(c)) is not None
+                and v["_at"] < due <= datetime.fromisoformat(stamp)
                 for c in clocks(v)
             ),
         )
@@ -475,7 +476,7 @@ def test_customer_view(world):
 
 
 def test_billing_lines_sum_to_the_total(world):
-    months = {month(v) for v in world.views.values() if month(v)}
+    months = {m for v in world.views.values() if (m := month(v))}
     assert months
     checked = 0
     for customer_id in sorted(world.customers):

@@ -152,7 +152,7 @@ async def test_real_messages_match_the_asyncapi_document(kafka_settings, tmp_pat
     channel_id, _ = api.channel("ticket-events.dlq")
     (dead_letter,) = api.messages(channel_id).values()
     originals = {(r.topic, r.partition, r.offset): r for r in read["ticket-events"]}
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for record in read["ticket-events.dlq"]:
         headers = check_headers(api, dead_letter, record)
         where = (

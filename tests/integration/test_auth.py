@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import orjson
@@ -22,7 +23,7 @@ from services.api.state import services
 from services.config import Settings, parse_api_tokens, settings_help
 from services.kafka.embedded import free_port
 from services.serve import exposure_problem, is_loopback
-from services.worker.ports import StoreUnavailable
+from services.worker.ports import ReadModelStore, StoreUnavailable
 from tests.integration.live_api import TOKENS, TOKENS_JSON, LiveApi, LogCapture, auth, fresh_settings, keyed
 from tests.kafka_helpers import produce
 from tests.samples import sample
@@ -124,8 +125,8 @@ def test_every_token_is_compared_every_time(monkeypatch):
 
 def test_exposure_rules():
     open_settings = Settings(http_host="0.0.0.0")
-    assert "refusing to serve an open API on 0.0.0.0" in exposure_problem(open_settings, "all", False)
-    assert "--insecure" in exposure_problem(open_settings, "api", False)
+    assert "refusing to serve an open API on 0.0.0.0" in (exposure_problem(open_settings, "all", False) or "")
+    assert "--insecure" in (exposure_problem(open_settings, "api", False) or "")
     assert exposure_problem(open_settings, "all", True) is None
     assert exposure_problem(open_settings, "worker", False) is None  # no HTTP
     guarded = Settings(http_host="0.0.0.0", api_tokens=SecretStr(TOKENS_JSON))
@@ -254,7 +255,7 @@ def test_readyz_goes_from_503_to_200(kafka_bootstrap, tmp_path):
 
                 return fail
 
-        api.app.state.services = dataclasses.replace(wired, store=Unreachable())
+        api.app.state.services = dataclasses.replace(wired, store=cast(ReadModelStore, Unreachable()))
         try:
             response = api.client.get("/readyz")
             assert response.status_code == 503

@@ -54,6 +54,7 @@ async def test_every_codec_is_projected_and_exported(kafka_settings, tmp_path):
     store = open_store(settings)
     try:
         generation = store.active_generation()
+        assert generation is not None
         for codec in CODECS:
             row = store.ticket(generation, (f"c-{codec}", f"T-{codec}"))
             assert row is not None and row.response_status == "stopped", codec

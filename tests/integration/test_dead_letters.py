@@ -110,7 +110,8 @@ async def test_foreign_partitioner_found_and_dead_letters_exact(
     assert "puts on partition 0" in warning
     store = open_store(settings)
     try:
-        assert store.ticket(store.active_generation(), (FOREIGN, "T-ck")) is not None
+        generation = store.active_generation()
+        assert generation is not None and store.ticket(generation, (FOREIGN, "T-ck")) is not None
     finally:
         store.close()
 

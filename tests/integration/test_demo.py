@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 import httpx
 import orjson
@@ -80,7 +81,7 @@ def test_demo_serve_stops_at_ctrl_c_and_when_serve_dies(tmp_path):
     }
     args = [str(SLATRACK), "demo", "--serve", "--tickets", "200", "--days", "1", "--live-every", "1"]
 
-    def start(name: str) -> tuple[subprocess.Popen, object]:
+    def start(name: str) -> tuple[subprocess.Popen, BinaryIO]:
         out = open(tmp_path / f"{name}.log", "wb")
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT), out
 

@@ -16,7 +16,7 @@ from projections.timeline import whole_second
 from services.cli.commands import main
 from services.dev.simulator import Helpdesk
 from services.kafka.client import client_options
-from services.kafka.log_reader import read_log
+from services.kafka.log_reader import LogBounds, read_log
 from tests.kafka_helpers import produce, read_all
 from tests.samples import sample
 
@@ -181,7 +181,7 @@ async def test_invalid_messages_are_reported_and_skipped(kafka_settings, tmp_pat
 @pytest.mark.timeout(150)
 async def test_export_ends_while_the_log_keeps_growing(kafka_settings, tmp_path):
     customers = [f"cust-{i}" for i in range(12)]
-    sent = Counter()
+    sent: Counter[str] = Counter()
     producer = AIOKafkaProducer(**client_options(kafka_settings), acks="all", linger_ms=5)
     await producer.start()
 
@@ -238,7 +238,7 @@ async def test_read_log_merges_partitions_that_run_ahead(kafka_settings):
         await producer.flush()
     finally:
         await producer.stop()
-    bounds = []
+    bounds: list[LogBounds] = []
     records = [r async for r in read_log(kafka_settings, bounds.append, buffer_limit=10)]
     assert len(bounds) == 1 and bounds[0].total == sum(sizes.values())
     assert bounds[0].end == {p: sizes.get(p, 0) for p in range(kafka_settings.topic_partitions)}

@@ -176,7 +176,9 @@ async def test_two_workers_one_ticket_id_under_two_customers(postgres_settings, 
     store = open_store(settings)
     try:
         generation = store.active_generation()
+        assert generation is not None
         a, b = store.ticket(generation, ("race-a", "RACE-1")), store.ticket(generation, ("race-b", "RACE-1"))
+        assert a is not None and b is not None
         assert (a.partition, b.partition) == (4, 3) and owners[4] != owners[3], "two workers, one each"
         view = orjson.loads(a.view)
         assert (view["state"], view["status"]) == ("open", "in_progress")

@@ -135,7 +135,8 @@ def corpus() -> list[tuple[bytes, RejectKind | None]]:
         # Nested deeper than the contract's parser goes (orjson's encoder stopped at 255).
         *[(with_data(eid(), nested(depth)), NOT_JSON) for depth in (254, 255, 500, 1000, 1100)],
     ]
-    return [(raw, None) for raw in accepted] + rejected
+    cases: list[tuple[bytes, RejectKind | None]] = [(raw, None) for raw in accepted]
+    return cases + rejected
 
 
 def kafka_outcome(raw: bytes) -> RejectKind | None:
@@ -159,7 +160,10 @@ def http_outcome(client: httpx.Client, body: bytes, codes: list[int]) -> RejectK
 async def test_both_paths_accept_and_reject_the_same_inputs_and_the_log_gets_the_bytes_sent(live):
     cases = corpus()
     before = {code: requests_answered(code) for code in ("202", "422", "500")}
-    outcomes, codes = [], []
+    outcomes: list[
+        tuple[bytes, RejectKind | None, RejectKind | None, RejectKind | None, RejectKind | None]
+    ] = []
+    codes: list[int] = []
     for raw, expected in cases:
         single = http_outcome(live.client, raw, codes)
         # The same item in an array; an empty item would be no item at all.

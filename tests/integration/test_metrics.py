@@ -4,6 +4,7 @@ count) and summed over two workers sharing the partitions."""
 
 import asyncio
 import signal
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -129,7 +130,7 @@ def summed(scrapes: list[dict[str, float]]) -> dict[str, float]:
     return total
 
 
-def picked(samples: dict[str, float], wanted: dict[str, float]) -> dict[str, float]:
+def picked(samples: dict[str, float], wanted: Mapping[str, float]) -> dict[str, float | None]:
     return {key: samples.get(key) for key in wanted}
 
 
@@ -148,7 +149,7 @@ def stop(process) -> None:
     assert process.wait(30) == 0
 
 
-async def settled(settings, total: int, ports: list[int], expected: dict[str, float]) -> list[dict]:
+async def settled(settings, total: int, ports: list[int], expected: Mapping[str, float]) -> list[dict]:
     """Wait until every message is applied and the scrapes add up to ``expected``."""
     await wait_for(lambda: applied(settings) == total, 90, "the workers to apply everything")
     scrapes: list[dict] = []

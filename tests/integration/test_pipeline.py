@@ -119,6 +119,7 @@ async def test_valid_events_once_malformed_to_dlq(kafka_settings):
     produced_order: dict[str, list[str]] = {}
     for key, value in mixed:
         if value in good_ids:
+            assert key is not None
             produced_order.setdefault(key.decode(), []).append(good_ids[value])
     seen_order: dict[str, list[str]] = {}
     for c in received:
@@ -147,7 +148,7 @@ async def test_valid_events_once_malformed_to_dlq(kafka_settings):
     # Every partition was committed up to its end: a restart reads nothing again.
     # (The end is taken from the records read: the embedded broker's ListOffsets
     # answers the base offset of the last batch, not the end of the log.)
-    ends = {}
+    ends: dict[int, int] = {}
     for record in originals:
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
     check = AIOKafkaConsumer(group_id=settings.kafka_group_id, **client_options(settings))

@@ -69,6 +69,7 @@ def read_model(settings) -> dict[str, tuple[int, dict]]:
     store = open_store(settings)
     try:
         generation = store.active_generation()
+        assert generation is not None
         rows, after = [], None
         while page := store.list_tickets(generation, TicketQuery(after=after, limit=500)):
             rows += page
@@ -201,6 +202,7 @@ async def test_offsets_beyond_the_end_of_the_log_start_a_new_generation(tmp_path
             await project(settings, keyed(events[:count]), count)
             store = open_store(settings)
             generation = store.active_generation()
+            assert generation is not None
             offsets = sum(store.stored_offsets(generation, settings.topic_events).values())
             generations = store.generations()
             store.close()

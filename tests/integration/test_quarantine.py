@@ -14,7 +14,7 @@ from projections.policy import default_policy
 from projections.quarantine import view_at
 from projections.replay import replay
 from projections.ticket import TicketState
-from projections.timeline import Recorded
+from projections.timeline import Recorded, ticket_key
 from services.cli.render import explain_table, replay_table
 from services.worker.histories import seq_of
 from services.worker.rows import QUARANTINE_RETRY_S
@@ -80,7 +80,7 @@ async def test_an_engine_fault_quarantines_one_ticket_and_the_partition_goes_on(
     }
     assert replayed["c1", "t1"] == quarantined
     assert "QUARANTINED: " + FAULT in replay_table(replay(records, default_policy(), as_of))
-    mine = [r for r in records if r.event.ticket_id == "t1"]
+    mine = [r for r in records if ticket_key(r.event) == ("c1", "t1")]
     assert view_at(("c1", "t1"), mine, [], default_policy(), as_of) == quarantined
     trail = explain(mine, [], default_policy(), as_of)
     assert trail is not None and trail["quarantine"] == quarantined["quarantine"]

@@ -5,6 +5,7 @@ and the HTTP API."""
 import dataclasses
 import time
 from importlib import resources
+from typing import Any
 
 import orjson
 import pytest
@@ -191,12 +192,11 @@ def test_an_event_accepted_under_a_larger_limit_stays_readable(kafka_bootstrap, 
         live.projector._forget()  # as after a restart: the next event reads the history from the store
         post(live, event("mx-2", "ticket.responded", "2026-11-16T15:30:00Z", "c-big", "MX-1"))
         live.wait_applied(2)
-        assert (
-            orjson.loads(live.store.ticket(live.store.active_generation(), ("c-big", "MX-1")).view)["clocks"][
-                "response"
-            ]["status"]
-            == "stopped"
-        )
+        generation = live.store.active_generation()
+        assert generation is not None
+        row = live.store.ticket(generation, ("c-big", "MX-1"))
+        assert row is not None
+        assert orjson.loads(row.view)["clocks"]["response"]["status"] == "stopped"
     finally:
         live.close()
 
@@ -213,7 +213,8 @@ def test_a_rebuild_behind_the_live_workers_reads_on_before_it_switches(api, monk
         event("v1", "ticket.opened", "2026-11-07T09:30:00Z", "c-sat", "V-1", priority="urgent"),
         event("v2", "ticket.responded", "2026-11-07T08:40:00Z", "c-sat", "SAT-2"),  # late: revokes
     ]
-    check, seen = rebuild_module._check, {}
+    check = rebuild_module._check
+    seen: dict[str, Any] = {}
 
     def check_while_the_log_grows(*args):
         check(*args)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -99,7 +100,7 @@ def event(
     )
 
 
-def ticket(ticket_id: str, **changes: object) -> TicketRow:
+def ticket(ticket_id: str, **changes: Any) -> TicketRow:
     row = TicketRow(
         ticket_id=ticket_id,
         customer_id="c1",
@@ -130,7 +131,7 @@ def ticket(ticket_id: str, **changes: object) -> TicketRow:
     return replace(row, **changes)
 
 
-def customer(customer_id: str, **changes: object) -> CustomerRow:
+def customer(customer_id: str, **changes: Any) -> CustomerRow:
     row = CustomerRow(
         customer_id=customer_id,
         partition=0,
@@ -1595,7 +1596,7 @@ class TestPostgresStore(StoreContract):
 
             return real_write(held)
 
-        store._write = slow_write  # type: ignore[method-assign]
+        store._write = slow_write
         committer = threading.Thread(target=store.commit_batch, args=(gen, batch({0: (0, 1)}, [event("e1")])))
         committer.start()
         assert entered.wait(10)

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psycopg
@@ -44,7 +45,10 @@ def stop(data: Path) -> None:
     subprocess.run(_as_postgres(stopping), check=True, capture_output=True)
 
 
-def active(store: ReadModelStore) -> ReadModelStore:
+S = TypeVar("S", bound=ReadModelStore)
+
+
+def active(store: S) -> S:
     store.migrate()
     store.activate_generation(store.create_generation("test"))
     return store

@@ -46,8 +46,9 @@ async def test_a_timer_pass_brings_a_due_ticket_up_to_date(tmp_path):
     try:
         now[0] = OPENED + timedelta(hours=2)  # the urgent response (1 h, 24x7) is breached
         assert await projector.tick() == 1
+        assert projector.generation is not None
         row = projector.store.ticket(projector.generation, ("c-1", "T-1"))
-        assert row.breached and row.evaluated_at == int(now[0].timestamp())
+        assert row is not None and row.breached and row.evaluated_at == int(now[0].timestamp())
     finally:
         projector.store.close()
 
@@ -57,12 +58,13 @@ async def test_a_timer_pass_writes_nothing_once_the_partition_moved_on(tmp_path)
     now = [OPENED]
     projector = await worker_with_one_ticket(settings, now)
     other = open_store(settings)  # the partition's new owner: it has committed a batch since
+    assert projector.generation is not None
     try:
         other.commit_batch(projector.generation, BatchWrite(TOPIC, {0: (1, 2)}))
         now[0] = OPENED + timedelta(hours=2)
         assert await projector.tick() == 0
         row = other.ticket(projector.generation, ("c-1", "T-1"))
-        assert not row.breached and row.evaluated_at == int(OPENED.timestamp())  # not overwritten
+        assert row is not None and not row.breached and row.evaluated_at == int(OPENED.timestamp())  # kept
     finally:
         other.close()
         projector.store.close()

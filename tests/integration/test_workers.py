@@ -40,6 +40,7 @@ async def check_against_rebuild(settings, total: int) -> dict:
     store = open_store(settings)
     try:
         live = store.active_generation()
+        assert live is not None
         live_counts = store.counts(live)
         sent = set(store.signal_ids())
         report = await rebuild(
@@ -165,7 +166,8 @@ async def test_a_deadline_passing_with_no_event_breaches_within_a_second(sqlite_
         def breached() -> bool:
             store = open_store(settings)
             try:
-                row = store.ticket(store.active_generation(), ("c-fast", "T-fast"))
+                generation = store.active_generation()
+                row = None if generation is None else store.ticket(generation, ("c-fast", "T-fast"))
                 return row is not None and row.breached
             finally:
                 store.close()

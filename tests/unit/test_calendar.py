@@ -19,12 +19,16 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
 H = 3600
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
-def local(tz: ZoneInfo, *args: int) -> datetime:
-    return datetime(*args, tzinfo=tz)
+def local(
+    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=tz)
 
 
 def every_day(tz_name: str, *spans: tuple[str, str]) -> Calendar:
@@ -361,7 +365,7 @@ def test_bad_seconds_are_rejected(business: Calendar) -> None:
     with pytest.raises(TypeError):
         business.add_open_seconds(t, True)
     with pytest.raises(TypeError):
-        business.add_open_seconds(t, 1.5)
+        business.add_open_seconds(t, 1.5)  # type: ignore[arg-type]  # the wrong type, on purpose
 
 
 @pytest.mark.parametrize(

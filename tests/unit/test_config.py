@@ -157,7 +157,8 @@ def test_only_postgresql_and_sqlite_database_urls(events_file, url):
     if url.startswith("mysql"):
         assert "scheme 'mysql' is not supported" in line
     for good in ("postgresql://u@db:5432/x", "postgres://u@db/x", "sqlite:///data/x.db", "sqlite:////x.db"):
-        assert Settings(database_url=good).database_url.get_secret_value() == good
+        url = Settings(database_url=good).database_url
+        assert url is not None and url.get_secret_value() == good
 
 
 def test_sqlite_url_names_the_file(tmp_path):
@@ -224,7 +225,7 @@ def test_every_documented_variable_is_a_setting():
     documents = [REPO / "README.md", REPO / "Dockerfile", REPO / "docker-compose.yml", *deploy]
     documents += [*(REPO / "docs").rglob("*.md"), *(REPO / "docs").rglob("*.yaml")]
     known = {env_name(name) for name in Settings.model_fields} | NOT_SETTINGS
-    named = {}
+    named: dict[str, Path] = {}
     for document in documents:
         for variable in re.findall(r"SLATRACK_[A-Z0-9_]*[A-Z0-9]", document.read_text(encoding="utf-8")):
             named.setdefault(variable, document.relative_to(REPO))

@@ -88,7 +88,7 @@ async def test_a_partition_of_1024_or_more_halts_and_is_not_projected():
     handler = Handler()
     consumer = ValidatingConsumer(settings, EventPublisher(settings), handler)  # type: ignore[arg-type]
     kafka = FakeKafka([1, 1025])
-    consumer.consumer = kafka  # type: ignore[assignment]
+    consumer.consumer = kafka
     consumer.assigned = {1, 1025}
     batch = {
         TopicPartition(TOPIC, 1): [record(1, 0, "e-low")],
@@ -121,7 +121,7 @@ async def test_partitions_below_the_bound_go_on(partitions):
     settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_events=TOPIC)
     handler = Handler()
     consumer = ValidatingConsumer(settings, EventPublisher(settings), handler)  # type: ignore[arg-type]
-    consumer.consumer = FakeKafka(partitions)  # type: ignore[assignment]
+    consumer.consumer = FakeKafka(partitions)
     consumer.assigned = set(partitions)
     await consumer._process({TopicPartition(TOPIC, p): [record(p, 7, f"e-{p}")] for p in partitions})
     assert consumer.halts == {}

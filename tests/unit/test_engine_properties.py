@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 
 from events import decode_event
 from projections.calendar import AlwaysOpenCalendar
-from projections.policy import Policy, default_policy, parse_policy
+from projections.policy import ClockName, Policy, Priority, default_policy, parse_policy
 from projections.replay import replay
-from projections.timeline import Recorded
+from projections.timeline import Recorded, ticket_key
 from projections.views import TicketView
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -565,9 +565,8 @@ class Model:
         category = opened.get("category", "service")
         priority = opened["priority"]
         disconnect = opened.get("third_party_disconnect", False)
-        clocks = {
-            name: MClock([self.cycle(name, priority, disconnect)]) for name in ("response", "resolution")
-        }
+        names: tuple[ClockName, ...] = ("response", "resolution")
+        clocks = {name: MClock([self.cycle(name, priority, disconnect)]) for name in names}
         state, status = "open", "open"
         work: list[tuple[datetime, datetime]] = []
         party = None
@@ -651,7 +650,7 @@ class Model:
                 for c in clocks["resolution"].cycles
             ):
                 automatic = max(automatic, level.level)
-        level = max([automatic, *requests]) if entitled else None  # not entitled: see level_bound
+        shown = max([automatic, *requests]) if entitled else None  # not entitled: see level_bound
         return {
             "ticket_id": ticket_id,
             "customer_id": customer,
@@ -661,7 +660,7 @@ class Model:
             "status": status,
             "opened_at": _z(t0),
             "clocks": {name: self.clock_view(clock) for name, clock in clocks.items()},
-            "level": level,
+            "level": shown,
             "level_bound": max(requests, default=0),
             "requested": bool(requests),
             "entitled": entitled,
@@ -669,7 +668,7 @@ class Model:
             "short_install_notice": self.short_notice(t0, opened, category),
         }
 
-    def cycle(self, clock: str, priority: str, third_party_disconnect: bool = False) -> MCycle:
+    def cycle(self, clock: ClockName, priority: Priority, third_party_disconnect: bool = False) -> MCycle:
         settings_ = self.policy.targets(priority).clock(clock)
         calendar = settings_.calendar
         replacement = self.policy.clocks.third_party_disconnect_calendar
@@ -677,7 +676,7 @@ class Model:
             calendar = replacement  # §3: no after-hours support
         return MCycle(settings_.target, calendar)
 
-    def advance(self, clocks: dict[str, MClock], start: datetime, end: datetime) -> None:
+    def advance(self, clocks: dict[ClockName, MClock], start: datetime, end: datetime) -> None:
         if end <= start:
             return
         for clock in clocks.values():
@@ -886,8 +885,8 @@ def test_nothing_but_elapsed_changes_before_the_next_change(policy_name, drawn, 
         for r in record(drawn.dicts(), recording_order(rnd, drawn))
         if r.event.type.startswith("ticket.") and r.event.occurred_at <= as_of
     ]
-    for ticket_id in sorted({r.event.ticket_id for r in records}):
-        mine = [r for r in records if r.event.ticket_id == ticket_id]
+    for ticket_id in sorted({key[1] for r in records if (key := ticket_key(r.event)) is not None}):
+        mine = [r for r in records if ticket_key(r.event) == (r.event.customer_id, ticket_id)]
         state = evaluate(mine, policy, as_of)
         if state is None:
             continue
@@ -901,4 +900,4 @@ def test_nothing_but_elapsed_changes_before_the_next_change(policy_name, drawn, 
             probes = [u for u in (as_of + second, as_of + (change - as_of) / 2, change - second) if u > as_of]
         for u in probes:
             later = evaluate(mine, policy, u.replace(microsecond=0))
-            assert _without_elapsed(later.view()) == base, (ticket_id, u, change)
+            assert later is not None and _without_elapsed(later.view()) == base, (ticket_id, u, change)

@@ -71,7 +71,8 @@ def test_ticket_at_is_the_engine_with_the_standing_at_the_instant(as_of):
         return
     assert state is not None and state.view() == expected.view()
     # The suspension counts: without the standing the view is another one.
-    assert expected.view() != evaluate(tickets, policy, as_of).view()
+    unsuspended = evaluate(tickets, policy, as_of)
+    assert unsuspended is not None and expected.view() != unsuspended.view()
     assert view_at(("acme", "T-1"), tickets, account, policy, as_of) == expected.view().document()
 
 
@@ -86,7 +87,8 @@ def test_opening_is_the_first_ticket_opened_in_the_order_events_apply():
     records = s.records
     found = opening(shuffled_with_copies(records))
     assert found is not None and found.event.event_id == first["event_id"]
-    assert evaluate(records, default_policy(), AS_OF).opened == found.event  # the engine's own
+    state = evaluate(records, default_policy(), AS_OF)
+    assert state is not None and state.opened == found.event  # the engine's own
     cut = opening(records, ny("2026-11-02 09:30"))
     assert cut is not None and cut.event.event_id == first["event_id"]
     assert opening(records, ny("2026-11-02 08:59:59")) is None  # not opened as of then

@@ -1,4 +1,4 @@
-"""One test (or a few) per pitfall of /work/shared/notes/sla-pitfalls.md.
+"""One test (or a few) per pitfall of docs/decisions/0002-sla-pitfalls.md (numbered as there).
 
 Each pitfall is a bug another SLA engine shipped; each test here is that bug's scenario
 written against slatrack's rules (issue 3). Default policy unless said otherwise:

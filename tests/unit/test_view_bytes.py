@@ -7,7 +7,7 @@ move (``orjson.dumps`` of the dict views, and of the projector's pending placeho
 few hand-made tickets, and pasted here (the marks' are in test_sla_metrics.py).
 """
 
-from datetime import date
+from datetime import date, datetime
 
 import orjson
 import pytest
@@ -21,9 +21,9 @@ from projections.views import PendingView, QuarantinedView, StoredTicketView, Ti
 from tests.engine_helpers import Story, ny, utc
 
 
-def stories() -> dict[str, tuple[Story, str, object]]:
+def stories() -> dict[str, tuple[Story, str, datetime]]:
     """name -> (story, ticket id, as-of instant)."""
-    found = {}
+    found: dict[str, tuple[Story, str, datetime]] = {}
 
     s = Story(ticket_id="RUN-1", customer_id="acme")
     s.opened(ny("2026-11-02 09:00"), "medium")
@@ -233,7 +233,7 @@ def test_a_replay_document_is_the_same_bytes():
 
 def test_a_quarantined_view_is_the_same_bytes():
     s, ticket, as_of = STORIES["uncovered_p1"]
-    mine = [r for r in s.records if r.event.ticket_id == ticket]
+    mine = [r for r in s.records if getattr(r.event, "ticket_id", None) == ticket]
     error = RuntimeError('bad\n\tline \x7f "ü"')
     assert quarantined_view((s.customer_id, ticket), mine, as_of, error, s.policy).encode() == QUARANTINED
     early = quarantined_view((s.customer_id, ticket), mine, ny("2026-11-01 00:00"), KeyError(), s.policy)

@@ -4,7 +4,7 @@ from importlib import resources
 
 import orjson
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from projections.compare import compare
 from projections.policy import default_policy, parse_policy
@@ -171,7 +171,7 @@ def files(tmp_path):
     return events, old, new
 
 
-def run(*args) -> object:
+def run(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
