@@ -10,13 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from projections.account import account_standing
+from projections.as_of import standing_at
 from projections.policy import ClockName, Policy
 from projections.quarantine import quarantined_view
 from projections.signals import Ledger
 from projections.story import FOREVER
 from projections.ticket import TicketState
-from projections.timeline import Recorded, TicketKey, history, whole_second
+from projections.timeline import Recorded, TicketKey, opening, whole_second
 from projections.views import PendingView, QuarantinedView, TicketView
 from services.worker.histories import partition_of
 from services.worker.ports import FOREVER as FOREVER_EPOCH
@@ -111,8 +111,8 @@ def _pending_row(
 ) -> TicketRow:
     customer, ticket = key
     ahead = [r.at for r in records if r.at > as_of]
-    opening = next((r for r in history(records) if r.event.type == "ticket.opened"), None)
-    opens_at = whole_second(opening.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opening else None
+    opened = opening(records)
+    opens_at = whole_second(opened.event.occurred_at).strftime("%Y-%m-%dT%H:%M:%SZ") if opened else None
     view = PendingView(ticket_id=ticket, customer_id=customer, state="pending", opens_at=opens_at)
     # What the row asserted and counted before stays: a view that is only not opened *yet*
     # takes nothing back.
@@ -202,7 +202,7 @@ def _customer_row(
     accounts: list[Recorded],
     log_time: datetime | None,
 ) -> CustomerRow:
-    standing = account_standing(history(accounts, at), policy, at)
+    standing = standing_at(accounts, policy, at)
     future = [r.at for r in accounts if r.at > at]
     upcoming = [t for t in (standing.next_change_at, min(future, default=None)) if t is not None]
     view = {
