@@ -20,7 +20,7 @@ from services import metrics
 from services.api.app import create_app
 from services.bootstrap import configured_policy, wire
 from services.config import ProcessRole, Settings
-from services.kafka.client import ensure_topics, wait_until_reachable
+from services.kafka.client import TopicProblem, ensure_topics, wait_until_reachable
 from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
 from services.kafka.publisher import EventPublisher
 from services.kafka.restore import RestoreRefused, restore_log
@@ -80,7 +80,7 @@ def run(settings: Settings, role: ProcessRole = "all", check: Callable[[], None]
 
     ``check`` runs once the ports are known to be free, before anything starts (the
     caller's checks of the configuration, which may create the data dir). Raises
-    :class:`ServeRefused` if a port is taken (nothing was started) and
+    :class:`ServeRefused` if a port is taken (nothing was started) or a topic cannot be used, and
     :class:`ServeFailed` if the embedded broker died (logged already).
     """
     # First, and kept: a taken HTTP port is found before anything starts, and no
@@ -96,7 +96,7 @@ def run(settings: Settings, role: ProcessRole = "all", check: Callable[[], None]
             broker = EmbeddedBroker(settings.embedded_port, log_path=log_path)
             broker.spawn()  # from the main thread, so that it dies with us; checks its port first
         asyncio.run(_serve(settings, broker, role, sock))
-    except (PortTaken, RestoreRefused) as exc:
+    except (PortTaken, RestoreRefused, TopicProblem) as exc:
         raise ServeRefused(str(exc)) from None
     except BrokerExited as exc:
         raise ServeFailed(str(exc)) from None

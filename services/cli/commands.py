@@ -129,7 +129,7 @@ def serve(role: ProcessRole, insecure: bool) -> None:
     _logging(settings)
     try:
         run(settings, role, check)
-    except ServeRefused as exc:  # a taken port: nothing was started
+    except ServeRefused as exc:  # a taken port, a topic it cannot use: refused, said in one line
         click.echo(f"slatrack serve: {exc}", err=True)
         sys.exit(2)
     except ServeFailed:  # logged already, as one ERROR line

@@ -20,6 +20,7 @@ from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from services.config import Settings
+from services.worker.batches import partition_problem
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,10 @@ async def ensure_topics(
     by_name = {t["topic"]: t for t in existing}
     for spec in specs:
         found = by_name.get(spec.name)
-        if found is None or found.get("error_code", 0) != 0:
-            raise RuntimeError(
-                f"topic {spec.name!r} does not exist on {settings.bootstrap()}; create it "
-                f"({spec.partitions} partitions, {spec.configs}) or set SLATRACK_KAFKA_CREATE_TOPICS=true"
-            )
+        problem = topic_problem(settings, spec, found)
+        if problem is not None:
+            raise TopicProblem(problem)
+        assert found is not None
         if len(found["partitions"]) != spec.partitions:
             log.warning(
                 "topic %s has %d partitions, configured %d; using it as it is",
@@ -138,6 +138,26 @@ async def ensure_topics(
                 len(found["partitions"]),
                 spec.partitions,
             )
+
+
+class TopicProblem(RuntimeError):
+    """A topic slatrack needs is missing, or cannot be used as it is."""
+
+
+def topic_problem(settings: Settings, spec: TopicSpec, found: dict[str, Any] | None) -> str | None:
+    """Why the topic the broker describes (``found``, None: not described) cannot be used."""
+    if found is None or found.get("error_code", 0) != 0:
+        return (
+            f"topic {spec.name!r} does not exist on {settings.bootstrap()}; create it "
+            f"({spec.partitions} partitions, {spec.configs}) or set SLATRACK_KAFKA_CREATE_TOPICS=true"
+        )
+    beyond = sorted(p["partition"] for p in found["partitions"] if partition_problem(p["partition"]))
+    if spec.name == settings.topic_events and beyond:
+        # Refused at start, rather than every partition from there on halting for ever.
+        return (
+            f"topic {spec.name!r} has {len(found['partitions'])} partitions: {partition_problem(beyond[0])}"
+        )
+    return None
 
 
 async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

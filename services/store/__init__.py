@@ -136,6 +136,6 @@ def _open_sqlite(path: Path, create: bool, variable: str) -> ReadModelStore:
     try:
         return SqliteStore(path)
     except sqlite3.Error as exc:
-        if not getattr(exc, "sqlite_errorname", "").startswith(_NOT_OPENED):
+        if not (getattr(exc, "sqlite_errorname", None) or "").startswith(_NOT_OPENED):
             raise
         raise StoreNotOpened(f"{variable}: cannot open the read models at {path}: {exc}") from exc

@@ -275,3 +275,13 @@ def _unavailable() -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"PostgreSQL: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:
+        if exc.sqlstate not in OUTAGE_SQLSTATES:
+            raise  # a bug of ours (a bad statement, a violated constraint): not "try again"
+        raise StoreUnavailable(f"PostgreSQL: {str(exc).strip()}") from exc
+
+
+# Outages psycopg does not class as OperationalError (it makes them InternalError): a server
+# that turned read-only (a primary demoted in a switchover, a standby behind the address) and
+# a session the server closed for idling in a transaction.
+OUTAGE_SQLSTATES = frozenset({"25006", "25P03"})

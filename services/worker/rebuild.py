@@ -109,7 +109,7 @@ async def rebuild(
                     _check, store, policy, previous, generation, settings.topic_events, report
                 )
             if switch and not report.mismatches:
-                await _switch(store, reader, project, report, settings.topic_events)
+                await _switch(store, reader, project, progress, report, settings.topic_events)
         counts = await asyncio.to_thread(store.counts, generation)
         report.tickets, report.customers = counts["tickets"], counts["customers"]
         if report.switched:
@@ -132,6 +132,7 @@ async def _switch(
     store: ReadModelStore,
     reader: WholeLog,
     project: Callable[[ConsumedBatch], Awaitable[None]],
+    progress: Callable[[int, int], None],
     report: RebuildReport,
     topic: str,
 ) -> None:
@@ -143,7 +144,7 @@ async def _switch(
             await asyncio.to_thread(store.activate_generation, report.generation, covering=topic)
         except GenerationBehind as exc:
             log.info("the live workers have read further (%s); reading on before switching", exc)
-            await reader.read_to_end(project)
+            await reader.read_to_end(project, progress)
             continue
         report.switched = True
         return

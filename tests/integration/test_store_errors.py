@@ -23,7 +23,7 @@ from services.kafka.publisher import EventPublisher
 from services.store import sql
 from services.store.postgres import PostgresStore
 from services.store.sqlite import SqliteStore
-from services.worker.ports import ReadModelStore, StoreUnavailable
+from services.worker.ports import BatchWrite, ReadModelStore, StoreUnavailable
 from tests.integration.test_store_timeout import _as_postgres, private_cluster
 
 # Every query the API answers from the store, and the probe.
@@ -119,5 +119,24 @@ async def test_a_stopped_postgresql_is_a_503(tmp_path):
                 assert "the read models cannot be reached (StoreUnavailable)" in response.json()["reasons"]
             with pytest.raises(StoreUnavailable, match="PostgreSQL"):
                 store.active_generation()
+        finally:
+            store.close()
+
+
+@pytest.mark.postgres
+def test_a_read_only_server_is_store_unavailable():
+    """A server that went read-only (a primary demoted in a switchover, a standby behind the
+    address; here the session's default) raises ReadOnlySqlTransaction, which psycopg makes an
+    InternalError: still an outage (StoreUnavailable, retried), not a bug (a halt, a 500)."""
+    with private_cluster() as (url, _data):
+        store = PostgresStore(url)
+        try:
+            store.migrate()
+            generation = store.create_generation("test")
+            store.activate_generation(generation)
+            assert store._conn is not None
+            store._conn.execute("SET default_transaction_read_only = on")
+            with pytest.raises(StoreUnavailable, match="read-only"):
+                store.commit_batch(generation, BatchWrite("ticket-events", {0: (0, 1)}))
         finally:
             store.close()

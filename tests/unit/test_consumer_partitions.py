@@ -3,6 +3,8 @@ offset x 1024 + partition (services.worker.histories.seq_of), so partition 1025 
 be partition 1 at offset 1. The consumer halts such a partition at its first record, which stays in
 the log (issue 12)."""
 
+from typing import Any
+
 import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -11,6 +13,7 @@ from events import decode_event
 from projections.timeline import Recorded
 from services import metrics
 from services.config import Settings
+from services.kafka.client import topic_problem, topic_specs
 from services.kafka.consumer import ValidatingConsumer
 from services.kafka.publisher import EventPublisher
 from services.worker.batches import MAX_PARTITIONS, ConsumedBatch, partition_problem
@@ -126,3 +129,19 @@ async def test_partitions_below_the_bound_go_on(partitions):
     await consumer._process({TopicPartition(TOPIC, p): [record(p, 7, f"e-{p}")] for p in partitions})
     assert consumer.halts == {}
     assert sorted(e.partition for e in handler.batches[0].valid) == sorted(partitions)
+
+
+def test_an_existing_events_topic_of_more_than_1024_partitions_is_refused_at_start():
+    """A topic created elsewhere with partitions slatrack cannot project: serve refuses it at
+    start (topic_problem), instead of every partition from 1024 on halting for ever."""
+    settings = Settings()
+    events, dlq = topic_specs(settings)[:2]
+
+    def described(count: int) -> dict[str, Any]:
+        return {"error_code": 0, "partitions": [{"partition": p} for p in range(count)]}
+
+    assert topic_problem(settings, events, described(1024)) is None
+    problem = topic_problem(settings, events, described(1025))
+    assert problem is not None and "1025 partitions" in problem and "partition 1024" in problem
+    assert topic_problem(settings, dlq, described(2000)) is None  # only the events are projected
+    assert "does not exist" in (topic_problem(settings, events, None) or "")
