@@ -81,8 +81,12 @@ async def test_sigkill_at_random_points_ends_like_a_clean_rebuild(sqlite_setting
     rng = random.Random(42)
     kills = 0
     while kills < 3:
+        seen = _assigned_lines(log)
         process = worker(settings, log)
-        await asyncio.sleep(rng.uniform(4.0, 9.0))
+        # At a random point while it consumes: not before it has partitions (a loaded machine can
+        # take seconds to start a worker, and a kill then would test nothing).
+        await wait_for(lambda seen=seen: _assigned_lines(log) > seen, 60, "the worker to get partitions")
+        await asyncio.sleep(rng.uniform(0.5, 4.0))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         kills += 1
@@ -99,6 +103,10 @@ async def test_sigkill_at_random_points_ends_like_a_clean_rebuild(sqlite_setting
     published = await read_all(settings, settings.topic_signals, len(result["sent"]), timeout=60)
     ids = [orjson.loads(r.value)["signal_id"] for r in published]
     assert set(ids) == result["sent"], "every recorded signal reached the topic"
+
+
+def _assigned_lines(log: Path) -> int:
+    return log.read_text().count("assigned partitions [") if log.exists() else 0
 
 
 @pytest.mark.postgres
