@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from starlette.applications import Starlette
 
@@ -15,6 +15,8 @@ from services.worker.ports import ReadModelStore
 
 if TYPE_CHECKING:
     from services.api.auth import Authenticator
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,12 +48,7 @@ class ApiState:
 
 def services(app: Starlette) -> Services:
     """The services the app was made with (services.api.app.create_app)."""
-    found = getattr(app.state, "services", None)
-    if not isinstance(found, Services):
-        raise TypeError(
-            f"app.state.services is a {type(found).__name__}: an app made by create_app holds Services"
-        )
-    return found
+    return _held(app, "services", Services)
 
 
 def read_models(app: Starlette) -> ReadModelStore:
@@ -64,9 +61,13 @@ def read_models(app: Starlette) -> ReadModelStore:
 
 def api_state(app: Starlette) -> ApiState:
     """The app's own state (services.api.app.create_app)."""
-    found = getattr(app.state, "api", None)
-    if not isinstance(found, ApiState):
+    return _held(app, "api", ApiState)
+
+
+def _held(app: Starlette, name: str, kind: type[T]) -> T:
+    found = getattr(app.state, name, None)
+    if not isinstance(found, kind):
         raise TypeError(
-            f"app.state.api is a {type(found).__name__}: an app made by create_app holds ApiState"
+            f"app.state.{name} is a {type(found).__name__}: an app made by create_app holds {kind.__name__}"
         )
     return found

@@ -179,22 +179,9 @@ async def read_records(
     buffer_limit: int = BUFFER_LIMIT,
 ) -> AsyncGenerator[tuple[TopicPartition, ConsumerRecord], None]:
     """:func:`read_log`'s records as Kafka gave them (key, value, headers), unclassified."""
-    consumer = AIOKafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.consumer_max_records,
-        **client_options(settings),
-    )
-    await consumer.start()
+    consumer, assigned = await from_the_beginning(settings, topic)
     try:
-        await consumer.topics()  # metadata, so that the partitions are known
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        if not partitions:
-            raise LogNotFound(f"topic {topic!r} not found on {settings.bootstrap()}")
-        tps = {p: TopicPartition(topic, p) for p in partitions}
-        consumer.assign(list(tps.values()))
-        await consumer.seek_to_beginning(*tps.values())
+        tps = {tp.partition: tp for tp in assigned}
         start = {p: await consumer.position(tp) for p, tp in tps.items()}
         merge = _Merge(consumer, tps, buffer_limit)
         announced = False
@@ -214,6 +201,32 @@ async def read_records(
             await merge.update()
     finally:
         await consumer.stop()
+
+
+async def from_the_beginning(settings: Settings, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer in no group (nothing committed, no assignment of the workers touched),
+    assigned every partition of ``topic`` from its earliest offset, and those partitions in
+    order; :class:`LogNotFound` if the topic has none. The caller stops it."""
+    consumer = AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.consumer_max_records,
+        **client_options(settings),
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # metadata, so that the partitions are known
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        if not partitions:
+            raise LogNotFound(f"topic {topic!r} not found on {settings.bootstrap()}")
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, tps
 
 
 class _Merge:
@@ -300,24 +313,12 @@ class WholeLogReader:
 
     async def __aenter__(self) -> "WholeLogReader":
         # Made here, not in __init__: aiokafka binds a client to the running event loop.
-        self.consumer = AIOKafkaConsumer(
-            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(self.settings)
-        )
-        await self.consumer.start()
-        try:
-            await self.consumer.topics()  # metadata, so that the partitions are known
-            partitions = sorted(self.consumer.partitions_for_topic(self.settings.topic_events) or ())
-            if not partitions:
-                raise RuntimeError(f"topic {self.settings.topic_events} not found")
-            if (problem := partition_problem(partitions[-1])) is not None:  # nothing is projected
-                raise RuntimeError(f"topic {self.settings.topic_events}: {problem}")
-            self.tps = [TopicPartition(self.settings.topic_events, p) for p in partitions]
-            self.consumer.assign(self.tps)
-            await self.consumer.seek_to_beginning(*self.tps)
-            self.partitions = partitions
-        except BaseException:
+        topic = self.settings.topic_events
+        self.consumer, self.tps = await from_the_beginning(self.settings, topic)
+        self.partitions = [tp.partition for tp in self.tps]
+        if (problem := partition_problem(self.partitions[-1])) is not None:  # nothing is projected
             await self.consumer.stop()
-            raise
+            raise RuntimeError(f"topic {topic}: {problem}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -38,7 +38,7 @@ class HistoryCache(Generic[K]):
         for key in wanted:
             self._histories.move_to_end(key)
             histories[key] = self._histories[key]
-        bound(self._histories)  # after taking them: bounding may drop some
+        bound(self._histories, CACHE_TICKETS)  # after taking them: bounding may drop some
         return histories
 
     def __setitem__(self, key: K, records: list[Recorded]) -> None:
@@ -55,6 +55,7 @@ class HistoryCache(Generic[K]):
         self._histories.clear()
 
 
-def bound(cache: OrderedDict) -> None:
-    while len(cache) > CACHE_TICKETS:
-        cache.popitem(last=False)  # the least recently used
+def bound(cache: OrderedDict, limit: int) -> None:
+    """Drop the least recently used entries of ``cache`` beyond ``limit``."""
+    while len(cache) > limit:
+        cache.popitem(last=False)

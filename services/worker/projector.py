@@ -57,7 +57,7 @@ from services.worker.batches import (
 )
 from services.worker.generations import Generations
 from services.worker.histories import decode_stored_body, partition_of, seq_of
-from services.worker.history_cache import HistoryCache
+from services.worker.history_cache import HistoryCache, bound
 from services.worker.ports import (
     BatchWrite,
     CustomerRow,
@@ -546,8 +546,7 @@ class Projector:
         except Exception as error:
             if key not in self._schedule_faults:  # once per ticket and process, not at every retry
                 self._schedule_faults[key] = None
-                while len(self._schedule_faults) > SCHEDULE_FAULTS:
-                    self._schedule_faults.popitem(last=False)
+                bound(self._schedule_faults, SCHEDULE_FAULTS)
                 if self.count_metrics:
                     metrics.ENGINE_FAULTS.labels(stage="schedule").inc()
                 log.error(
