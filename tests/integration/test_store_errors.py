@@ -85,13 +85,7 @@ async def test_a_sqlite_database_locked_past_the_busy_timeout_is_a_503(tmp_path,
         with pytest.raises(StoreUnavailable, match="SQLite: database is locked"):
             SqliteStore(path)  # opening it meanwhile, too
         async with api_over(store, tmp_path) as client:
-            for query in QUERIES:
-                response = await client.get(query)
-                assert response.status_code == 503, (query, response.text)
-                assert response.json()["error"] == "store_unavailable"
-            response = await client.get("/readyz")
-            assert response.status_code == 503
-            assert "the read models cannot be reached (StoreUnavailable)" in response.json()["reasons"]
+            await assert_unavailable(client)
 
             holder.execute("ROLLBACK")
             holder.close()
@@ -99,6 +93,17 @@ async def test_a_sqlite_database_locked_past_the_busy_timeout_is_a_503(tmp_path,
     finally:
         holder.close()
         store.close()
+
+
+async def assert_unavailable(client: httpx.AsyncClient) -> None:
+    """Every query is a 503 store_unavailable, and /readyz says why."""
+    for query in QUERIES:
+        response = await client.get(query)
+        assert response.status_code == 503, (query, response.text)
+        assert response.json()["error"] == "store_unavailable"
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert "the read models cannot be reached (StoreUnavailable)" in response.json()["reasons"]
 
 
 @pytest.mark.postgres
@@ -110,13 +115,7 @@ async def test_a_stopped_postgresql_is_a_503(tmp_path):
             async with api_over(store, tmp_path) as client:
                 assert (await client.get("/v1/tickets")).status_code == 200
                 await asyncio.to_thread(stop, data)
-                for query in QUERIES:
-                    response = await client.get(query)
-                    assert response.status_code == 503, (query, response.text)
-                    assert response.json()["error"] == "store_unavailable"
-                response = await client.get("/readyz")
-                assert response.status_code == 503
-                assert "the read models cannot be reached (StoreUnavailable)" in response.json()["reasons"]
+                await assert_unavailable(client)
             with pytest.raises(StoreUnavailable, match="PostgreSQL"):
                 store.active_generation()
         finally:

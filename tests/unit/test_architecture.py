@@ -11,51 +11,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FOUNDATION = {"services.config", "services.logs", "services.metrics"}
-# What each part of the code may import of ours (a part: a package or a module of services/).
+# What each part of the code may import of ours (a part: a package or a module of services/), layer
+# on layer: each set is the one below it and that layer.
+CORE = {"events", "projections"}
+UNDER_WORKER = CORE | FOUNDATION
+UNDER_ADAPTERS = UNDER_WORKER | {"services.worker"}
+ADAPTERS = UNDER_ADAPTERS | {"services.store", "services.kafka"}
+UNDER_API = ADAPTERS | {"services.bootstrap"}
+UNDER_SERVE = UNDER_API | {"services.api"}
 ALLOWED: dict[str, set[str]] = {
     "services": set(),  # services/__init__.py: only a docstring
     "events": set(),
     "projections": {"events"},
     "services.config": set(),
     "services.logs": set(),
-    "services.metrics": {"events", "projections", "services.config"},
-    "services.worker": {"events", "projections"} | FOUNDATION,
-    "services.store": {"events", "projections", "services.worker"} | FOUNDATION,
-    "services.kafka": {"events", "projections", "services.worker"} | FOUNDATION,
-    "services.bootstrap": {"events", "projections", "services.worker", "services.store", "services.kafka"}
-    | FOUNDATION,
-    "services.api": {
-        "events",
-        "projections",
-        "services.worker",
-        "services.store",
-        "services.kafka",
-        "services.bootstrap",
-    }
-    | FOUNDATION,
-    "services.dev": {"events", "projections", "services.worker", "services.kafka"} | FOUNDATION,
-    "services.serve": {
-        "events",
-        "projections",
-        "services.worker",
-        "services.store",
-        "services.kafka",
-        "services.bootstrap",
-        "services.api",
-    }
-    | FOUNDATION,
-    "services.cli": {
-        "events",
-        "projections",
-        "services.worker",
-        "services.store",
-        "services.kafka",
-        "services.bootstrap",
-        "services.api",
-        "services.dev",
-        "services.serve",
-    }
-    | FOUNDATION,
+    "services.metrics": CORE | {"services.config"},
+    "services.worker": UNDER_WORKER,
+    "services.store": UNDER_ADAPTERS,
+    "services.kafka": UNDER_ADAPTERS,
+    "services.bootstrap": ADAPTERS,
+    "services.api": UNDER_API,
+    "services.dev": UNDER_ADAPTERS | {"services.kafka"},
+    "services.serve": UNDER_SERVE,
+    "services.cli": UNDER_SERVE | {"services.dev", "services.serve"},
 }
 OURS = ("events", "projections", "services")
 # Libraries a part must not import: the core does no I/O and reads no clock; the worker reaches
