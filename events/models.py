@@ -222,6 +222,16 @@ class InvoiceDisputedData(_Data):
     invoice_id: Id
 
 
+# A contract's name: a word an operator types (`slatrack policy show NAME`) and a label.
+CONTRACT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ContractName = Annotated[str, StringConstraints(pattern=CONTRACT_PATTERN)]
+
+
+class ContractChangedData(_Data):
+    contract: ContractName
+    effective_from: Instant
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -314,7 +324,17 @@ TicketEvent = (
     | TicketFaultDetermined
     | TicketEscalationRequested
 )
-AccountEvent = AccountInvoiceDue | AccountInvoicePaid | AccountInvoiceDisputed
+
+
+class AccountContractChanged(_Envelope):
+    """The customer is on ``contract`` from ``effective_from`` on (docs/sla-semantics.md,
+    "Contracts and versions"): its tickets dispatched since are measured against it."""
+
+    type: Literal["account.contract_changed"]
+    data: ContractChangedData
+
+
+AccountEvent = AccountInvoiceDue | AccountInvoicePaid | AccountInvoiceDisputed | AccountContractChanged
 Event = Annotated[TicketEvent | AccountEvent, Field(discriminator="type")]
 
 # Validated once per message: build the validator once, at import.

@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 from events.models import EVENT_ADAPTER, EVENT_MODELS, SCHEMA_VERSION
+from events.policies import POLICY_EVENT_TYPE, PolicyVersionPublished
 from events.signals import SIGNAL_ADAPTER, SIGNAL_MODELS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SIGNALS_DIR = "signals"
+POLICIES_DIR = "policies"
 
 
 def schema_documents() -> dict[str, dict[str, Any]]:
@@ -31,6 +33,9 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     union["title"] = f"slatrack event (schema version {SCHEMA_VERSION})"
     documents["event.json"] = {"$schema": DIALECT, **union}
     documents.update(signal_schema_documents())
+    policy = PolicyVersionPublished.model_json_schema()
+    policy["title"] = f"{POLICY_EVENT_TYPE} (the policy topic, schema version {SCHEMA_VERSION})"
+    documents[f"{POLICIES_DIR}/{POLICY_EVENT_TYPE}.json"] = {"$schema": DIALECT, **policy}
     return documents
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from projections.account import AccountStanding, account_standing
+from projections.contracts import PolicySource, contracts_of
 from projections.policy import Policy
 from projections.ticket import TicketState, evaluate
 from projections.timeline import Recorded, history
@@ -20,9 +21,19 @@ def standing_at(account: Iterable[Recorded], policy: Policy, as_of: datetime) ->
 
 
 def ticket_at(
-    records: Iterable[Recorded], account: Iterable[Recorded], policy: Policy, as_of: datetime
+    records: Iterable[Recorded], account: Iterable[Recorded], source: PolicySource, as_of: datetime
 ) -> TicketState | None:
     """The ticket as of ``as_of`` (None if not opened by then): ``records`` its own events and
-    ``account`` its customer's account events, each in any order, duplicates allowed. Raises
+    ``account`` its customer's account events, each in any order, duplicates allowed; measured
+    against the version of its contract in force at its dispatch (projections.contracts). Raises
     what the engine raises (a bug: the callers quarantine the ticket, projections.quarantine)."""
+    records, account = list(records), list(account)
+    policy = contracts_of(source).policy_for(records, account, as_of)
     return evaluate(records, policy, as_of, standing_at(account, policy, as_of))
+
+
+def policy_of(
+    records: Iterable[Recorded], account: Iterable[Recorded], source: PolicySource, as_of: datetime
+) -> Policy:
+    """The policy that measures the ticket as of ``as_of`` (what its view names)."""
+    return contracts_of(source).policy_for(list(records), list(account), as_of)

@@ -337,6 +337,11 @@ class Policy(_Model):
     _built: dict[str, Calendar] = PrivateAttr(default_factory=dict)
     _digest: str | None = PrivateAttr(default=None)
     _text: str | None = PrivateAttr(default=None)
+    # Which contract's version this is (projections.contracts.tagged): the default contract's,
+    # in force from the beginning, unless tagged otherwise.
+    _contract: str = PrivateAttr(default="default")
+    _effective_from: datetime | None = PrivateAttr(default=None)
+    _requested: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _calendars_exist_and_build(self) -> Policy:
@@ -394,6 +399,21 @@ class Policy(_Model):
     def text(self) -> str | None:
         """The TOML text the policy was parsed from (None if built otherwise)."""
         return self._text
+
+    @property
+    def contract(self) -> str:
+        """The contract this policy is a version of (``default`` unless tagged)."""
+        return self._contract
+
+    @property
+    def effective_from(self) -> datetime | None:
+        """The instant this version is in force from (None: from the beginning)."""
+        return self._effective_from
+
+    @property
+    def requested_contract(self) -> str | None:
+        """The contract the customer is on, when it had no version in force and this measures instead."""
+        return self._requested
 
     def calendar(self, name: str) -> Calendar:
         """The calendar called ``name`` (``24x7`` is built in).

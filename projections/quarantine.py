@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from projections.as_of import ticket_at
+from projections.as_of import policy_of, ticket_at
+from projections.contracts import PolicySource
 from projections.policy import Policy
 from projections.timeline import Recorded, TicketKey, history
 from projections.views import Quarantine, QuarantinedView, TicketView
@@ -50,6 +51,7 @@ def quarantined_view(
             event_id=trigger.event_id if trigger is not None else None,
             event_type=trigger.type if trigger is not None else None,
         ),
+        contract=policy.contract,
         policy_version=policy.version,
         policy_digest=policy.digest,
     )
@@ -59,7 +61,7 @@ def view_at(
     key: TicketKey,
     records: Sequence[Recorded],
     account: Sequence[Recorded],
-    policy: Policy,
+    source: PolicySource,
     as_of: datetime,
 ) -> dict[str, Any] | None:
     """A ticket's view as of ``as_of`` from its events and its customer's account events
@@ -67,8 +69,8 @@ def view_at(
     document: what a row's ``view`` column decodes to."""
     view: TicketView | QuarantinedView | None
     try:
-        state = ticket_at(records, account, policy, as_of)
+        state = ticket_at(records, account, source, as_of)
         view = None if state is None else state.view()
     except Exception as error:
-        view = quarantined_view(key, records, as_of, error, policy)
+        view = quarantined_view(key, records, as_of, error, policy_of(records, account, source, as_of))
     return None if view is None else view.document()

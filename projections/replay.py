@@ -11,6 +11,7 @@ from typing import Any
 
 from projections.account import AccountStanding
 from projections.as_of import standing_at
+from projections.contracts import Contracts, PolicySource, contracts_of
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import quarantined_view
@@ -48,7 +49,7 @@ def customer_view(
 
 def replay(
     records: list[Recorded],
-    policy: Policy,
+    source: PolicySource,
     as_of: datetime | None = None,
     rejected: int = 0,
     *,
@@ -67,7 +68,13 @@ def replay(
     log's story (:mod:`projections.story`): ``"signals"`` (every signal a
     worker sends, in order), ``"standing_signals"`` (the ids that stand at
     the end) and ``"counters"`` (the SLA counters' totals).
+
+    ``source``: one policy for everything, or contracts (projections.contracts): each ticket is
+    measured against the version of its customer's contract in force at its dispatch, and the
+    document lists the versions (``"policies"``) and their digest.
     """
+    contracts = contracts_of(source)
+    policy = contracts.base
     deduped = dedupe(records)
     rejected += len(deduped.conflicts)
     kept = deduped.kept
@@ -89,6 +96,7 @@ def replay(
         empty: dict[str, Any] = {
             "as_of": None,
             "policy_version": policy.version,
+            **_policies(contracts),
             "tickets": [],
             "customers": [],
         }
@@ -96,23 +104,31 @@ def replay(
             extra |= {"signals": [], "standing_signals": [], "counters": Tally().totals()}
         return {**empty, "rejected": rejected} | extra
 
-    # One standing per customer, for all its tickets (projections.as_of, as ticket_at has it).
-    standings = {
-        customer: standing_at(accounts.get(customer, ()), policy, as_of) for customer in sorted(customers)
-    }
+    # One standing per customer and policy (projections.as_of, as ticket_at has it): the customer's
+    # own is with the rules of the contract it is on at as_of.
+    standings: dict[tuple[str, int], AccountStanding] = {}
+
+    def standing(customer: str, policy: Policy) -> AccountStanding:
+        key = (customer, id(policy))
+        if key not in standings:
+            standings[key] = standing_at(accounts.get(customer, ()), policy, as_of)
+        return standings[key]
+
     views: list[TicketView | QuarantinedView] = []
     breached: list[dict[str, Any]] = []
     for key in sorted(tickets, key=display_order):
         customer, _ = key
         view: TicketView | QuarantinedView
         state: TicketState | None
+        account = accounts.get(customer, [])
+        mine = contracts.policy_for(tickets[key], account, as_of)
         try:
-            state = evaluate(history(tickets[key], as_of), policy, as_of, standings.get(customer))
+            state = evaluate(history(tickets[key], as_of), mine, as_of, standing(customer, mine))
             if state is None:
                 continue
             view = state.view()
         except Exception as error:  # a bug of the engine: the ticket is quarantined, as a worker has it
-            state, view = None, quarantined_view(key, tickets[key], as_of, error, policy)
+            state, view = None, quarantined_view(key, tickets[key], as_of, error, mine)
         views.append(view)
         found = _breaches(state) if breaches and state is not None else []
         ids = {"ticket_id": view.ticket_id, "customer_id": view.customer_id}
@@ -123,7 +139,7 @@ def replay(
     if breaches:
         extra["breaches"] = breached
     if signals:
-        told = story_of_log(kept, policy, as_of)
+        told = story_of_log(kept, contracts, as_of)
         extra |= {
             "signals": told.signals,
             "standing_signals": sorted(told.standing()),
@@ -132,10 +148,32 @@ def replay(
     return {
         "as_of": utc(as_of),
         "policy_version": policy.version,
+        **_policies(contracts),
         "tickets": [view.document() for view in views],
-        "customers": [customer_view(c, standings[c], by_customer.get(c, [])) for c in sorted(customers)],
+        "customers": [
+            customer_view(
+                c, standing(c, _customer_policy(contracts, accounts, c, as_of)), by_customer.get(c, [])
+            )
+            for c in sorted(customers)
+        ],
         "rejected": rejected,
     } | extra
+
+
+def _customer_policy(
+    contracts: Contracts, accounts: dict[str, list[Recorded]], customer: str, as_of: datetime
+) -> Policy:
+    return contracts.customer_policy(accounts.get(customer, []), as_of)
+
+
+def _policies(contracts: Contracts) -> dict[str, Any]:
+    """The versions a document was computed with (none: the one policy), and their digest."""
+    if not contracts.versions and contracts.override is None:
+        return {}
+    return {
+        "policies": [version.listing() for version in contracts.versions],
+        "policies_digest": contracts.digest,
+    }
 
 
 def _breaches(state: TicketState) -> list[dict[str, Any]]:

@@ -48,8 +48,8 @@ from typing import Any
 from events.models import TicketClosed, TicketFaultDetermined, TicketWorkLogged
 from projections.account import AccountStanding
 from projections.as_of import standing_at
+from projections.contracts import PolicySource, contracts_of
 from projections.counting import Tally
-from projections.policy import Policy
 from projections.signals import Ledger, settle
 from projections.ticket import TicketState, evaluate
 from projections.timeline import Recorded, TicketKey, dedupe, ticket_key, whole_second
@@ -161,25 +161,28 @@ def walk(
     return result
 
 
-StandingCache = dict[tuple[str, int | None, datetime], AccountStanding]
+# (customer, recording position, instant, policy): a standing is computed with its policy's rules.
+StandingCache = dict[tuple[str, int | None, datetime, int], AccountStanding]
 
 
 def state_at(
     point: Point,
     records: Sequence[Recorded],
     account: Sequence[Recorded],
-    policy: Policy,
+    source: PolicySource,
     standings: StandingCache | None = None,
 ) -> TicketState | None:
-    """The ticket at ``point``: ``records`` its own events, ``account`` its customer's."""
+    """The ticket at ``point``: ``records`` its own events, ``account`` its customer's; measured
+    against the version of its contract in force at its dispatch (projections.contracts)."""
     mine = records if point.upto is None else [r for r in records if r.seq <= point.upto]
     if not mine:
         return None
+    upto = account if point.upto is None else [r for r in account if r.seq <= point.upto]
+    policy = contracts_of(source).policy_for(mine, upto, point.at)
     customer = mine[0].event.customer_id
-    cache_key = (customer, point.upto, point.at)
+    cache_key = (customer, point.upto, point.at, id(policy))
     standing = standings.get(cache_key) if standings is not None else None
     if standing is None:
-        upto = account if point.upto is None else [r for r in account if r.seq <= point.upto]
         standing = standing_at(upto, policy, point.at)
         if standings is not None:
             standings[cache_key] = standing
@@ -209,7 +212,7 @@ def tell(
     points: Sequence[Point],
     records: Sequence[Recorded],
     account: Sequence[Recorded],
-    policy: Policy,
+    policy: PolicySource,
     ledger: Ledger,
     marks: bytes | None,
     tally: Tally,
@@ -269,7 +272,7 @@ class StoryOfLog:
         return {sid: s for ledger in self.ledgers.values() for sid, s in ledger.asserted.items()}
 
 
-def story_of_log(records: Iterable[Recorded], policy: Policy, as_of: datetime) -> StoryOfLog:
+def story_of_log(records: Iterable[Recorded], policy: PolicySource, as_of: datetime) -> StoryOfLog:
     """The story of every ticket of a whole recorded history, up to ``as_of``.
 
     The same as a worker reading the log in any batches (with its timers

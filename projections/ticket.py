@@ -458,6 +458,8 @@ class TicketState:
             flags.append("escalation_not_entitled")
         if self.suspended and self.state != "closed":
             flags.append("suspended")
+        if self.policy.requested_contract is not None:
+            flags.append("contract_without_version")
         return sorted(flags)
 
     def clock_view(self, name: ClockName) -> ClockView:
@@ -506,6 +508,7 @@ class TicketState:
             ),
             billing=self.billing.as_view(),
             flags=self.flags(),
+            contract=self.policy.contract,
             policy_version=self.policy.version,
             policy_digest=self.policy.digest,
         )

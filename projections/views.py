@@ -24,7 +24,7 @@ from projections.policy import ClockName
 # An instant as the views print one: UTC, whole seconds, "Z" (projections.ticket.utc).
 UtcInstant = str
 ClockStatus = Literal["running", "paused", "stopped"]
-Flag = Literal["short_install_notice", "escalation_not_entitled", "suspended"]
+Flag = Literal["short_install_notice", "escalation_not_entitled", "suspended", "contract_without_version"]
 BillingRule = Literal["new_install", "uncovered_p1"]
 BillingStatus = Literal["none", "billable", "pending_review", "waived"]
 
@@ -133,6 +133,9 @@ class TicketView(View):
     escalation: EscalationView
     billing: BillingView
     flags: list[Flag] = Field(description="§8, sorted")
+    contract: str = Field(
+        "default", description="The contract whose version measures the ticket (docs/sla-semantics.md)"
+    )
     policy_version: str = Field(description="The policy file's `version`")
     policy_digest: str = Field(description="sha256 of the policy's settings (docs/audit.md)")
 
@@ -162,6 +165,7 @@ class QuarantinedView(View):
     customer_id: str
     state: Literal["quarantined"]
     quarantine: Quarantine
+    contract: str = "default"
     policy_version: str
     policy_digest: str
 

@@ -29,6 +29,7 @@ DATA: dict[str, dict[str, Any]] = {
     "account.invoice_due": {"invoice_id": "INV-1", "due_at": "2026-11-01T00:00:00Z"},
     "account.invoice_paid": {"invoice_id": "INV-1"},
     "account.invoice_disputed": {"invoice_id": "INV-1"},
+    "account.contract_changed": {"contract": "premium", "effective_from": "2026-11-01T00:00:00Z"},
 }
 
 

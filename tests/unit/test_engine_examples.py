@@ -25,6 +25,7 @@ VIEW_KEYS = {
     "escalation",
     "billing",
     "flags",
+    "contract",
     "policy_version",
     "policy_digest",
 }

@@ -89,6 +89,13 @@ INVALID_DATA: dict[str, list[Any]] = {  # data objects, and one that is not an o
     ],
     "account.invoice_paid": [{}, {"invoice_id": 12}],
     "account.invoice_disputed": [{}, {"invoice_id": None}],
+    "account.contract_changed": [
+        {},
+        {"contract": "premium"},
+        {"contract": "", "effective_from": "2026-11-01T00:00:00Z"},
+        {"contract": "two words", "effective_from": "2026-11-01T00:00:00Z"},
+        {"contract": "premium", "effective_from": "2026-11-01"},
+    ],
 }
 
 

@@ -4,7 +4,8 @@ The read models store a view's bytes, replay and the API print them, and auditor
 them: the move from ``dict[str, Any]`` to the types of ``projections.views`` must not change
 a byte, key order included. The expected bytes below were printed by the code before that
 move (``orjson.dumps`` of the dict views, and of the projector's pending placeholder) for a
-few hand-made tickets, and pasted here (the marks' are in test_sla_metrics.py).
+few hand-made tickets, and pasted here (the marks' are in test_sla_metrics.py). Since then,
+one key was added on purpose: ``contract`` (issue 13), before ``policy_version``.
 """
 
 from datetime import date, datetime
@@ -96,7 +97,7 @@ VIEWS = {
         b'"due_at":"2026-11-02T22:00:00Z","breached":false,"at_risk":false,"cycles":1}},'
         b'"escalation":{"level":0,"reasons":[]},"billing":{"rule":null,"status":"none",'
         b'"billable_seconds":0,"amount_cents":0,"month":null},"flags":[],'
-        b'"policy_version":"default-2026.1",'
+        b'"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
     "uncovered_p1": (
@@ -111,7 +112,7 @@ VIEWS = {
         b'"cause":"response_breached","entitled":true},{"level":3,"at":"2026-11-04T18:00:00Z",'
         b'"cause":"requested_by_agent","entitled":true}]},"billing":{"rule":"uncovered_p1",'
         b'"status":"billable","billable_seconds":6000,"amount_cents":20833,"month":"2026-11"},'
-        b'"flags":[],"policy_version":"default-2026.1",'
+        b'"flags":[],"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
     "new_install_closed": (
@@ -125,7 +126,7 @@ VIEWS = {
         b'"at":"2026-11-03T16:00:01Z","cause":"response_breached","entitled":true}]},'
         b'"billing":{"rule":"new_install","status":"billable","billable_seconds":9900,'
         b'"amount_cents":34375,"month":"2026-11"},"flags":["short_install_notice"],'
-        b'"policy_version":"default-2026.1",'
+        b'"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
     "not_entitled": (
@@ -139,7 +140,7 @@ VIEWS = {
         b'"escalation":{"level":0,"reasons":[{"level":2,"at":"2026-11-02T17:00:00Z",'
         b'"cause":"requested_by_customer","entitled":false}]},"billing":{"rule":null,'
         b'"status":"none","billable_seconds":0,"amount_cents":0,"month":null},'
-        b'"flags":["escalation_not_entitled"],"policy_version":"default-2026.1",'
+        b'"flags":["escalation_not_entitled"],"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
     "suspended": (
@@ -151,7 +152,7 @@ VIEWS = {
         b'"elapsed_seconds":7200,"due_at":null,"breached":false,"at_risk":false,"cycles":1}},'
         b'"escalation":{"level":0,"reasons":[]},"billing":{"rule":null,"status":"none",'
         b'"billable_seconds":0,"amount_cents":0,"month":null},"flags":["suspended"],'
-        b'"policy_version":"default-2026.1",'
+        b'"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
     "unicode": (
@@ -165,7 +166,7 @@ VIEWS = {
         b'"elapsed_seconds":3600,"due_at":null,"breached":false,"at_risk":false,"cycles":1}},'
         b'"escalation":{"level":0,"reasons":[]},"billing":{"rule":null,"status":"none",'
         b'"billable_seconds":0,"amount_cents":0,"month":null},"flags":[],'
-        b'"policy_version":"default-2026.1",'
+        b'"contract":"default","policy_version":"default-2026.1",'
         b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
     ),
 }
@@ -183,7 +184,7 @@ REPLAY_UNCOVERED_P1 = (
     b'"cause":"response_breached","entitled":true},{"level":3,"at":"2026-11-04T18:00:00Z",'
     b'"cause":"requested_by_agent","entitled":true}]},"billing":{"rule":"uncovered_p1",'
     b'"status":"billable","billable_seconds":6000,"amount_cents":20833,"month":"2026-11"},'
-    b'"flags":[],"policy_version":"default-2026.1",'
+    b'"flags":[],"contract":"default","policy_version":"default-2026.1",'
     b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}],'
     b'"customers":[{"customer_id":"acme","delinquent":false,"dashboard_suspended":false,'
     b'"billing":{"2026-11":{"amount_cents":20833,"billable_seconds":6000}}}],"rejected":0}'
@@ -192,14 +193,14 @@ REPLAY_UNCOVERED_P1 = (
 QUARANTINED = (
     b'{"ticket_id":"P1-NIGHT","customer_id":"acme","state":"quarantined",'
     b'"quarantine":{"error":"RuntimeError: bad\\n\\tline \x7f \\"\xc3\xbc\\"",'
-    b'"event_id":"e-8","event_type":"ticket.resolved"},"policy_version":"default-2026.1",'
+    b'"event_id":"e-8","event_type":"ticket.resolved"},"contract":"default","policy_version":"default-2026.1",'
     b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
 )
 
 QUARANTINED_BEFORE_ANY_EVENT = (
     b'{"ticket_id":"P1-NIGHT","customer_id":"acme","state":"quarantined",'
     b'"quarantine":{"error":"KeyError","event_id":null,"event_type":null},'
-    b'"policy_version":"default-2026.1",'
+    b'"contract":"default","policy_version":"default-2026.1",'
     b'"policy_digest":"sha256:7f670878dd1b25a0447f7b4ca9997d09f6092ce636e9f2c422d8b4900e8b728e"}'
 )
 
