@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 from events import ACCOUNT_EVENT_TYPES, Event, decode_event
+from projections.contracts import Contracts
 from projections.policy import Policy, parse_policy
 from projections.timeline import Recorded, TicketKey, is_opening, ticket_key
 from services.worker.batches import MAX_PARTITIONS
@@ -117,6 +118,12 @@ def generation_policy(store: ReadModelStore, generation: int, configured: Policy
     if text is None or text == configured.text:
         return configured
     return _parsed(text, f"generation {generation}")
+
+
+def generation_contracts(store: ReadModelStore, generation: int, configured: Policy) -> Contracts:
+    """The contracts a generation's rows are computed with: its policy as the default contract's
+    base, and the policy versions the generation has read from the policy topic."""
+    return Contracts(generation_policy(store, generation, configured))
 
 
 @lru_cache(maxsize=8)
