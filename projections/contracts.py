@@ -142,11 +142,15 @@ class Contracts:
             self._by_contract.setdefault(version.contract, []).append(version)
         self._tagged: dict[tuple[str, int, str | None], Policy] = {}
         self._digest: str | None = None
+        self.fixed: Policy | None = None
 
     @classmethod
     def single(cls, policy: Policy) -> "Contracts":
-        """One policy for everything, as before contracts (no version published)."""
-        return cls(policy)
+        """This policy, as it is (tagged or not), for every ticket whatever its contract: a caller
+        that has resolved the policy already, or code from before contracts."""
+        contracts = cls(policy)
+        contracts.fixed = policy
+        return contracts
 
     def with_versions(self, versions: Iterable[PolicyVersion]) -> "Contracts":
         """These contracts with more versions (those read from the policy topic since)."""
@@ -180,6 +184,8 @@ class Contracts:
 
     def policy_at(self, contract: str, at: datetime) -> Policy:
         """The policy measuring what ``contract`` covers at ``at`` (the default's if it has no version)."""
+        if self.fixed is not None:
+            return self.fixed
         policy = self.in_force(contract, at)
         requested: str | None = None
         if policy is None:

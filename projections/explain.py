@@ -18,8 +18,10 @@ from fractions import Fraction
 from typing import Any
 
 from events import ACCOUNT_EVENT_TYPES, Event, encode_event
+from events.models import AccountContractChanged
 from projections.account import account_standing
-from projections.as_of import ticket_at
+from projections.as_of import policy_of, ticket_at
+from projections.contracts import DEFAULT_CONTRACT, PolicySource
 from projections.billing import Billing, bill, merge
 from projections.policy import Policy, canonical_policy
 from projections.quarantine import quarantined_view
@@ -30,15 +32,17 @@ TIME, SUSPENSION = "time", "account.suspension"  # entry types of what happens w
 
 
 def explain(
-    records: list[Recorded], account: list[Recorded], policy: Policy, as_of: datetime
+    records: list[Recorded], account: list[Recorded], source: PolicySource, as_of: datetime
 ) -> dict[str, Any] | None:
     """The audit trail of a ticket as of ``as_of``; None if it was not opened by then.
 
     ``records`` are the ticket's own recorded events and ``account`` its
     customer's account events (others are left out), in any order, duplicates
-    allowed: the history is put in order here, as for the views.
+    allowed: the history is put in order here, as for the views. ``source``: the
+    policy, or the contracts whose version in force at the ticket's dispatch measures it.
     """
     as_of = whole_second(as_of)
+    policy = policy_of(records, account, source, as_of)
     ordered = history(records, as_of)
     opened = opening(ordered)
     if opened is None or not is_opening(opened.event):
@@ -53,6 +57,7 @@ def explain(
             "ticket_id": ticket_id,
             "customer_id": customer,
             "as_of": utc(as_of),
+            **_contract(policy),
             "policy_version": policy.version,
             "quarantine": view.quarantine.document(),
             "view": view.document(),
@@ -71,11 +76,17 @@ def _explained(
     opening, customer = state.opened, state.opened.customer_id
     ticket_events = [step for _, step in state.steps if not isinstance(step, str)]
     # Account events count only for a ticket that a suspension can pause (same test as the engine).
-    counted = [r.event for r in invoices] if state.opened.data.category in _paused(policy) else []
+    # Contract changes count for every ticket: they chose the policy.
+    counted = [
+        r.event
+        for r in invoices
+        if state.opened.data.category in _paused(policy) or isinstance(r.event, AccountContractChanged)
+    ]
     return {
         "ticket_id": opening.ticket_id,
         "customer_id": customer,
         "as_of": utc(as_of),
+        **_contract(policy),
         "policy_version": policy.version,
         "digest": digest(ticket_events, counted, policy),
         "digest_inputs": {"ticket_events": len(ticket_events), "account_events": len(counted)},
@@ -102,7 +113,18 @@ def digest(ticket_events: Iterable[Event], account_events: Iterable[Event], poli
     for event in (*ticket_events, *account_events):
         sha.update(encode_event(event) + b"\n")
     sha.update(canonical_policy(policy))
+    if policy.contract != DEFAULT_CONTRACT or policy.effective_from is not None:
+        # A published version: which contract it is of, and from when, count too.
+        sha.update(f"\n{policy.contract} {utc(policy.effective_from)}".encode())
     return "sha256:" + sha.hexdigest()
+
+
+def _contract(policy: Policy) -> dict[str, Any]:
+    """Which contract's version measures the ticket (the policy file's ``version`` follows)."""
+    found: dict[str, Any] = {"contract": policy.contract, "effective_from": utc(policy.effective_from)}
+    if policy.requested_contract is not None:
+        found["contract_requested"] = policy.requested_contract
+    return found
 
 
 # -- the entries --------------------------------------------------------------------

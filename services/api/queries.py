@@ -28,8 +28,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.models import RFC3339_PATTERN, Priority
+from projections.contracts import Contracts, PolicySource
 from projections.explain import explain
-from projections.policy import Policy
 from projections.quarantine import view_at
 from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
@@ -40,7 +40,7 @@ from services.worker.histories import (
     AmbiguousTicket,
     UnknownTicket,
     find_ticket,
-    generation_policy,
+    generation_contracts,
     stored_histories,
 )
 from services.worker.ports import (
@@ -139,6 +139,7 @@ class BillingLine(BaseModel):
     billable_seconds: int
     amount_cents: int
     evaluated_at: str
+    contract: str = Field(description="The contract whose version the line is computed with")
     policy_version: str = Field(description="The policy the line is computed with (its `version`)")
     policy_digest: str = Field(description="sha256 of that policy's settings (docs/audit.md)")
     rate_cents_per_hour: int = Field(description="The rate of that policy")
@@ -172,9 +173,10 @@ _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
 # -- helpers --------------------------------------------------------------------
 
 
-async def _policy(request: Request, store: ReadModelStore, generation: int) -> Policy:
-    """The policy the generation's rows are computed with: recomputations use it too."""
-    return await _read(generation_policy, store, generation, services(request.app).policy)
+async def _policy(request: Request, store: ReadModelStore, generation: int) -> Contracts:
+    """The contracts the generation's rows are computed with (its policy and the versions it has
+    read): recomputations use them too."""
+    return await _read(generation_contracts, store, generation, services(request.app).policy)
 
 
 async def _read(function: Callable[..., T], *args: Any) -> T:
@@ -256,7 +258,7 @@ async def _ticket_row(
 
 
 def view_as_of(
-    store: ReadModelStore, generation: int, policy: Policy, ticket: TicketKey, as_of: datetime
+    store: ReadModelStore, generation: int, policy: PolicySource, ticket: TicketKey, as_of: datetime
 ) -> dict[str, Any] | None:
     """The ticket's view as of ``as_of`` from the stored events (None if not opened by then)."""
     records, account = stored_histories(store, generation, ticket)
@@ -447,6 +449,28 @@ async def get_timeline(
     return _json(document, headers={EVALUATED_AT: utc(instant) or ""})
 
 
+def _billing_line(row: TicketRow, contracts: Contracts) -> dict[str, Any]:
+    """A billing line, naming the contract and version its stored view was computed with."""
+    view = orjson.loads(row.view)
+    digest = view.get("policy_digest")
+    policies = {p.digest: p for p in (contracts.base, *(v.policy for v in contracts.versions))}
+    policy = policies.get(digest, contracts.base)
+    return {
+        "ticket_id": row.ticket_id,
+        "priority": row.priority,
+        "category": row.category,
+        "rule": row.billing_rule,
+        "status": row.billing_status,
+        "billable_seconds": row.billable_seconds,
+        "amount_cents": row.amount_cents,
+        "evaluated_at": _stamp(row.evaluated_at),
+        "contract": view.get("contract", policy.contract),
+        "policy_version": view.get("policy_version", policy.version),
+        "policy_digest": digest or policy.digest,
+        "rate_cents_per_hour": policy.billing.rate_cents_per_hour,
+    }
+
+
 # -- customers ------------------------------------------------------------------
 
 
@@ -510,23 +534,8 @@ async def get_billing(
     if customer is None:
         raise ApiError(404, "not_found", f"no customer {customer_id!r}")
     rows = await _read(store.billing, generation, customer_id, month)
-    policy = await _policy(request, store, generation)
-    lines = [
-        {
-            "ticket_id": row.ticket_id,
-            "priority": row.priority,
-            "category": row.category,
-            "rule": row.billing_rule,
-            "status": row.billing_status,
-            "billable_seconds": row.billable_seconds,
-            "amount_cents": row.amount_cents,
-            "evaluated_at": _stamp(row.evaluated_at),
-            "policy_version": policy.version,
-            "policy_digest": policy.digest,
-            "rate_cents_per_hour": policy.billing.rate_cents_per_hour,
-        }
-        for row in rows
-    ]
+    contracts = await _policy(request, store, generation)
+    lines = [_billing_line(row, contracts) for row in rows]
     total = {
         "tickets": len(lines),
         "billable_seconds": sum(row.billable_seconds for row in rows),

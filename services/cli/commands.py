@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from projections.calendar import Calendar
+    from projections.contracts import Contracts
     from projections.policy import Policy
     from projections.timeline import Recorded
     from services.kafka.dead_letters import DeadLetter
@@ -718,6 +719,7 @@ def explain(
     from services.worker.histories import AmbiguousTicket, UnknownTicket, split_history
 
     settings = _settings()
+    policy: Policy | Contracts
     policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
     instant = _instant(as_of, "--as-of") if as_of is not None else None
     try:
@@ -747,7 +749,7 @@ def explain(
 
 def _stored_history(
     settings: Settings, ticket: str, customer_id: str | None, configured: "Policy"
-) -> tuple[list["Recorded"], list["Recorded"], "Policy"]:
+) -> tuple[list["Recorded"], list["Recorded"], "Contracts"]:
     from services.worker.histories import histories_from_store
 
     store = _open_store(settings, create=False)  # a read-only command creates no read models

@@ -420,6 +420,26 @@ ALTER TABLE generations ADD COLUMN policy TEXT;""",
 )
 
 
+# The policy versions a generation has read from the policy topic (projections.contracts), by
+# their position there: what the API's recomputations and reports measure with.
+SQLITE_5 = """
+CREATE TABLE policy_versions (
+    generation INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    PRIMARY KEY (generation, position)
+);
+"""
+POSTGRES_5 = """
+CREATE TABLE policy_versions (
+    generation INTEGER NOT NULL,
+    position   BIGINT NOT NULL,
+    body       BYTEA NOT NULL,
+    PRIMARY KEY (generation, position)
+);
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -438,6 +458,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         4, "identity per customer, account reach, log time, policy of a generation", SQLITE_4, POSTGRES_4
     ),
+    Migration(5, "the policy versions of a generation", SQLITE_5, POSTGRES_5),
 )
 
 CREATE_VERSIONS_TABLE = """

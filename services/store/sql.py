@@ -125,6 +125,10 @@ GENERATION_EXISTS = "SELECT 1 FROM generations WHERE generation = ?"
 # checks and row-locks, so two workers committing the same range serialize on
 # the row (PostgreSQL also waits on a concurrent first insert, then re-checks
 # the committed row) and exactly one of them wins.
+INSERT_POLICY_VERSION = (
+    "INSERT INTO policy_versions (generation, position, body) VALUES (?, ?, ?) "
+    "ON CONFLICT (generation, position) DO NOTHING"
+)
 CLAIM_OFFSETS = (
     "INSERT INTO offsets (generation, topic, log_partition, next_offset) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (generation, topic, log_partition) DO UPDATE SET next_offset = excluded.next_offset "
@@ -350,7 +354,7 @@ class SqlStore(ReadModelStore):
             # flight to it (they hold it FOR SHARE) and makes later ones fail
             # with GenerationChanged, so nothing lands after the data is gone.
             tx.run("DELETE FROM generations WHERE generation = ?", (generation,))
-            for table in ("events", "tickets", "customers", "offsets"):
+            for table in ("events", "tickets", "customers", "offsets", "policy_versions"):
                 tx.run(f"DELETE FROM {table} WHERE generation = ?", (generation,))  # noqa: S608
 
         self._write(drop)
@@ -393,13 +397,20 @@ class SqlStore(ReadModelStore):
             self._check_generation(tx, generation, must_be_active)
             # Offsets first, in partition order: a stale batch fails before any
             # bulk write, and two writers lock partitions in the same order.
-            for partition, (start, end) in sorted(batch.offsets.items()):
-                claimed = tx.one(CLAIM_OFFSETS, (generation, batch.topic, partition, end, start))
-                if claimed is None:
-                    raise StaleBatch(
-                        f"{batch.topic}[{partition}] in generation {generation}: "
-                        f"stored offset is not {start}, where the batch starts"
-                    )
+            claims = [(batch.topic, batch.offsets)]
+            if batch.policy_topic is not None:
+                claims.append((batch.policy_topic, batch.policy_offsets))
+            for topic, offsets in claims:
+                for partition, (start, end) in sorted(offsets.items()):
+                    claimed = tx.one(CLAIM_OFFSETS, (generation, topic, partition, end, start))
+                    if claimed is None:
+                        raise StaleBatch(
+                            f"{topic}[{partition}] in generation {generation}: "
+                            f"stored offset is not {start}, where the batch starts"
+                        )
+            tx.many(
+                INSERT_POLICY_VERSION, [(generation, position, body) for position, body in batch.policies]
+            )
             tx.bulk(EVENT_ROWS, events)
             tx.bulk(TICKET_ROWS, tickets)
             tx.bulk(CUSTOMER_ROWS, customers)
@@ -501,6 +512,34 @@ class SqlStore(ReadModelStore):
         # however many closed ones a customer has.
         found = self._per_customer("account_until", ">=", generation, since)
         return [(c, t) for c, t, until in found if until >= since[c]]
+
+    def tickets_opened_since(self, generation: int, since: dict[str, int]) -> list[TicketKey]:
+        found = self._per_customer("opened_at", ">=", generation, since)
+        return [(c, t) for c, t, at in found if at >= since[c]]
+
+    def tickets_opened_from(
+        self, generation: int, instant: int, partitions: Sequence[int]
+    ) -> list[TicketKey]:
+        if not partitions:
+            return []
+        where, param = self._in("log_partition", sorted(set(partitions)))
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT customer_id, ticket_id FROM tickets WHERE generation = ? AND {where} "  # noqa: S608
+                "AND opened_at >= ?",
+                (generation, param, instant),
+            )
+        )
+        return sorted((c, t) for c, t in rows)
+
+    def policy_versions(self, generation: int) -> list[tuple[int, bytes]]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT position, body FROM policy_versions WHERE generation = ? ORDER BY position",
+                (generation,),
+            )
+        )
+        return [(position, bytes(body)) for position, body in rows]
 
     def customer_tickets_changing_by(self, generation: int, instants: dict[str, int]) -> list[TicketKey]:
         found = self._per_customer("next_change_at", "<=", generation, instants)

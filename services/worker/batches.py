@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from events import Event, EventRejected
+from projections.contracts import PolicyVersion
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,21 @@ class WholeLog(Protocol):
         handle: Callable[[ConsumedBatch], Awaitable[None]],
         progress: Callable[[int, int], None] = ...,
     ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PolicyRead:
+    """What a read of the policy topic found: the versions (each checked), the records rejected
+    ((offset, why): a malformed one never stops a reader), and the position after them."""
+
+    versions: list[PolicyVersion]
+    rejected: list[tuple[int, str]]
+    end: int
+
+
+class PolicyLog(Protocol):
+    """The policy topic, as the worker reads it (services.kafka.policies)."""
+
+    async def read(self, start: int) -> PolicyRead:
+        """Its records from position ``start`` up to its end as found now."""
+        ...

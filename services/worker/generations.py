@@ -12,9 +12,11 @@ services.worker.tracking's.
 import asyncio
 import logging
 
+from projections.contracts import Contracts
 from projections.policy import Policy, parse_policy
 from services import metrics
-from services.worker.ports import GenerationStore
+from services.worker.histories import stored_versions
+from services.worker.ports import GenerationStore, ReadModelStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,7 @@ class Generations:
 
     def __init__(
         self,
-        store: GenerationStore,
+        store: ReadModelStore,
         policy: Policy,
         *,
         generation: int | None = None,
@@ -34,6 +36,8 @@ class Generations:
         # The policy configured; the generation's own is the one used (see open).
         self.configured = policy
         self.policy = policy
+        # The generation's policy as the default contract's base, and the versions it has read.
+        self.contracts = Contracts(policy)
         self.generation = generation
         # Whether this process installs the policy's SLA metrics (a rebuild counts nothing).
         self.count_metrics = count_metrics
@@ -76,6 +80,7 @@ class Generations:
                 self.configured.digest,
             )
         self.policy = policy
+        self.contracts = Contracts(policy, await asyncio.to_thread(stored_versions, self.store, gen))
         if self.count_metrics:
             metrics.SLA_ELAPSED.install(policy)
 

@@ -9,7 +9,8 @@ from functools import lru_cache
 from typing import TypeVar
 
 from events import ACCOUNT_EVENT_TYPES, Event, decode_event
-from projections.contracts import Contracts
+from events.policies import decode_policy_event
+from projections.contracts import Contracts, PolicyVersion, version_of
 from projections.policy import Policy, parse_policy
 from projections.timeline import Recorded, TicketKey, is_opening, ticket_key
 from services.worker.batches import MAX_PARTITIONS
@@ -123,7 +124,17 @@ def generation_policy(store: ReadModelStore, generation: int, configured: Policy
 def generation_contracts(store: ReadModelStore, generation: int, configured: Policy) -> Contracts:
     """The contracts a generation's rows are computed with: its policy as the default contract's
     base, and the policy versions the generation has read from the policy topic."""
-    return Contracts(generation_policy(store, generation, configured))
+    return Contracts(generation_policy(store, generation, configured), stored_versions(store, generation))
+
+
+def stored_versions(store: ReadModelStore, generation: int) -> list[PolicyVersion]:
+    """The policy versions a generation has read (each checked when it was read: trusted here)."""
+    return [_version(position, body) for position, body in store.policy_versions(generation)]
+
+
+@lru_cache(maxsize=256)
+def _version(position: int, body: bytes) -> PolicyVersion:
+    return version_of(decode_policy_event(body), position)
 
 
 @lru_cache(maxsize=8)
@@ -133,8 +144,9 @@ def _parsed(text: str, source: str) -> Policy:
 
 def histories_from_store(
     store: ReadModelStore, ticket_id: str, customer_id: str | None, configured: Policy
-) -> tuple[list[Recorded], list[Recorded], Policy]:
-    """The ticket's recorded events, its customer's account events and the policy of the active generation."""
+) -> tuple[list[Recorded], list[Recorded], Contracts]:
+    """The ticket's recorded events, its customer's account events and the contracts of the active
+    generation."""
     generation = store.active_generation()
     if generation is None:
         raise UnknownTicket(f"unknown ticket {ticket_id!r}: the read models hold no generation yet")
@@ -143,4 +155,4 @@ def histories_from_store(
     except UnknownTicket:
         raise UnknownTicket(f"unknown ticket {ticket_id!r}: no event of it in the read models") from None
     records, account = stored_histories(store, generation, key)
-    return records, account, generation_policy(store, generation, configured)
+    return records, account, generation_contracts(store, generation, configured)

@@ -190,6 +190,12 @@ class BatchWrite:
     tickets: list[TicketRow] = field(default_factory=list)
     customers: list[CustomerRow] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
+    # Policy versions read from the policy topic (position, canonical bytes), kept if new, and
+    # how far each partition's tickets have been measured with them: events partition ->
+    # (position stored before, position after), claimed as offsets of ``policy_topic``.
+    policies: list[tuple[int, bytes]] = field(default_factory=list)
+    policy_topic: str | None = None
+    policy_offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,10 @@ class GenerationStore(ABC):
         """
 
     @abstractmethod
+    def policy_versions(self, generation: int) -> list[tuple[int, bytes]]:
+        """(position, canonical bytes) of every policy version the generation has read, in order."""
+
+    @abstractmethod
     def tickets_missing_from(self, generation: int, other: int) -> list[TicketKey]:
         """Tickets of ``generation`` that ``other`` has no row of."""
 
@@ -329,6 +339,18 @@ class ProjectionStore(ABC):
     def tickets_reached(self, generation: int, since: dict[str, int]) -> list[TicketKey]:
         """Tickets an account change from ``since[customer]`` on can change:
         the customer's tickets with ``account_until`` at or after that instant, sorted."""
+
+    @abstractmethod
+    def tickets_opened_since(self, generation: int, since: dict[str, int]) -> list[TicketKey]:
+        """The customer's tickets dispatched at or after ``since[customer]`` (a contract change
+        effective from then can change them), sorted."""
+
+    @abstractmethod
+    def tickets_opened_from(
+        self, generation: int, instant: int, partitions: Sequence[int]
+    ) -> list[TicketKey]:
+        """Tickets of these partitions dispatched at or after ``instant`` (a policy version in
+        force from then can change them), sorted."""
 
     @abstractmethod
     def tickets_changing_by(

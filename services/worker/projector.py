@@ -38,6 +38,10 @@ from datetime import UTC, datetime
 import orjson
 
 from events import Event, EventRejected, RejectKind, encode_event, quoted
+from events.models import AccountContractChanged
+from events.policies import encode_policy_event
+from projections.as_of import policy_of
+from projections.contracts import Contracts
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import QUARANTINED, describe
@@ -51,6 +55,7 @@ from services.worker.batches import (
     ConsumedEvent,
     DeadLetters,
     DeadLettersFailed,
+    PolicyLog,
     RawRecord,
     Rewind,
     dead_letter_each_partition,
@@ -84,6 +89,8 @@ from services.worker.tracking import OffsetTracker
 log = logging.getLogger(__name__)
 
 SCHEDULE_FAULTS = 20_000  # tickets whose schedule fault was reported, remembered
+POLICY_TOPIC = "policy-versions"
+RECOMPUTE_CHUNK = 500  # tickets recomputed per transaction when a policy version arrives
 
 
 def wall_clock() -> datetime:
@@ -140,6 +147,8 @@ class Projector:
         record_signals: bool = True,
         dead_letter: DeadLetters | None = None,
         dead_letter_timeout_s: float = 10.0,
+        policy_log: PolicyLog | None = None,
+        policy_topic: str = POLICY_TOPIC,
     ):
         self.store = store
         # The generation written and its policy (the configured one until open).
@@ -168,6 +177,12 @@ class Projector:
         # Where to read from after a switch the timers noticed (the consumer asks between batches).
         self._rewind: Rewind | None = None
         self._schedule_faults: OrderedDict[TicketKey, None] = OrderedDict()  # reported once each
+        # The policy topic (None: no contracts but the configured policy) and how far it was read.
+        self.policy_log = policy_log
+        self.policy_topic = policy_topic
+        self._policy_end = 0
+        self._policies_pending = False  # held partitions may not be measured with every version yet
+        self._rejected_policies: set[int] = set()  # positions whose rejection was logged
 
     @property
     def generation(self) -> int | None:
@@ -180,6 +195,11 @@ class Projector:
         return self.generations.policy
 
     @property
+    def contracts(self) -> Contracts:
+        """The generation's policy as the default contract's base, and every version read."""
+        return self.generations.contracts
+
+    @property
     def partitions(self) -> set[int]:
         """The partitions this worker holds (a rebuild: all of them)."""
         return self.tracking.partitions
@@ -187,10 +207,116 @@ class Projector:
     @partitions.setter
     def partitions(self, partitions: set[int]) -> None:
         self.tracking.partitions = partitions
+        self._policies_pending = bool(self.contracts.versions)
 
     async def open(self) -> int:
-        """Migrate the store, find (or create) the active generation, and take its policy."""
-        return await self.generations.open()
+        """Migrate the store, find (or create) the active generation, take its policy and the
+        versions it has read, and read the policy topic in full (before any batch)."""
+        generation = await self.generations.open()
+        self._policy_end = self.contracts.position
+        await self.read_policies()
+        return generation
+
+    # -- contracts: the policy topic ----------------------------------------
+
+    async def read_policies(self) -> int:
+        """Read the policy topic on from where it was read; return how many versions are new.
+        Each held partition measures its tickets with them before its next batch
+        (:meth:`apply_policies`)."""
+        if self.policy_log is None:
+            return 0
+        read = await self.policy_log.read(self._policy_end)
+        for position, why in read.rejected:
+            if position not in self._rejected_policies:
+                self._rejected_policies.add(position)
+                log.error("%s@%d is not a policy version, skipped: %s", self.policy_topic, position, why)
+        known = {v.position for v in self.contracts.versions}
+        new = [v for v in read.versions if v.position not in known]
+        self._policy_end = max(self._policy_end, read.end)
+        if new:
+            self.generations.contracts = self.contracts.with_versions(new)
+            for version in new:
+                log.warning(
+                    "policy version %s of contract %s in force from %s (%s) read at %s@%d",
+                    version.policy.version,
+                    version.contract,
+                    version.effective_from.isoformat(),
+                    version.policy.digest,
+                    self.policy_topic,
+                    version.position,
+                )
+        return len(new)
+
+    async def follow_policies(self, stop: asyncio.Event, every_s: float = 5.0) -> None:
+        """Read the policy topic every ``every_s`` while running; measure with what is new."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if await self.read_policies():
+                    async with self.lock:
+                        await self.apply_policies()
+                    await self._notify()
+            except Exception:  # the broker or the store down: read again later, as the consumer does
+                log.exception(
+                    "reading the policy topic %s failed; trying again in %s s", self.policy_topic, every_s
+                )
+
+    async def apply_policies(self) -> None:
+        """Recompute, partition by partition, the held tickets that versions read since the
+        partition was last measured can change (those dispatched from the earliest instant they
+        are in force), and record how far each partition is measured (as offsets of the policy
+        topic, in the same transactions). Call under the lock."""
+        end = self.contracts.position
+        if not self.contracts.versions or not self.partitions:
+            return
+        gen = self._gen
+        stored = await asyncio.to_thread(self.store.stored_offsets, gen, self.policy_topic)
+        bodies = [(v.position, encode_policy_event(v.event)) for v in self.contracts.versions]
+        for partition in sorted(self.partitions):
+            start = stored.get(partition, 0)
+            if start >= end:
+                continue
+            since = min(v.effective_from for v in self.contracts.versions if v.position >= start)
+            keys = await asyncio.to_thread(
+                self.store.tickets_opened_from, gen, epoch(since) or 0, [partition]
+            )
+            held = self.tracking.held([partition])
+            if keys:
+                log.warning(
+                    "partition %d: recomputing %d tickets dispatched since %s with the policy versions "
+                    "read since position %d",
+                    partition,
+                    len(keys),
+                    since.isoformat(),
+                    start,
+                )
+            chunks = [keys[i : i + RECOMPUTE_CHUNK] for i in range(0, len(keys), RECOMPUTE_CHUNK)] or [[]]
+            for number, chunk in enumerate(chunks):
+                try:
+                    write, tally = await self._project([], held, now=self.clock(), recompute=chunk)
+                    if number == len(chunks) - 1:
+                        write.policies = bodies
+                        write.policy_topic = self.policy_topic
+                        write.policy_offsets = {partition: (start, end)}
+                    await asyncio.to_thread(
+                        self.store.commit_batch, gen, write, must_be_active=self.must_be_active
+                    )
+                except StaleBatch as exc:
+                    self._forget()
+                    log.warning(
+                        "partition %d: policy versions not applied, it moved on without us: %s",
+                        partition,
+                        exc,
+                    )
+                    break
+                except BaseException:
+                    self._forget()
+                    raise
+                self._publish(tally)
 
     # -- the consumer's handler interface ----------------------------------
 
@@ -199,6 +325,7 @@ class Projector:
             stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
             starts = self.tracking.assign(partitions, stored)
             self._forget()
+            self._policies_pending = bool(self.contracts.versions)
             log.info(
                 "assigned partitions %s; starting at %s",
                 sorted(partitions),
@@ -225,6 +352,8 @@ class Projector:
             offsets, valid = self.tracking.trim(batch)
             if not offsets:
                 return
+            if self._policies_pending:
+                await self._apply_pending()
             self.tracking.saw(batch)
             try:
                 stored = await asyncio.to_thread(
@@ -278,9 +407,20 @@ class Projector:
             if self.dead_letter is not None:
                 metrics.DLQ_MESSAGES.inc(len(conflicts))
 
+    async def _apply_pending(self) -> None:
+        """The held partitions measured with every version read, before their next batch."""
+        await self.apply_policies()
+        self._policies_pending = False
+
     async def _follow_generation(self) -> Rewind:
         self._forget()
         generation = await self.generations.follow()
+        self._policy_end = self.contracts.position
+        try:
+            await self.read_policies()
+        except Exception:  # the broker down: the stored versions stand, follow_policies reads on
+            log.exception("reading the policy topic %s failed", self.policy_topic)
+        self._policies_pending = bool(self.contracts.versions)
         stored = await asyncio.to_thread(self.store.stored_offsets, generation, self.topic)
         return self.tracking.restart(stored, f"generation changed to {generation}")
 
@@ -367,10 +507,12 @@ class Projector:
         now: datetime,
         due: Sequence[TicketKey] = (),
         due_customers: Sequence[str] = (),
+        recompute: Sequence[TicketKey] = (),
     ) -> tuple[BatchWrite, Tally]:
         """A batch's write: its events (each a first copy) and the story of every ticket they can
         change, told up to its customer's log time (projections.story). For a timer pass
-        (``due``, ``due_customers``): the tickets and customers whose next change is due, as of now."""
+        (``due``, ``due_customers``): the tickets and customers whose next change is due, as of now.
+        ``recompute``: tickets told again as of the instant they were (new policy versions)."""
         gen = self._gen
         write = BatchWrite(self.topic, offsets)
         streams = _streams(events, write)
@@ -386,8 +528,10 @@ class Projector:
         crossing = await asyncio.to_thread(
             self.store.customer_tickets_changing_by, gen, {c: epoch(at) or 0 for c, at in ends.items()}
         )
+        # A contract change reaches the customer's tickets dispatched from its effective instant on.
+        switched = await asyncio.to_thread(self.store.tickets_opened_since, gen, _contract_changes(streams))
         affected = {key for records in streams.values() for r in records if (key := ticket_key(r.event))}
-        affected |= {*reached, *crossing, *due}
+        affected |= {*reached, *crossing, *due, *switched, *recompute}
         previous = await asyncio.to_thread(self.store.ticket_rows, gen, affected)
         tickets = await self._tickets.get(gen, affected)
         accounts = await self._accounts.get(gen, {c for c, _ in affected} | customers)
@@ -407,6 +551,7 @@ class Projector:
             accounts,
             now=now,
             due_customers=due_customers,
+            recompute=recompute,
         )
         return write, tally
 
@@ -425,6 +570,7 @@ class Projector:
         *,
         now: datetime,
         due_customers: Sequence[str],
+        recompute: Sequence[TicketKey] = (),
     ) -> Tally:
         """The batch's rows and signals into ``write``: the story of each affected ticket."""
         customers = set(streams) | set(due_customers)
@@ -442,8 +588,14 @@ class Projector:
         points: dict[TicketKey, list[Point]] = {}
         for customer, records in streams.items():
             reach = {k: previous[k].account_until for k in reached if k[0] == customer and k in previous}
+            opened = {k: row.opened_at for k, row in previous.items() if k[0] == customer}
 
-            def reached_by(r: Recorded, reach: dict[TicketKey, int] = reach) -> list[TicketKey]:
+            def reached_by(
+                r: Recorded, reach: dict[TicketKey, int] = reach, opened: dict[TicketKey, int] = opened
+            ) -> list[TicketKey]:
+                if isinstance(r.event, AccountContractChanged):  # tickets dispatched since it is effective
+                    since = int(r.event.data.effective_from.timestamp())
+                    return [k for k, at in opened.items() if at >= since]
                 return [k for k, until in reach.items() if until >= r.at.timestamp()]
 
             found = walk(
@@ -456,6 +608,8 @@ class Projector:
                 work_ends={k: v for k, v in logged.items() if k[0] == customer},
             )
             points.update(found.points)
+        for key in set(recompute) - set(points):  # told again as of when it was (new policy versions)
+            points[key] = [Point(None, evaluated.get(key, ends.get(key[0], now)))]
         for key in affected - set(points):  # no input of its own: time passing, or an account event
             end = ends.get(key[0], now)
             points[key] = [Point(None, max(end, evaluated.get(key, end)))]
@@ -471,7 +625,7 @@ class Projector:
                 points[key],
                 records,
                 accounts.get(key[0], []),
-                self.policy,
+                self.contracts,
                 Ledger.decode(before.signals if before is not None else None),
                 before.marks if before is not None else None,
                 tally,
@@ -503,7 +657,8 @@ class Projector:
                     )
             if fault is not None:
                 self._report_fault(key, fault, before)
-                row = _quarantined_row(key, records, at, self.policy, fault, told.ledger, told.marks)
+                policy = policy_of(records, accounts.get(key[0], []), self.contracts, at)
+                row = _quarantined_row(key, records, at, policy, fault, told.ledger, told.marks)
             assert row is not None
             write.tickets.append(row)
             if self.record_signals:
@@ -516,8 +671,9 @@ class Projector:
             stored, stream = rows.get(customer), streams.get(customer, [])
             partition = partition_of(stream[0]) if stream else stored.partition if stored is not None else 0
             log_time = log_times.get(customer) or instant_of(stored.log_time if stored is not None else None)
+            policy = self.contracts.customer_policy(accounts[customer], ends[customer])
             write.customers.append(
-                _customer_row(customer, partition, self.policy, ends[customer], accounts[customer], log_time)
+                _customer_row(customer, partition, policy, ends[customer], accounts[customer], log_time)
             )
         return tally
 
@@ -611,6 +767,20 @@ def _latest(row: CustomerRow | None, records: list[Recorded]) -> datetime:
     latest = max(r.at for r in records)
     before = instant_of(row.log_time) if row is not None else None
     return latest if before is None else max(before, latest)
+
+
+def _contract_changes(streams: dict[str, list[Recorded]]) -> dict[str, int]:
+    """Per customer, the earliest instant a new contract change in its events is effective from."""
+    since: dict[str, int] = {}
+    for customer, records in streams.items():
+        instants = [
+            int(r.event.data.effective_from.timestamp())
+            for r in records
+            if isinstance(r.event, AccountContractChanged)
+        ]
+        if instants:
+            since[customer] = min(instants)
+    return since
 
 
 def _reach(

@@ -32,15 +32,16 @@ from typing import Any
 
 import orjson
 
+from projections.contracts import Contracts, PolicySource, contracts_of
 from projections.policy import Policy, parse_policy
 from projections.quarantine import view_at
 from projections.timeline import Recorded, TicketKey
 from services.config import Settings
-from services.worker.batches import ConsumedBatch, WholeLog
+from services.worker.batches import ConsumedBatch, PolicyLog, WholeLog
 from services.worker.generations import keep_only, policy_text
-from services.worker.histories import decode_stored
+from services.worker.histories import decode_stored, stored_versions
 from services.worker.ports import GenerationBehind, ReadModelStore, TicketQuery, TicketRow
-from services.worker.projector import Projector
+from services.worker.projector import POLICY_TOPIC, Projector
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,11 @@ async def rebuild(
     switch: bool = True,
     *,
     log_source: WholeLog,
+    policy_log: PolicyLog | None = None,
+    policy_topic: str = POLICY_TOPIC,
 ) -> RebuildReport:
-    """``log_source``: the whole of ``ticket-events`` (services.kafka.log_reader.WholeLogReader)."""
+    """``log_source``: the whole of ``ticket-events`` (services.kafka.log_reader.WholeLogReader);
+    ``policy_log``: the policy topic, read in full before the first batch (None: no contracts)."""
     started = time.monotonic()
     await asyncio.to_thread(store.migrate)
     previous = await asyncio.to_thread(store.active_generation)
@@ -92,6 +96,8 @@ async def rebuild(
             must_be_active=False,
             count_metrics=False,
             record_signals=False,
+            policy_log=policy_log,
+            policy_topic=policy_topic,
         )
         await projector.open()
 
@@ -106,7 +112,7 @@ async def rebuild(
             await reader.read_to_end(project, progress)
             if previous is not None:
                 await asyncio.to_thread(
-                    _check, store, policy, previous, generation, settings.topic_events, report
+                    _check, store, projector.contracts, previous, generation, settings.topic_events, report
                 )
             if switch and not report.mismatches:
                 await _switch(store, reader, project, progress, report, settings.topic_events)
@@ -160,10 +166,11 @@ async def _drop(store: ReadModelStore, report: RebuildReport) -> None:
 
 
 def _check(
-    store: ReadModelStore, policy: Policy, live: int, new: int, topic: str, report: RebuildReport
+    store: ReadModelStore, source: PolicySource, live: int, new: int, topic: str, report: RebuildReport
 ) -> None:
     """The new generation must hold what the live one holds for the same offsets, and each of its
     rows the view its events give; live rows that do not are reported (the switch repairs them)."""
+    contracts = contracts_of(source)
     live_offsets = store.stored_offsets(live, topic)
     new_offsets = store.stored_offsets(new, topic)
     below: dict[int, int] = {}
@@ -186,7 +193,11 @@ def _check(
 
     live_text = store.generation_policy(live)
     live_policy = parse_policy(live_text, f"generation {live}") if live_text is not None else None
-    same_policy = live_policy is not None and live_policy.digest == policy.digest
+    same_policy = (
+        live_policy is not None
+        and Contracts(live_policy, stored_versions(store, live)).digest == contracts.digest
+    )
+    policy = contracts
 
     def comparable(key: TicketKey, histories: dict, accounts: dict) -> bool:
         events = histories.get(key, []) + accounts.get(key[0], [])
@@ -246,6 +257,6 @@ def _stored_view(row: TicketRow) -> dict[str, Any] | None:
 
 
 def _view_at(
-    key: TicketKey, records: list[Recorded], account: list[Recorded], policy: Policy, epoch_seconds: int
+    key: TicketKey, records: list[Recorded], account: list[Recorded], policy: Contracts, epoch_seconds: int
 ) -> dict[str, Any] | None:
     return view_at(key, records, account, policy, datetime.fromtimestamp(epoch_seconds, UTC))
