@@ -21,8 +21,8 @@ from events import ACCOUNT_EVENT_TYPES, Event, encode_event
 from events.models import AccountContractChanged
 from projections.account import account_standing
 from projections.as_of import policy_of, ticket_at
-from projections.contracts import DEFAULT_CONTRACT, PolicySource
 from projections.billing import Billing, bill, merge
+from projections.contracts import DEFAULT_CONTRACT, PolicySource
 from projections.policy import Policy, canonical_policy
 from projections.quarantine import quarantined_view
 from projections.ticket import Effect, TicketState, due_from_start, utc

@@ -136,6 +136,10 @@ class Story:
     def invoice_disputed(self, at, invoice_id: str, **kw: Any) -> dict[str, Any]:
         return self.add("account.invoice_disputed", at, {"invoice_id": invoice_id}, **kw)
 
+    def contract(self, at, contract: str, effective_from: datetime, **kw: Any) -> dict[str, Any]:
+        data = {"contract": contract, "effective_from": rfc3339(effective_from)}
+        return self.add("account.contract_changed", at, data, **kw)
+
     # -- reading results ---------------------------------------------------------
 
     def replay(self, as_of: datetime | None = None, policy: Policy | None = None) -> dict[str, Any]:
