@@ -103,7 +103,8 @@ def test_the_worker_measures_each_ticket_with_its_version_and_equals_replay(kind
     partitions = partitioned(the_log())
     with a_store(kind, tmp_path, dsn) as store:
         projector = asyncio.run(project(store, ListPolicyLog(versions), partitions))
-        found = by_ticket(store, projector.generation)
+        gen = projector.generations.current
+        found = by_ticket(store, gen)
         assert {t: v[:2] for t, v in found.items()} == {
             "BEFORE": ("default", "default-2026.1"),
             "AFTER": ("default", "default-2026.2"),
@@ -112,10 +113,10 @@ def test_the_worker_measures_each_ticket_with_its_version_and_equals_replay(kind
             "NEW": ("premium", "premium-2026.1"),
         }
         contracts = Contracts(default_policy(), versions)
-        check_rows_equal_replay(store, projector.generation, recorded(partitions), contracts, CLOCK)
+        check_rows_equal_replay(store, gen, recorded(partitions), contracts, CLOCK)
         # The generation keeps the versions it read, and each partition is measured with both.
-        assert [p for p, _ in store.policy_versions(projector.generation)] == [0, 1]
-        assert store.stored_offsets(projector.generation, projector.policy_topic) == {0: 2, 1: 2, 2: 2}
+        assert [p for p, _ in store.policy_versions(gen)] == [0, 1]
+        assert store.stored_offsets(gen, projector.policy_topic) == {0: 2, 1: 2, 2: 2}
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -129,7 +130,7 @@ def test_a_retroactive_version_recomputes_exactly_the_tickets_it_can_change(kind
     partitions = partitioned(the_log())
     with a_store(kind, tmp_path, dsn) as store:
         projector = asyncio.run(project(store, policy_log, partitions))
-        gen = projector.generation
+        gen = projector.generations.current
         before = by_ticket(store, gen)
         assert orjson.loads(before["AFTER"][2])["clocks"]["response"]["breached"] is True
         signals_before = {s.signal_id for s in store.pending_signals(limit=10_000)}

@@ -98,8 +98,8 @@ def test_of_two_versions_in_force_from_the_same_instant_the_one_published_later_
         default_policy(),
         [published(amended_text(), "default", NOV_1, 0), published(premium_text(), "default", NOV_1, 1)],
     )
-    assert later.in_force("default", NOV_1).version == "premium-2026.1"
-    assert later.in_force("default", ny("2026-10-31 19:59")).version == "default-2026.1"  # the base
+    assert later.policy_at("default", NOV_1).version == "premium-2026.1"
+    assert later.policy_at("default", ny("2026-10-31 19:59")).version == "default-2026.1"  # the base
 
 
 def test_the_latest_effective_contract_change_wins_and_one_not_yet_known_does_not_count():
