@@ -69,13 +69,13 @@ def partitioned(story: Story) -> list[list[dict]]:
     return partitions
 
 
-async def project(store, policy_log, partitions) -> Projector:
+async def project(store, policy_log, partitions, seed: int = 7) -> Projector:
     projector = Projector(
         store, default_policy(), TOPIC, clock=lambda: CLOCK, count_metrics=False, policy_log=policy_log
     )
     await projector.open()
     await projector.start_offsets(set(range(PARTITIONS)))
-    for batch in batches(partitions, random.Random(7)):
+    for batch in batches(partitions, random.Random(seed)):
         await projector.handle(batch)
     await projector.tick()
     return projector
@@ -93,8 +93,9 @@ def by_ticket(store, generation) -> dict[str, tuple[str, str, bytes, int]]:
     }
 
 
+@pytest.mark.parametrize("seed", [7, 11, 23])  # batch boundaries
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_the_worker_measures_each_ticket_with_its_version_and_equals_replay(kind, tmp_path, request):
+def test_the_worker_measures_each_ticket_with_its_version_and_equals_replay(kind, seed, tmp_path, request):
     dsn = request.getfixturevalue("postgres_dsn") if kind == "postgres" else None
     versions = [
         published(premium_text(), "premium", NOV_1, 0),
@@ -102,7 +103,7 @@ def test_the_worker_measures_each_ticket_with_its_version_and_equals_replay(kind
     ]
     partitions = partitioned(the_log())
     with a_store(kind, tmp_path, dsn) as store:
-        projector = asyncio.run(project(store, ListPolicyLog(versions), partitions))
+        projector = asyncio.run(project(store, ListPolicyLog(versions), partitions, seed))
         gen = projector.generations.current
         found = by_ticket(store, gen)
         assert {t: v[:2] for t, v in found.items()} == {
