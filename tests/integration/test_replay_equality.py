@@ -33,19 +33,21 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from events import decode_event
+from projections.contracts import Contracts, PolicySource
 from projections.counting import Tally
+from projections.policy import default_policy
 from projections.replay import replay
 from projections.signals import Ledger
 from projections.story import story_of_log
 from projections.timeline import Recorded
 from services.config import Settings
 from services.store import open_store
-from services.worker.batches import ConsumedBatch, ConsumedEvent
+from services.worker.batches import ConsumedBatch, ConsumedEvent, PolicyRead
 from services.worker.histories import seq_of
 from services.worker.ports import ReadModelStore, TicketQuery
 from services.worker.projector import Projector
 from services.worker.rebuild import RebuildReport, _check
-from tests.unit.test_engine_properties import POLICIES, Drawn, histories
+from tests.unit.test_engine_properties import BASE, DAY, POLICIES, SPAN, Drawn, histories
 from tests.worker_helpers import throwaway_database
 
 EXAMPLES = int(os.environ.get("SLATRACK_TEST_PROPERTY_EXAMPLES", "30"))
@@ -54,11 +56,30 @@ PARTITIONS = 3
 
 
 @st.composite
-def logs(draw) -> tuple[Drawn, list[list[dict]], datetime]:
-    """A history, its events in the partitions of a log (arrival order), and the workers' clock."""
+def logs(draw, contracts: bool = False) -> tuple[Drawn, list[list[dict]], datetime]:
+    """A history, its events in the partitions of a log (arrival order), and the workers' clock.
+    ``contracts``: with contract changes of the customers (to the contracts of CONTRACT_VERSIONS,
+    and to one with no version), effective before, between or after their tickets' dispatches."""
     drawn: Drawn = draw(st.one_of(histories(), histories(orderly=False), histories(scale="seconds")))
     events = [dict(e) for e in drawn.dicts()]
     rnd = draw(st.randoms(use_true_random=False))
+    if contracts:
+        for n in range(draw(st.integers(1, 4))):
+            occurred = BASE + timedelta(seconds=draw(st.integers(0, SPAN)))
+            effective = occurred + timedelta(seconds=draw(st.integers(-SPAN, 3 * DAY)))
+            events.append(
+                {
+                    "event_id": f"contract-{n}",
+                    "type": "account.contract_changed",
+                    "schema_version": 1,
+                    "occurred_at": occurred.isoformat(),
+                    "customer_id": draw(st.sampled_from(["cust-a", "cust-b"])),
+                    "data": {
+                        "contract": draw(st.sampled_from(["premium", "default", "gold"])),
+                        "effective_from": effective.isoformat(),
+                    },
+                }
+            )
     extra: list[dict] = []
     for event in events:
         if event["type"] == "ticket.work_logged" and rnd.random() < 0.25:  # logged before it ends
@@ -181,11 +202,38 @@ def ledgers(store, generation) -> dict:
     return {row.key: Ledger.decode(row.signals) for row in rows(store, generation) if row.state != "pending"}
 
 
+def contract_versions() -> list:
+    """premium (24x7, Berlin) from the middle of the histories, and an amendment of the default."""
+    from tests.contracts_helpers import amended_text, premium_text, published
+
+    return [
+        published(premium_text(), "premium", BASE + timedelta(days=3), 0),
+        published(amended_text(), "default", BASE + timedelta(days=10), 1),
+    ]
+
+
+class ListPolicyLog:
+    """The policy topic as a list (position = index)."""
+
+    def __init__(self, versions: list) -> None:
+        self.versions = versions
+
+    async def read(self, start: int) -> PolicyRead:
+        return PolicyRead([v for v in self.versions if v.position >= start], [], len(self.versions))
+
+
 async def check_live_equals_replay(store: ReadModelStore, drawn_logs, policy_name: str, seed: int) -> None:
     import random
 
     _, partitions, clock = drawn_logs
-    policy = POLICIES[policy_name]
+    options: dict = {}
+    policy: PolicySource
+    if policy_name == "contracts":
+        versions = contract_versions()
+        policy = Contracts(default_policy(), versions)
+        options = {"policy_log": ListPolicyLog(versions)}
+    else:
+        policy = POLICIES[policy_name]
     rnd = random.Random(seed)
     records = recorded(partitions)
     story = story_of_log(records, policy, clock)
@@ -194,7 +242,8 @@ async def check_live_equals_replay(store: ReadModelStore, drawn_logs, policy_nam
         note(f"signal {kind}")
     note(f"conflicts: {bool(story.rejected)}")
 
-    live, counted = await run(store, policy, clock, partitions, rnd, dead_letter=_no_dead_letters)
+    base = policy.base if isinstance(policy, Contracts) else policy
+    live, counted = await run(store, base, clock, partitions, rnd, dead_letter=_no_dead_letters, **options)
     assert live.generation is not None
     check_rows_equal_replay(store, live.generation, records, policy, clock)
     outbox = {s.signal_id: orjson.loads(s.body) for s in store.pending_signals(limit=100_000)}
@@ -206,16 +255,17 @@ async def check_live_equals_replay(store: ReadModelStore, drawn_logs, policy_nam
     assert counted.totals() == story.tally.totals()
 
     # A fresh rebuild of the same log, in other batches: the same story, and a clean check.
-    generation = store.create_generation("test rebuild", policy.text)
+    generation = store.create_generation("test rebuild", base.text)
     _, recounted = await run(
         store,
-        policy,
+        base,
         clock,
         partitions,
         rnd,
         generation=generation,
         must_be_active=False,
         record_signals=False,
+        **options,
     )
     assert recounted.totals() == counted.totals()
     assert ledgers(store, generation) == live_ledgers
@@ -245,6 +295,18 @@ def test_live_read_models_signals_and_counters_equal_replay_sqlite(policy_name, 
         store = open_store(Settings(data_dir=directory))
         try:
             asyncio.run(check_live_equals_replay(store, drawn_logs, policy_name, seed))
+        finally:
+            store.close()
+
+
+@settings(parent=PROPERTY, max_examples=max(20, EXAMPLES * 3))
+@given(drawn_logs=logs(contracts=True), seed=st.integers(0, 2**16))
+def test_with_contracts_live_read_models_signals_and_counters_equal_replay(drawn_logs, seed):
+    """Contract changes late, backdated and early, to contracts with and without versions."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = open_store(Settings(data_dir=directory))
+        try:
+            asyncio.run(check_live_equals_replay(store, drawn_logs, "contracts", seed))
         finally:
             store.close()
 
