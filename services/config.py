@@ -37,6 +37,14 @@ ROLES: tuple[Role, ...] = get_args(Role)
 ProcessRole = Literal["all", "worker", "api"]
 PROCESS_ROLES: tuple[ProcessRole, ...] = get_args(ProcessRole)
 MIN_TOKEN_CHARS = 16
+# The roles a token limited to customers may hold: reading and publishing their data. Admin
+# (the rebuild), and everything that is about the whole service, are for unscoped tokens.
+SCOPED_ROLES: tuple[Role, ...] = ("reader", "publisher")
+# A customer id as the event contract has it (events.models.Id, which config cannot import):
+# 1 to 128 characters, no control character.
+CUSTOMER_ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+MAX_CUSTOMER_ID = 128
+MAX_TOKEN_CUSTOMERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +52,24 @@ class ApiToken:
     """A bearer token of the HTTP API and the roles it grants (roles do not imply one another).
 
     The token is a :class:`SecretStr`: it shows as ``'**********'`` in a repr or a log line.
+    ``customers``: None for a token that sees every customer; else the only customers whose
+    data it reads and publishes (never empty; then ``roles`` are within :data:`SCOPED_ROLES`).
     """
 
     name: str
     token: SecretStr
     roles: frozenset[Role]
+    customers: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.customers is not None:
+            if not self.customers:
+                raise ValueError(f"API token {self.name!r}: an empty customer list would see nothing")
+            if not self.roles <= set(SCOPED_ROLES):
+                raise ValueError(_scoped_roles_problem(self.roles))
+
+
+CustomerIdText = Annotated[str, Field(min_length=1, max_length=MAX_CUSTOMER_ID, pattern=CUSTOMER_ID_PATTERN)]
 
 
 class _TokenEntry(BaseModel):
@@ -57,10 +78,39 @@ class _TokenEntry(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
     token: Annotated[SecretStr, Field(min_length=MIN_TOKEN_CHARS, max_length=512)]
     roles: Annotated[list[Role], Field(min_length=1)]
+    # Absent: every customer. Given: a list of 1 or more customer ids (null is refused, not
+    # read as "every customer": a scope must never widen by a typo of a template).
+    customers: Annotated[list[CustomerIdText], Field(min_length=1, max_length=MAX_TOKEN_CUSTOMERS)] | None = (
+        None
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _customers_not_null(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "customers" in data and data["customers"] is None:
+            raise ValueError(
+                "customers: a list of customer ids, or leave the key out for a token that sees every customer"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _scoped_roles(self) -> "_TokenEntry":
+        if self.customers is not None and not set(self.roles) <= set(SCOPED_ROLES):
+            raise ValueError(_scoped_roles_problem(frozenset(self.roles)))
+        return self
+
+
+def _scoped_roles_problem(roles: frozenset[Role]) -> str:
+    others = ", ".join(sorted(set(roles) - set(SCOPED_ROLES)))
+    return (
+        f"roles: a token limited to customers may hold only the roles {' and '.join(SCOPED_ROLES)}, "
+        f"not {others} (the admin operations and /metrics are about every customer)"
+    )
 
 
 def parse_api_tokens(text: str, source: str) -> list[ApiToken]:
-    """``[{"name", "token", "roles"}]`` from JSON text; errors never quote the text (it holds secrets)."""
+    """``[{"name", "token", "roles", "customers"?}]`` from JSON text; errors never quote the text (it
+    holds secrets)."""
     try:
         document = json.loads(text)
     except ValueError as exc:
@@ -75,12 +125,19 @@ def parse_api_tokens(text: str, source: str) -> list[ApiToken]:
         except ValidationError as exc:
             problems = "; ".join(_problem(error) for error in exc.errors())
             raise ValueError(f"{source}[{index}]: {problems}") from None
-        tokens.append(ApiToken(entry.name, entry.token, frozenset(entry.roles)))
+        customers = frozenset(entry.customers) if entry.customers is not None else None
+        tokens.append(ApiToken(entry.name, entry.token, frozenset(entry.roles), customers))
     return tokens
 
 
 def _problem(error: Any) -> str:
     where = ".".join(str(p) for p in error["loc"]) or "entry"
+    if where == "entry" and error["type"] == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    if where == "customers" and error["type"] == "too_short":
+        return "customers: give at least one customer id (or leave the key out for every customer)"
+    if where.startswith("customers.") and error["type"] == "string_pattern_mismatch":
+        return f"{where}: a customer id holds no control characters"
     if where == "token" and error["type"] == "too_short":
         return f"token: must be at least {MIN_TOKEN_CHARS} characters"
     if where == "token" and error["type"] == "too_long":
@@ -190,8 +247,9 @@ class Settings(BaseSettings):
         None,
         description='Bearer tokens of the HTTP API, as JSON: [{"name": "ops", "token": "...", '
         '"roles": ["reader"]}] (roles: reader, publisher, admin; tokens of at least 16 characters; never '
-        "logged). Unset, with no SLATRACK_API_TOKENS_FILE either: the API is open, and `serve` listens "
-        "only on a loopback address unless given --insecure.",
+        'logged). "customers": ["ACME", ...] limits a token to those customers\' data (roles reader '
+        "and publisher only). Unset, with no SLATRACK_API_TOKENS_FILE either: the API is open, and "
+        "`serve` listens only on a loopback address unless given --insecure.",
     )
     api_tokens_file: Path | None = Field(
         None, description="A file holding the same JSON as SLATRACK_API_TOKENS (both may be given)."

@@ -19,7 +19,7 @@ import uvicorn
 from services import metrics
 from services.api.app import create_app
 from services.bootstrap import configured_policy, wire
-from services.config import ProcessRole, Settings
+from services.config import ApiToken, ProcessRole, Settings
 from services.kafka.client import TopicProblem, ensure_topics, wait_until_reachable
 from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
 from services.kafka.publisher import EventPublisher
@@ -243,7 +243,7 @@ def _log_access(settings: Settings, host: str) -> None:
     """Who may use the API (token names only, never a token)."""
     tokens = settings.tokens
     if tokens:
-        names = ", ".join(f"{t.name} ({'+'.join(sorted(t.roles))})" for t in tokens)
+        names = ", ".join(f"{t.name} ({'+'.join(sorted(t.roles))}{_scope(t)})" for t in tokens)
         log.info("api: %d bearer tokens: %s", len(tokens), names)
     elif is_loopback(host):
         log.warning("api: no token configured: the API is open (listening on loopback only)")
@@ -251,6 +251,13 @@ def _log_access(settings: Settings, host: str) -> None:
         log.warning("api: NO TOKEN CONFIGURED AND --insecure: the API is open to anyone who reaches %s", host)
     if not settings.metrics_public:
         log.info("api: /metrics, /healthz and /readyz need the reader role")
+
+
+def _scope(token: ApiToken) -> str:
+    if token.customers is None:
+        return ""
+    count = len(token.customers)
+    return f", limited to {count} customer{'s' if count != 1 else ''}"
 
 
 def _on_signals(stop: asyncio.Event) -> None:

@@ -24,7 +24,7 @@ from events.models import EVENT_ADAPTER
 from projections.ticket import utc
 from services import metrics
 from services.api import intake, queries
-from services.api.auth import AUTH_RESPONSES, ApiError, Authenticator, error, require
+from services.api.auth import AUTH_RESPONSES, ApiError, Authenticator, error, refuse_scoped_tokens, require
 from services.api.state import ApiState, RebuildJob, api_state, read_models, services
 from services.bootstrap import Services
 from services.config import Settings
@@ -47,6 +47,15 @@ role: **reader** (queries), **publisher** (`POST /v1/events`), **admin**
 one; 403: the token lacks the role. With no token configured at all, the API
 is open (development only: `slatrack serve` then listens on loopback only
 unless given `--insecure`).
+
+**Tokens limited to customers** (`"customers": [...]` in the configuration)
+hold only the reader and publisher roles. They see only their customers'
+tickets, timelines, customers and billing: another customer's is a 404
+exactly as an id that does not exist, and `GET /v1/tickets` lists only
+theirs (`customer_id` of another customer: no item). `POST /v1/events` with
+an event of another customer is a 403 naming its index, and sends nothing.
+`/v1/admin/*` and `/metrics` are a 403 for them, and so are `/healthz` and
+`/readyz` when they need a token.
 
 **Errors** are JSON `{"error": "<code>", "detail": "<text>"}`.
 
@@ -115,7 +124,8 @@ def create_app(wired: Services, *, api: bool = True) -> FastAPI:
         app.include_router(admin)
 
     operations = APIRouter(
-        dependencies=[] if settings.metrics_public else [require("reader")],
+        # About the whole service: never for a token limited to customers (403), whatever its roles.
+        dependencies=[] if settings.metrics_public else [require("reader", every_customer=True)],
         responses={} if settings.metrics_public else AUTH_RESPONSES,
     )
 
@@ -142,7 +152,12 @@ def create_app(wired: Services, *, api: bool = True) -> FastAPI:
         "/metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "The text exposition format"}},
+        # Public, it answers anyone, but never a token limited to customers.
+        dependencies=[refuse_scoped_tokens] if settings.metrics_public else [],
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "The text exposition format"},
+            403: error("A token limited to customers (or, unless public, one without the reader role)"),
+        },
     )
     async def prometheus_metrics() -> Response:
         gauges.WORKER.prepare()  # the worker's partitions, read on the loop that changes them

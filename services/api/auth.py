@@ -7,6 +7,25 @@
 
 Roles do not imply one another: give a token every role it needs.
 
+A token may be **limited to customers** (``"customers": ["ACME", ...]`` in its
+configuration; :class:`Principal.customers`, :meth:`Principal.sees`). It may hold only
+the ``reader`` and ``publisher`` roles (the configuration is refused otherwise), and:
+
+- as a reader it sees only those customers' tickets, timelines, customers and billing,
+  ``?as_of=`` recomputations included: anything of another customer is answered
+  exactly as an id that does not exist (404, the same body), and lists hold only its
+  customers' tickets, filtered in the store's query (a ``customer_id`` filter of
+  another customer lists nothing, as one that does not exist; a cursor only places a
+  page). The pieces every query endpoint uses are in :mod:`services.api.scope`;
+- as a publisher, ``POST /v1/events`` refuses the whole request (403, the offending
+  items by their index only, nothing sent) if an event is of another customer;
+- ``/v1/admin/*`` and ``/metrics`` are a 403 for it, whatever its roles (the
+  operations about every customer: ``require(..., every_customer=True)`` and
+  :data:`refuse_scoped_tokens` for ``/metrics`` when it is public), and so are
+  ``/healthz`` and ``/readyz`` when they need a token (public, they answer anyone).
+
+A token without ``customers``, and every request of the open API, sees every customer.
+
 A presented token is compared with every configured one, each time all of
 them, in constant time (``hmac.compare_digest`` of SHA-256 digests, so the
 lengths compared are equal too): neither the time taken nor an early exit
@@ -19,7 +38,7 @@ loopback address unless given ``--insecure``.
 
 Errors are JSON ``{"error": ..., "detail": ...}``: 401 (no token, or an
 unknown one; with ``WWW-Authenticate: Bearer``) and 403 (a known token
-without the role).
+without the role, or limited to customers where that is not allowed).
 """
 
 import hashlib
@@ -30,10 +49,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, Field
 
 from services.api.state import api_state
-from services.config import ROLES, ApiToken, Role
+from services.config import ROLES, SCOPED_ROLES, ApiToken, Role
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +88,24 @@ class ApiError(HTTPException):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """Who a request is from: a configured token's name, its roles, and its customers.
+
+    ``customers`` is None for a principal that sees every customer (an unscoped token, or
+    anyone when the API is open), else the only customers whose data it may read or publish.
+    """
+
     name: str
     roles: frozenset[Role]
+    customers: frozenset[str] | None = None
+
+    @property
+    def scoped(self) -> bool:
+        """Limited to some customers."""
+        return self.customers is not None
+
+    def sees(self, customer_id: str) -> bool:
+        """May read (and, as a publisher, write) this customer's data."""
+        return self.customers is None or customer_id in self.customers
 
 
 ANONYMOUS = Principal("anonymous", frozenset(ROLES))
@@ -80,7 +116,8 @@ class Authenticator:
 
     def __init__(self, tokens: list[ApiToken]):
         self._known = [
-            (_digest(t.token.get_secret_value()), Principal(t.name, frozenset(t.roles))) for t in tokens
+            (_digest(t.token.get_secret_value()), Principal(t.name, frozenset(t.roles), t.customers))
+            for t in tokens
         ]
 
     @property
@@ -115,8 +152,15 @@ def unauthorized(detail: str, invalid: bool = False) -> ApiError:
     return ApiError(401, "unauthorized", detail, {"WWW-Authenticate": challenge})
 
 
-def require(role: Role) -> Any:
-    """A dependency: the request must carry a token with ``role`` (see the module docstring)."""
+def require(role: Role, *, every_customer: bool = False) -> Any:
+    """A dependency: the request must carry a token with ``role`` (see the module docstring); its
+    value is the :class:`Principal`. ``every_customer``: the operation is about the whole service
+    (metrics, health), so a token limited to customers is refused (403) whatever its roles; so is
+    it for a role it may not hold (admin).
+
+    Use one object per role for every dependency of a request (FastAPI then checks once):
+    :data:`services.api.scope.READER` for the queries.
+    """
 
     async def check(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
@@ -131,10 +175,38 @@ def require(role: Role) -> Any:
             raise unauthorized("the bearer token is not known", invalid=True)
         if role not in principal.roles:
             raise ApiError(403, "forbidden", f"the token {principal.name!r} lacks the role {role!r}")
+        if principal.scoped and (every_customer or role not in SCOPED_ROLES):
+            raise _limited(principal)
         log.debug("%s %s as %s", request.method, request.url.path, principal.name)
         return principal
 
     return Depends(check)
+
+
+async def _refuse_scoped_tokens(request: Request) -> None:
+    # The header read by hand: the operation stays public in the OpenAPI document (no security).
+    authenticator = api_state(request.app).auth
+    scheme, presented = get_authorization_scheme_param(request.headers.get("authorization"))
+    if authenticator.open or scheme.lower() != "bearer" or not presented:
+        return
+    principal = authenticator.identify(presented)
+    if principal is not None and principal.scoped:
+        raise _limited(principal)
+
+
+refuse_scoped_tokens = Depends(_refuse_scoped_tokens)
+"""For an operation open to anyone that a token limited to customers must not get all the same
+(``/metrics`` when public: a customer's portal that passes requests on with its token must not
+pass that one on). Any other request, with or without a token, is let through as before."""
+
+
+def _limited(principal: Principal) -> ApiError:
+    return ApiError(
+        403,
+        "forbidden",
+        f"the token {principal.name!r} is limited to customers; this operation is for tokens that see "
+        "every customer",
+    )
 
 
 def error(description: str) -> dict[str, Any]:
@@ -144,5 +216,8 @@ def error(description: str) -> dict[str, Any]:
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: error("No bearer token, or an unknown one (with `WWW-Authenticate: Bearer`)"),
-    403: error("The token lacks the role this operation needs"),
+    403: error(
+        "The token lacks the role this operation needs (or is limited to customers, and the operation "
+        "is about every customer)"
+    ),
 }

@@ -1,8 +1,11 @@
 """HTTP intake: ``POST /v1/events`` takes one event or a JSON array of events.
 
 All or nothing: every event is validated first; if any is invalid the answer
-is 422 with the errors of each bad item and nothing is sent. Otherwise all are
-sent to the log and the answer, 202, comes once the broker acknowledged them.
+is 422 with the errors of each bad item and nothing is sent. A token limited to
+customers may send only their events: if any valid event is of another
+customer the answer is 403 naming each such item by its index (nothing else of
+it) and nothing is sent. Otherwise all are sent to the log and the answer, 202,
+comes once the broker acknowledged them.
 
 Each event is validated from its own bytes, exactly as a worker validates a
 message of the log (:func:`events.decode_event`), and those very bytes are what
@@ -13,7 +16,7 @@ accept and reject the same events for the same reasons.
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -25,7 +28,7 @@ from starlette.requests import ClientDisconnect
 from events import Event, EventRejected, RejectKind, decode_event, quoted
 from projections.timeline import event_key, same_event
 from services import metrics
-from services.api.auth import AUTH_RESPONSES, require
+from services.api.auth import AUTH_RESPONSES, Principal, error, require
 from services.api.state import services
 
 log = logging.getLogger(__name__)
@@ -66,27 +69,32 @@ _REQUEST_BODY = {
     status_code=202,
     summary="Publish ticket and account events to the log",
     openapi_extra={"requestBody": _REQUEST_BODY},
-    dependencies=[require("publisher")],
     responses={
         **AUTH_RESPONSES,
         202: {"description": 'Every event is in the log: `{"accepted": [event ids]}`'},
+        403: error(
+            "The token lacks the publisher role, or is limited to customers and an event is of another "
+            "customer (`errors` lists each such item's `index`); nothing was sent"
+        ),
         408: {"description": "The body did not arrive in `SLATRACK_INTAKE_BODY_TIMEOUT_S`"},
         413: {"description": "The body is over 1 MiB"},
         422: {"description": "Not valid: `errors` lists each bad item; nothing was sent"},
         503: {"description": "The broker did not acknowledge; send the same request again"},
     },
 )
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(
+    request: Request, principal: Annotated[Principal, require("publisher")]
+) -> JSONResponse:
     code = "500"  # unless an answer comes back: the app's error handler answers 500
     try:
-        response = await _handle(request)
+        response = await _handle(request, principal)
         code = str(response.status_code)
         return response
     finally:
         metrics.INTAKE_REQUESTS.labels(code=code).inc()
 
 
-async def _handle(request: Request) -> JSONResponse:
+async def _handle(request: Request, principal: Principal) -> JSONResponse:
     wired = services(request.app)
     settings = wired.settings
     body = await _read_body(request, settings.intake_body_timeout_s)
@@ -107,6 +115,8 @@ async def _handle(request: Request) -> JSONResponse:
     if errors:
         detail = f"{len(errors)} of {len(items)} events are invalid; nothing was sent"
         return JSONResponse({"error": "invalid_events", "detail": detail, "errors": errors}, status_code=422)
+    if (refused := _not_for(principal, events)) is not None:
+        return refused
 
     publisher, broker = wired.publisher, wired.broker
     if broker is not None and (silent := broker.problem()) is not None:
@@ -121,6 +131,22 @@ async def _handle(request: Request) -> JSONResponse:
         return _error(503, "broker_unavailable", "the broker did not acknowledge the events; retry")
     metrics.INTAKE_EVENTS.inc(len(events))
     return JSONResponse({"accepted": [e.event_id for e in events]}, status_code=202)
+
+
+def _not_for(principal: Principal, events: list[Event]) -> JSONResponse | None:
+    """The 403 when the token is limited to customers and an event is of another one: the items by
+    their index only (nothing of theirs is echoed, not even their customer's id)."""
+    foreign = [index for index, event in enumerate(events) if not principal.sees(event.customer_id)]
+    if not foreign:
+        return None
+    shown = ", ".join(map(str, foreign[:10])) + (", ..." if len(foreign) > 10 else "")
+    detail = (
+        f"{len(foreign)} of {len(events)} events are of customers the token {principal.name!r} may not "
+        f"publish for (items {shown}); nothing was sent"
+    )
+    log.warning("intake: 403, %s", detail)
+    errors = [{"index": index, "kind": "customer_not_allowed"} for index in foreign]
+    return JSONResponse({"error": "forbidden", "detail": detail, "errors": errors}, status_code=403)
 
 
 def split_body(body: bytes) -> tuple[list[bytes], bool]:

@@ -11,6 +11,9 @@
 A stored view is as of the instant the worker evaluated it; single-object
 answers say which in the ``X-Slatrack-Evaluated-At`` header (RFC 3339, UTC),
 list items in their ``evaluated_at`` field.
+
+A token limited to customers sees only theirs (:mod:`services.api.scope`): another customer's
+ticket or customer is the 404 of an id that does not exist, and lists hold only its customers'.
 """
 
 import asyncio
@@ -34,7 +37,8 @@ from projections.quarantine import view_at
 from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
 from projections.views import StoredTicketView
-from services.api.auth import AUTH_RESPONSES, ApiError, error, require
+from services.api.auth import AUTH_RESPONSES, ApiError, Principal, error
+from services.api.scope import READER, Reader, VisibleCustomerId, no_customer, no_ticket, visible_tickets
 from services.api.state import read_models, services
 from services.worker.histories import (
     AmbiguousTicket,
@@ -65,7 +69,7 @@ async def _limit_store_calls(request: Request) -> None:
     CALL_TIMEOUT.set(services(request.app).settings.api_store_timeout_s)
 
 
-router = APIRouter(dependencies=[require("reader"), Depends(_limit_store_calls)], responses=AUTH_RESPONSES)
+router = APIRouter(dependencies=[READER, Depends(_limit_store_calls)], responses=AUTH_RESPONSES)
 
 PAGE = 500
 MAX_LIMIT = 500
@@ -78,9 +82,6 @@ _PROCESS_CURSOR_KEY = secrets.token_bytes(32)
 
 TicketId = Annotated[
     str, Path(min_length=1, max_length=MAX_ID, description="The ticket id (1 to 128 characters).")
-]
-CustomerId = Annotated[
-    str, Path(min_length=1, max_length=MAX_ID, description="The customer id (1 to 128 characters).")
 ]
 OfCustomer = Annotated[
     str | None,
@@ -239,21 +240,24 @@ def _json(document: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 
 async def _ticket_row(
-    request: Request, ticket_id: str, customer_id: str | None
+    request: Request, principal: Principal, ticket_id: str, customer_id: str | None
 ) -> tuple[ReadModelStore, int, TicketRow]:
+    """The ticket's row, among the customers the principal sees (as if there were no other)."""
+    if customer_id is not None and not principal.sees(customer_id):
+        raise no_ticket(ticket_id)  # before the store: as an id that exists nowhere, in any state
     store, generation = await _generation(request)
     if not _storable(ticket_id) or (customer_id is not None and not _storable(customer_id)):
-        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}")
+        raise no_ticket(ticket_id)
     try:
-        key = await _read(find_ticket, store, generation, ticket_id, customer_id)
+        key = await _read(find_ticket, store, generation, ticket_id, customer_id, principal.customers)
     except UnknownTicket:
-        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}") from None
+        raise no_ticket(ticket_id) from None
     except AmbiguousTicket as exc:
         detail = f"ticket {ticket_id!r} exists under {len(exc.customers)} customers: add ?customer_id="
         raise ApiError(409, "ambiguous_ticket", detail) from None
     row = await _read(store.ticket, generation, key)
     if row is None:  # gone between the two reads (a rebuild switched)
-        raise ApiError(404, "not_found", f"no ticket {ticket_id!r}")
+        raise no_ticket(ticket_id)
     return store, generation, row
 
 
@@ -315,6 +319,7 @@ def _cursor_key(request: Request) -> bytes:
 )
 async def list_tickets(
     request: Request,
+    principal: Reader,
     state: Annotated[
         Literal["open", "resolved", "closed", "pending", "quarantined"] | None,
         Query(
@@ -352,13 +357,15 @@ async def list_tickets(
 ) -> Response:
     """Tickets matching every given filter, ordered by ticket id (then customer). Walk the pages with
     `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
-    repeated (a ticket that changes meanwhile is seen as it is when its page is read)."""
+    repeated (a ticket that changes meanwhile is seen as it is when its page is read). A token
+    limited to customers lists only theirs (`customer_id` of another customer: no item, as of one
+    that does not exist)."""
     after = decode_cursor(cursor, _cursor_key(request)) if cursor is not None else None
     due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
     store, generation = await _generation(request)
     if customer_id is not None and not _storable(customer_id):
         return _json({"items": [], "next_cursor": None})
-    query = TicketQuery(
+    filters = TicketQuery(
         state=state,
         priority=priority,
         clock_status=clock_status,
@@ -370,7 +377,7 @@ async def list_tickets(
         after=after,
         limit=limit + 1,
     )
-    rows = await _read(store.list_tickets, generation, query)
+    rows = await _read(store.list_tickets, generation, visible_tickets(filters, principal))
     more = len(rows) > limit
     rows = rows[:limit]
     items = b",".join(
@@ -388,20 +395,27 @@ async def list_tickets(
     response_model=StoredTicketView,
     responses={
         200: {"headers": _evaluated_header("The instant the view is as of (RFC 3339, UTC)")},
-        404: error("No such ticket, or (with as_of) not opened by then"),
+        404: error(
+            "No such ticket (or not one of the token's customers: the same answer), or (with as_of) "
+            "not opened by then"
+        ),
         409: error("The ticket id exists under several customers: add `customer_id`"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
 async def get_ticket(
-    ticket_id: TicketId, request: Request, as_of: AsOf = None, customer_id: OfCustomer = None
+    ticket_id: TicketId,
+    request: Request,
+    principal: Reader,
+    as_of: AsOf = None,
+    customer_id: OfCustomer = None,
 ) -> Response:
     """The stored view, as of the instant in `X-Slatrack-Evaluated-At`. With `as_of`, the view
     recomputed from the stored events as of that instant, with the policy the read models are
     computed with: the same as `slatrack replay --as-of` over the same events."""
     instant = _as_of(as_of) if as_of is not None else None
-    store, generation, row = await _ticket_row(request, ticket_id, customer_id)
+    store, generation, row = await _ticket_row(request, principal, ticket_id, customer_id)
     if instant is None:
         return Response(
             row.view, media_type="application/json", headers={EVALUATED_AT: _stamp(row.evaluated_at)}
@@ -422,19 +436,26 @@ async def get_ticket(
             "content": {"application/json": {"schema": {"type": "object"}}},
             "headers": _evaluated_header("The instant the trail is as of (RFC 3339, UTC)"),
         },
-        404: error("No such ticket, or (with as_of) not opened by then"),
+        404: error(
+            "No such ticket (or not one of the token's customers: the same answer), or (with as_of) "
+            "not opened by then"
+        ),
         409: error("The ticket id exists under several customers: add `customer_id`"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
 async def get_timeline(
-    ticket_id: TicketId, request: Request, as_of: AsOf = None, customer_id: OfCustomer = None
+    ticket_id: TicketId,
+    request: Request,
+    principal: Reader,
+    as_of: AsOf = None,
+    customer_id: OfCustomer = None,
 ) -> Response:
     """The audit trail up to `as_of`; by default as of the instant the stored view is
     (`X-Slatrack-Evaluated-At`), so that it explains exactly that view."""
     instant = _as_of(as_of) if as_of is not None else None
-    store, generation, row = await _ticket_row(request, ticket_id, customer_id)
+    store, generation, row = await _ticket_row(request, principal, ticket_id, customer_id)
     if instant is None:
         instant = datetime.fromtimestamp(row.evaluated_at, UTC)
     policy = await _policy(request, store, generation)
@@ -480,22 +501,21 @@ def _billing_line(row: TicketRow, contracts: Contracts) -> dict[str, Any]:
     response_model=CustomerView,
     responses={
         200: {"headers": _evaluated_header("The instant the standing is as of (RFC 3339, UTC)")},
-        404: error("No such customer"),
+        404: error("No such customer (or not one of the token's customers: the same answer)"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
-async def get_customer(customer_id: CustomerId, request: Request) -> Response:
+async def get_customer(customer_id: VisibleCustomerId, request: Request, principal: Reader) -> Response:
     store, generation = await _generation(request)
     row = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
     if row is None:
-        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
+        raise no_customer(customer_id)
     months: dict[str, dict[str, int]] = {}
     after = None
     while True:
-        page = await _read(
-            store.list_tickets, generation, TicketQuery(customer_id=customer_id, after=after, limit=PAGE)
-        )
+        query = visible_tickets(TicketQuery(customer_id=customer_id, after=after, limit=PAGE), principal)
+        page = await _read(store.list_tickets, generation, query)
         for ticket in page:
             if ticket.billing_month is not None:
                 month = months.setdefault(ticket.billing_month, {"amount_cents": 0, "billable_seconds": 0})
@@ -515,13 +535,13 @@ async def get_customer(customer_id: CustomerId, request: Request) -> Response:
     summary="A customer's charges of one month: a line per ticket, and the total",
     response_model=CustomerBilling,
     responses={
-        404: error("No such customer"),
+        404: error("No such customer (or not one of the token's customers: the same answer)"),
         422: error("A parameter is not valid"),
         **_STORE_RESPONSES,
     },
 )
 async def get_billing(
-    customer_id: CustomerId,
+    customer_id: VisibleCustomerId,
     request: Request,
     month: Annotated[
         str, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="The month charged, YYYY-MM")
@@ -532,7 +552,7 @@ async def get_billing(
     store, generation = await _generation(request)
     customer = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
     if customer is None:
-        raise ApiError(404, "not_found", f"no customer {customer_id!r}")
+        raise no_customer(customer_id)
     rows = await _read(store.billing, generation, customer_id, month)
     contracts = await _policy(request, store, generation)
     lines = [_billing_line(row, contracts) for row in rows]

@@ -662,7 +662,9 @@ class SqlStore(ReadModelStore):
         return None if row is None else ticket_row(row)
 
     def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
-        where, params = ticket_filter(query)
+        if query.customer_ids is not None and not query.customer_ids:
+            return []  # among no customers (and an empty array has no type in PostgreSQL)
+        where, params = ticket_filter(query, self._in)
         sql = (
             f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} "  # noqa: S608
             "ORDER BY ticket_id, customer_id LIMIT ?"
@@ -743,8 +745,11 @@ class SqlStore(ReadModelStore):
 PAUSED = "response_status = 'paused' OR resolution_status = 'paused'"
 
 
-def ticket_filter(query: TicketQuery) -> tuple[str, list]:
-    """The WHERE terms (after ``generation = ?``) and parameters of a ticket query.
+def ticket_filter(
+    query: TicketQuery, among: Callable[[str, Iterable], tuple[str, object]]
+) -> tuple[str, list]:
+    """The WHERE terms (after ``generation = ?``) and parameters of a ticket query; ``among`` is
+    the dialect's ``column IN (values)`` (``SqlStore._in``).
 
     Booleans are spelled out as literals, not parameters: only then can the
     planners match the partial indexes on ``breached`` and ``at_risk``.
@@ -772,6 +777,8 @@ def ticket_filter(query: TicketQuery) -> tuple[str, list]:
         term("next_due_at <= ?", query.due_before)
     if query.customer_id is not None:
         term("customer_id = ?", query.customer_id)
+    if query.customer_ids is not None:
+        term(*among("customer_id", sorted(query.customer_ids)))
     if query.escalation_level is not None:
         term("escalation_level >= ?", query.escalation_level)
         if query.escalation_level > 0:

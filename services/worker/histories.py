@@ -84,14 +84,21 @@ def split_history(
 
 
 def find_ticket(
-    store: ReadModelStore, generation: int, ticket_id: str, customer_id: str | None = None
+    store: ReadModelStore,
+    generation: int,
+    ticket_id: str,
+    customer_id: str | None = None,
+    among: frozenset[str] | None = None,
 ) -> TicketKey:
     """The ticket with this id (of this customer, if given) in the read models.
 
     Without a customer, an opened ticket is preferred to placeholders of tickets never
     opened: another customer's stray event for this id does not make the id ambiguous.
+    ``among``: only these customers' tickets are looked at (the scope of an API token limited
+    to customers), as if no other customer's existed: neither found nor making the id ambiguous.
     """
-    rows = store.list_tickets(generation, TicketQuery(ticket_id=ticket_id, customer_id=customer_id, limit=50))
+    query = TicketQuery(ticket_id=ticket_id, customer_id=customer_id, customer_ids=among, limit=50)
+    rows = store.list_tickets(generation, query)
     opened = [row for row in rows if row.state != "pending"]
     return _one(ticket_id, {row.key for row in (opened or rows)})
 

@@ -209,6 +209,10 @@ class TicketQuery:
     at_risk: bool | None = None
     due_before: int | None = None  # next_due_at <= this
     customer_id: str | None = None
+    # The ticket's customer is one of these (None: any customer; empty: none). The API's scope of a
+    # token limited to customers (services.api.scope), applied in the query itself, so that a page
+    # and its cursor hold only those customers' tickets.
+    customer_ids: frozenset[str] | None = None
     escalation_level: int | None = None  # at least this level
     ticket_id: str | None = None  # this ticket id (under any customer)
     after: TicketKey | None = None  # keyset pagination: (ticket_id, customer_id) > (after[1], after[0])

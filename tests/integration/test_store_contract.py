@@ -821,6 +821,65 @@ class StoreContract:
         assert keys(store.list_tickets(gen, TicketQuery(after=("c0", "t2"), limit=1))) == [("c1", "t2")]
         assert keys(store.list_tickets(gen, TicketQuery(after=("c3", "t3")))) == []
 
+    def test_list_tickets_among_a_set_of_customers(self, store, gen):
+        """The filter the API applies for a token limited to customers: in the query itself, so
+        that pages, their keys and every other filter see only those customers' tickets."""
+        rows = [
+            ticket(tid, customer_id=cid, priority="P1" if tid != "t2" else "P2")
+            for tid in ("t1", "t2", "t3", "t4")
+            for cid in ("ACME", "GLOBEX", "INITECH")
+        ]
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=rows))
+        acme = frozenset({"ACME"})
+        two = frozenset({"ACME", "INITECH"})
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=acme))) == [
+            ("ACME", "t1"),
+            ("ACME", "t2"),
+            ("ACME", "t3"),
+            ("ACME", "t4"),
+        ]
+        among_two = [(c, t) for t in ("t1", "t2", "t3", "t4") for c in ("ACME", "INITECH")]
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=two))) == among_two
+        for limit in (1, 2, 3):  # every page holds only those customers, and the walk all of theirs
+            assert pages_of(store, gen, TicketQuery(customer_ids=two, limit=limit)) == among_two
+        # A key of another customer's ticket only places the page: what follows is still theirs only.
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=acme, after=("GLOBEX", "t2")))) == [
+            ("ACME", "t3"),
+            ("ACME", "t4"),
+        ]
+        # With the other filters (AND): a ticket id of several customers, one customer, a priority.
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=acme, ticket_id="t3"))) == [
+            ("ACME", "t3")
+        ]
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=two, ticket_id="t3"))) == [
+            ("ACME", "t3"),
+            ("INITECH", "t3"),
+        ]
+        assert store.list_tickets(gen, TicketQuery(customer_ids=acme, customer_id="GLOBEX")) == []
+        assert keys(
+            store.list_tickets(gen, TicketQuery(customer_ids=two, customer_id="INITECH", limit=1))
+        ) == [("INITECH", "t1")]
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=acme, priority="P2"))) == [
+            ("ACME", "t2")
+        ]
+        # No customer, and customers that have no ticket: nothing.
+        assert store.list_tickets(gen, TicketQuery(customer_ids=frozenset())) == []
+        assert store.list_tickets(gen, TicketQuery(customer_ids=frozenset({"NOBODY", "acme"}))) == []
+        # Ids a store must take as they are: quotes, a comma, braces, non-ASCII (an array parameter).
+        odd = ['a"b', "c,d", "{e}", "ünï 💡", "x'); --"]
+        store.commit_batch(gen, batch({0: (1, 2)}, tickets=[ticket("t9", customer_id=c) for c in odd]))
+        for customer in odd:
+            assert keys(store.list_tickets(gen, TicketQuery(customer_ids=frozenset({customer})))) == [
+                (customer, "t9")
+            ]
+        assert len(store.list_tickets(gen, TicketQuery(customer_ids=frozenset(odd)))) == len(odd)
+        # Many customers at once (one parameter, not one each).
+        many = frozenset({f"c{i}" for i in range(3000)} | {"GLOBEX"})
+        assert keys(store.list_tickets(gen, TicketQuery(customer_ids=many, limit=2))) == [
+            ("GLOBEX", "t1"),
+            ("GLOBEX", "t2"),
+        ]
+
     def test_the_same_event_id_under_two_customers_is_two_events(self, store, gen):
         mine = event("e1", "t1", "c1", offset=0, body=b"mine")
         theirs = event("e1", "t1", "c2", offset=1, body=b"theirs")

@@ -8,16 +8,19 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.cli.commands import main
 from services.config import (
     MAX_TOPIC_PARTITIONS,
     NOT_SETTINGS,
+    SCOPED_ROLES,
     SETTING_PARTS,
+    ApiToken,
     Settings,
     configuration_problem,
     env_name,
+    parse_api_tokens,
     settings_help,
 )
 from services.kafka.client import client_options
@@ -250,3 +253,82 @@ def test_publish_help_says_where_it_finds_the_embedded_broker():
     # The data dir is what it is now: the read models and the embedded broker's output.
     data_dir = " ".join((Settings.model_fields["data_dir"].description or "").split())
     assert "slatrack.db" in data_dir and "embedded-broker.log" in data_dir
+
+
+# --- API tokens limited to customers (issue 13) -------------------------------------------
+
+SCOPED_SECRET = "scoped-s3cret-that-must-never-show"
+
+
+def scoped(**entry: object) -> str:
+    return orjson.dumps(
+        [{"name": "acme-portal", "token": SCOPED_SECRET, "roles": ["reader"], **entry}]
+    ).decode()
+
+
+def test_a_token_may_be_limited_to_customers():
+    [token] = parse_api_tokens(scoped(customers=["ACME", "GLOBEX", "ACME"]), "test")
+    assert token.customers == frozenset({"ACME", "GLOBEX"})  # a repeated id is the same customer
+    [unscoped] = parse_api_tokens(scoped(), "test")
+    assert unscoped.customers is None  # no key: every customer, as before
+    # Any id the event contract takes (up to 128 characters, spaces and non-ASCII included).
+    odd = ["a", "x" * 128, "Société Générale", "cust 42", 'quote"s', "💡"]
+    [token] = parse_api_tokens(scoped(customers=odd, roles=["reader", "publisher"]), "test")
+    assert token.customers == frozenset(odd) and token.roles == {"reader", "publisher"}
+    # From the environment as from a file.
+    settings = Settings(api_tokens=SecretStr(scoped(customers=["ACME"], roles=["publisher"])))
+    assert [(t.name, t.roles, t.customers) for t in settings.tokens] == [
+        ("acme-portal", {"publisher"}, {"ACME"})
+    ]
+    assert SCOPED_SECRET not in repr(settings.tokens)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"customers": []}, "customers: give at least one customer id"),
+        ({"customers": None}, "customers: a list of customer ids, or leave the key out"),
+        ({"customers": "ACME"}, "customers: Input should be a valid list"),
+        ({"customers": ["ACME", ""]}, "customers.1: String should have at least 1 character"),
+        ({"customers": ["x" * 129]}, "customers.0: String should have at most 128 characters"),
+        ({"customers": ["AC\nME"]}, "customers.0: a customer id holds no control characters"),
+        ({"customers": ["AC\x00ME"]}, "customers.0: a customer id holds no control characters"),
+        ({"customers": [42]}, "customers.0: Input should be a valid string"),
+        ({"customers": [f"c{i}" for i in range(1001)]}, "customers: List should have at most 1000 items"),
+        (
+            {"customers": ["ACME"], "roles": ["admin"]},
+            "roles: a token limited to customers may hold only the roles reader and publisher, not admin",
+        ),
+        (
+            {"customers": ["ACME"], "roles": ["reader", "admin", "publisher"]},
+            "may hold only the roles reader and publisher, not admin",
+        ),
+    ],
+)
+def test_a_bad_customer_list_is_refused_without_quoting_the_token(entry, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as direct:
+        parse_api_tokens(scoped(**entry), "SLATRACK_API_TOKENS")
+    assert str(direct.value).startswith("SLATRACK_API_TOKENS[0]: ")
+    with pytest.raises(ValidationError) as raised:
+        Settings(api_tokens=SecretStr(scoped(**entry)))
+    problem = configuration_problem(raised.value)
+    assert message in problem and problem.startswith("SLATRACK_API_TOKENS[0]: ")
+    for shown in (str(direct.value), str(raised.value), repr(raised.value.errors()), problem):
+        assert SCOPED_SECRET not in shown and "acme-portal" not in shown
+
+
+def test_a_scoped_token_built_by_hand_is_held_to_the_same_rules():
+    secret = SecretStr(SCOPED_SECRET)
+    with pytest.raises(ValueError, match="empty customer list"):
+        ApiToken("a", secret, frozenset({"reader"}), frozenset())
+    with pytest.raises(ValueError, match="only the roles reader and publisher, not admin"):
+        ApiToken("a", secret, frozenset({"reader", "admin"}), frozenset({"ACME"}))
+    assert ApiToken("a", secret, frozenset({"admin"})).customers is None
+    assert SCOPED_ROLES == ("reader", "publisher")
+
+
+def test_a_bad_customer_list_is_one_line_naming_the_variable(events_file):
+    bad = scoped(customers=["ACME"], roles=["admin"])
+    line = one_line_error(cli("replay", "--events", str(events_file), SLATRACK_API_TOKENS=bad))
+    assert line.startswith("Error: bad configuration: SLATRACK_API_TOKENS[0]: roles: a token limited")
+    assert SCOPED_SECRET not in line
