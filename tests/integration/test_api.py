@@ -203,6 +203,7 @@ def test_unknown_ids_are_404_and_bad_ids_422(world):
         "/v1/tickets/T-nope/timeline",
         "/v1/customers/cust-nope",
         "/v1/customers/cust-nope/billing?month=2026-11",
+        "/v1/customers/cust-nope/report?month=2026-11",
         "/v1/tickets/T%00x",
         "/v1/customers/c%00",
     ):
@@ -515,6 +516,23 @@ def test_billing_lines_sum_to_the_total(world):
     assert checked >= 5
 
 
+def test_every_customers_report_is_the_pure_report_of_its_logged_events(world):
+    """The report from the stored events is the one projections.report computes from the log,
+    byte for byte (the store numbers events otherwise, in the same order per customer)."""
+    from projections.report import monthly_report
+    from projections.report_render import render_json
+
+    months = {"2026-10", "2026-11"}
+    for customer_id in sorted(world.customers):
+        for when in sorted(months):
+            response = world.client.get(
+                f"/v1/customers/{customer_id}/report", params={"month": when}, headers=READER
+            )
+            assert response.status_code == 200, response.text
+            expected = monthly_report(world.records, default_policy(), customer_id, when, datetime.now(UTC))
+            assert response.content == render_json(expected), (customer_id, when)
+
+
 @pytest.mark.parametrize("month", ["2026-13", "2026-1", "2026-11-01", "", "nov", "2026-00"])
 def test_a_bad_month_is_422(world, month):
     customer_id = next(iter(world.customers))
@@ -537,6 +555,7 @@ def query_paths(world: World) -> list[str]:
         f"/v1/tickets/{ticket_id}/timeline",
         f"/v1/customers/{customer_id}",
         f"/v1/customers/{customer_id}/billing?month=2026-11",
+        f"/v1/customers/{customer_id}/report?month=2026-11",
     ]
 
 
@@ -641,6 +660,7 @@ def test_openapi_describes_the_security_and_the_responses(world):
         ("/v1/tickets/{ticket_id}/timeline", "get"),
         ("/v1/customers/{customer_id}", "get"),
         ("/v1/customers/{customer_id}/billing", "get"),
+        ("/v1/customers/{customer_id}/report", "get"),
         ("/v1/admin/rebuild", "get"),
         ("/v1/admin/rebuild", "post"),
     }
