@@ -533,6 +533,36 @@ def test_every_customers_report_is_the_pure_report_of_its_logged_events(world):
             assert response.content == render_json(expected), (customer_id, when)
 
 
+def test_a_customer_verifies_its_report_from_its_export(world, tmp_path):
+    """docs/audit.md, "Verifying a monthly report": `slatrack export --customer ID`, then
+    `slatrack report --events`, gives the API's bytes."""
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from services.cli.commands import main
+    from tests.integration.test_export_cli import export
+
+    for customer_id in sorted(world.customers)[:3]:
+        report = world.client.get(
+            f"/v1/customers/{customer_id}/report", params={"month": "2026-11"}, headers=READER
+        )
+        assert report.status_code == 200, report.text
+        code, out, err = asyncio.run(export(world.api.settings, "--customer", customer_id))
+        assert code == 0, err
+        log = tmp_path / f"{customer_id}.jsonl"
+        log.write_bytes(out)
+        assert report.json()["reproduce"]["export"] == f"slatrack export --customer {customer_id} > log.jsonl"
+        mine = CliRunner().invoke(
+            main,
+            ["report", "--events", str(log), "--customer", customer_id, "--month", "2026-11"],
+            env={"SLATRACK_POLICY_FILE": None},
+            catch_exceptions=False,
+        )
+        assert mine.exit_code == 0, mine.output
+        assert mine.stdout_bytes == report.content, customer_id
+
+
 @pytest.mark.parametrize("month", ["2026-13", "2026-1", "2026-11-01", "", "nov", "2026-00"])
 def test_a_bad_month_is_422(world, month):
     customer_id = next(iter(world.customers))
