@@ -85,7 +85,7 @@ def bill(
     after_hours = worked - sum(calendar.open_seconds(start, end) for start, end in union)
     if rule is None:
         return Billing(None, "none", 0, 0, None, worked, after_hours)
-    month = policy.calendar(settings.month_calendar).local_date(dispatched_at).strftime("%Y-%m")
+    month = month_of(policy, dispatched_at)
 
     if rule == "new_install":
         counted = worked if priority_handling else after_hours
@@ -99,6 +99,13 @@ def bill(
         billed = _with_minimum(after_hours, rules.minimum, rules.minimum_applies)
     amount = amount_cents(billed, settings.rate_cents_per_hour)
     return Billing(rule, "billable", billed, amount, month, worked, after_hours)
+
+
+def month_of(policy: Policy, dispatched_at: datetime) -> str:
+    """A ticket's month, ``YYYY-MM``: the month of its dispatch in the zone of the policy's
+    ``billing.month_calendar``. Its charge's month (``billing.month``) and the monthly report's
+    (projections.report) alike, with or without a billing rule."""
+    return policy.calendar(policy.billing.month_calendar).local_date(dispatched_at).strftime("%Y-%m")
 
 
 def _with_minimum(seconds: int, minimum: int, applies: str) -> int:

@@ -319,6 +319,12 @@ class Calendar:
         """The date a wall clock in this calendar's zone shows at ``instant``."""
         return datetime.fromtimestamp(to_epoch(instant), self._tz).date()
 
+    def day_start(self, day: date) -> datetime:
+        """The first instant of the local date ``day`` (UTC): its midnight in this calendar's zone,
+        or, where the zone skips midnight, the first instant after (the rule for wall times above).
+        A month in this zone is ``[day_start(first day), day_start(first day of the next month))``."""
+        return from_epoch(self._wall_epoch(day.toordinal(), 0))
+
     def is_holiday(self, day: date) -> bool:
         return day in self._holidays or (self._country_holidays is not None and day in self._country_holidays)
 

@@ -6,7 +6,12 @@
 - ``GET /v1/tickets``: filtered, keyset-paginated (``cursor``, ``limit``);
 - ``GET /v1/tickets/{id}/timeline``: the audit trail (``projections.explain``);
 - ``GET /v1/customers/{id}``: standing and billing by month;
-- ``GET /v1/customers/{id}/billing?month=YYYY-MM``: per-ticket lines and the total.
+- ``GET /v1/customers/{id}/billing?month=YYYY-MM``: per-ticket lines and the total;
+- ``GET /v1/customers/{id}/report?month=YYYY-MM``: the monthly compliance report
+  (projections.report), as JSON, CSV or a printable HTML page.
+
+Every ``/v1/customers/{id}...`` endpoint finds its customer through :func:`customer_row`,
+which answers the one 404 of an unknown customer.
 
 A stored view is as of the instant the worker evaluated it; single-object
 answers say which in the ``X-Slatrack-Evaluated-At`` header (RFC 3339, UTC),
@@ -34,6 +39,8 @@ from events.models import RFC3339_PATTERN, Priority
 from projections.contracts import Contracts, PolicySource
 from projections.explain import explain
 from projections.quarantine import view_at
+from projections.report import MonthError, MonthlyReport, monthly_report, parse_month
+from projections.report_render import MEDIA_TYPES, render
 from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
 from projections.views import StoredTicketView
@@ -43,12 +50,14 @@ from services.api.state import read_models, services
 from services.worker.histories import (
     AmbiguousTicket,
     UnknownTicket,
+    customer_history,
     find_ticket,
     generation_contracts,
     stored_histories,
 )
 from services.worker.ports import (
     CALL_TIMEOUT,
+    CustomerRow,
     GenerationChanged,
     ReadModelStore,
     StoreTimeout,
@@ -92,6 +101,9 @@ OfCustomer = Annotated[
         "when two customers have a ticket with this id (409 `ambiguous_ticket` otherwise).",
     ),
 ]
+# YYYY-MM, years 1970 to 2999 (those of the event contract's instants).
+MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
+ReportFormat = Literal["json", "csv", "html"]
 AsOf = Annotated[
     str | None,
     Query(
@@ -258,6 +270,19 @@ async def _ticket_row(
     row = await _read(store.ticket, generation, key)
     if row is None:  # gone between the two reads (a rebuild switched)
         raise no_ticket(ticket_id)
+    return store, generation, row
+
+
+async def customer_row(request: Request, customer_id: str) -> tuple[ReadModelStore, int, CustomerRow]:
+    """The customer's row in the active generation, or the 404 of an unknown customer.
+
+    The one lookup of every ``/v1/customers/{customer_id}...`` endpoint (whose path parameter is
+    a :data:`services.api.scope.VisibleCustomerId`: a customer the token does not see got this
+    same 404 before the store was read)."""
+    store, generation = await _generation(request)
+    row = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
+    if row is None:
+        raise no_customer(customer_id)
     return store, generation, row
 
 
@@ -507,10 +532,7 @@ def _billing_line(row: TicketRow, contracts: Contracts) -> dict[str, Any]:
     },
 )
 async def get_customer(customer_id: VisibleCustomerId, request: Request, principal: Reader) -> Response:
-    store, generation = await _generation(request)
-    row = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
-    if row is None:
-        raise no_customer(customer_id)
+    store, generation, row = await customer_row(request, customer_id)
     months: dict[str, dict[str, int]] = {}
     after = None
     while True:
@@ -549,10 +571,7 @@ async def get_billing(
 ) -> Response:
     """The tickets charged in `month` (the month of dispatch in the policy's month calendar, see
     docs/sla-semantics.md), as their stored views have it; a month with no charge has no lines."""
-    store, generation = await _generation(request)
-    customer = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
-    if customer is None:
-        raise no_customer(customer_id)
+    store, generation, _ = await customer_row(request, customer_id)
     rows = await _read(store.billing, generation, customer_id, month)
     contracts = await _policy(request, store, generation)
     lines = [_billing_line(row, contracts) for row in rows]
@@ -562,3 +581,95 @@ async def get_billing(
         "amount_cents": sum(row.amount_cents for row in rows),
     }
     return _json({"customer_id": customer_id, "month": month, "lines": lines, "total": total})
+
+
+@router.get(
+    "/v1/customers/{customer_id}/report",
+    summary="A customer's monthly compliance report: JSON, CSV or a printable page",
+    response_model=MonthlyReport,
+    responses={
+        200: {
+            "description": "The report (projections.report): JSON by default; CSV (RFC 4180) with "
+            "`Accept: text/csv` or `format=csv`; a self-contained HTML page with `format=html` (or "
+            "`Accept: text/html`)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+            "headers": _evaluated_header("The instant the report is as of (its `as_of`)"),
+        },
+        404: error("No such customer (or not one of the token's customers: the same answer)"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def get_report(
+    customer_id: VisibleCustomerId,
+    request: Request,
+    month: Annotated[
+        str, Query(pattern=MONTH_PATTERN, description="The month, YYYY-MM (1970-01 to 2999-12)")
+    ],
+    form: Annotated[
+        ReportFormat | None,
+        Query(alias="format", description="json, csv or html; default: from the Accept header, else json"),
+    ] = None,
+) -> Response:
+    """The tickets dispatched in `month` (in the zone of their contract's month calendar), each as
+    of the month's end, or, the month not being over, as of the customer's latest event: the
+    contract versions in force, attainment per clock and priority, breaches with their overrun,
+    escalations, billing lines and total, tickets still open, and the digest of the events and
+    contracts it was computed from. `slatrack report --events` computes the same bytes from an
+    export (docs/audit.md, "Verifying a monthly report")."""
+    chosen = form or negotiated(request.headers.get("accept"))
+    try:
+        parse_month(month)
+    except MonthError as exc:  # the pattern let it through: the two disagree (a bug), still a 422
+        raise ApiError(422, "invalid_parameter", f"month: {exc}") from None
+    store, generation, _ = await customer_row(request, customer_id)
+    configured = services(request.app).policy
+
+    def compute() -> MonthlyReport:
+        contracts = generation_contracts(store, generation, configured)
+        records = customer_history(store, generation, customer_id)
+        return monthly_report(records, contracts, customer_id, month, datetime.now(UTC))
+
+    report = await _read(compute)
+    headers = {EVALUATED_AT: report.as_of, "Vary": "Accept"}
+    if chosen == "csv":
+        headers["Content-Disposition"] = f'attachment; filename="slatrack-report-{month}.csv"'
+    if chosen == "html":  # no script, no external asset: nothing else may load
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return Response(render(report, chosen), media_type=MEDIA_TYPES[chosen], headers=headers)
+
+
+_OFFERED: dict[str, ReportFormat] = {"application/json": "json", "text/csv": "csv", "text/html": "html"}
+
+
+def negotiated(accept: str | None) -> ReportFormat:
+    """The format an Accept header prefers among JSON, CSV and HTML: the highest q, a type named
+    before a wildcard at the same q; JSON when it names none of them (or there is none)."""
+    best: tuple[float, int, int] | None = None
+    chosen: ReportFormat = "json"
+    for rank, part in enumerate((accept or "").split(",")):
+        media, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in _OFFERED:
+            found, specific = _OFFERED[media], 1
+        elif media in ("*/*", "application/*"):
+            found, specific = "json", 0
+        else:
+            continue
+        if quality <= 0:
+            continue
+        key = (quality, specific, -rank)
+        if best is None or key > best:
+            best, chosen = key, found
+    return chosen

@@ -15,6 +15,7 @@ import orjson
 from pydantic import ValidationError
 
 from events import Event, EventRejected, RejectKind, decode_event
+from events.policies import POLICY_EVENT_TYPE, is_policy_event
 from events.schema import render as schema_text
 from events.schema import schema_documents
 from projections.timeline import parse_instant, whole_second
@@ -200,12 +201,22 @@ async def _reachable(settings: Settings) -> None:
         raise click.ClickException(f"{exc}.{hint}") from None
 
 
-def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | EventRejected]]:
-    """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine."""
+def _read_events(
+    file: Path, max_bytes: int, *, skip_policy_events: bool = False
+) -> Iterator[tuple[int, Event | EventRejected]]:
+    """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine.
+
+    ``skip_policy_events``: a line of the policy topic's type (an export begins with them) is
+    left out, saying so on stderr, rather than rejected (for a command that does not read them yet)."""
     with open(file, "rb") as lines:
         for lineno, line in enumerate(lines, start=1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
+                continue
+            if skip_policy_events and is_policy_event(line):
+                click.echo(
+                    f"{file}:{lineno}: {POLICY_EVENT_TYPE}: skipped (not read by this command yet)", err=True
+                )
                 continue
             try:
                 yield lineno, decode_event(line, max_bytes=max_bytes)
@@ -637,13 +648,15 @@ def replay(
         click.echo(render.replay_table(document))
 
 
-def _recorded(events_file: Path, max_bytes: int) -> tuple[list["Recorded"], int]:
+def _recorded(
+    events_file: Path, max_bytes: int, *, skip_policy_events: bool = False
+) -> tuple[list["Recorded"], int]:
     """The events of a JSONL file (line number = recording order), each a first copy; bad lines
     and later copies of an event id with another body reported and counted."""
     from projections.timeline import Recorded, dedupe
 
     records, rejected = [], 0
-    for lineno, outcome in _read_events(events_file, max_bytes):
+    for lineno, outcome in _read_events(events_file, max_bytes, skip_policy_events=skip_policy_events):
         if isinstance(outcome, EventRejected):
             rejected += 1
             click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
@@ -755,6 +768,89 @@ def _stored_history(
     store = _open_store(settings, create=False)  # a read-only command creates no read models
     try:
         return histories_from_store(store, ticket, customer_id, configured)
+    finally:
+        store.close()
+
+
+@main.command(epilog=_reads("events", "policy", "store"))
+@click.option("--customer", "customer_id", required=True, metavar="ID", help="The customer.")
+@click.option(
+    "--month",
+    required=True,
+    metavar="YYYY-MM",
+    help="The month: the tickets dispatched in it, in the zone of their contract's month calendar.",
+)
+@click.option(
+    "--format", "output", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSONL file of events, as `slatrack export` writes it; default: the read models of the "
+    "configured store.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Policy file (TOML) of the default contract; default: with --events, SLATRACK_POLICY_FILE, "
+    "else the packaged default policy; from the read models, the policy they are computed with.",
+)
+def report(
+    customer_id: str, month: str, output: str, events_file: Path | None, policy_file: Path | None
+) -> None:
+    """A customer's monthly compliance report: the contract versions in force, attainment per
+    clock and priority, breaches, escalations, billing, tickets still open, and the digest of
+    the events and contracts it was computed from (docs/audit.md, "Verifying a monthly report").
+
+    Every ticket dispatched in the month is evaluated as of the month's end, or, the month not
+    being over, as of the customer's latest event. The same log gives the same bytes (only
+    `complete` depends on when it runs), and the same bytes as GET /v1/customers/ID/report.
+    With --events, policy events (policy.version_published lines) are skipped for now.
+    """
+    from projections.report import MonthError, monthly_report, parse_month
+    from projections.report_render import render as render_report
+
+    try:
+        parse_month(month)
+    except MonthError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    settings = _settings()
+    policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
+    source: Policy | Contracts
+    if events_file is not None:
+        records, _ = _recorded(events_file, settings.max_event_bytes, skip_policy_events=True)
+        if not any(r.event.customer_id == customer_id for r in records):
+            raise click.ClickException(f"unknown customer {customer_id!r}: no event of it in {events_file}")
+        source = policy
+    else:
+        records, source = _stored_customer(settings, customer_id, policy, policy_file is not None)
+    document = monthly_report(records, source, customer_id, month, datetime.now().astimezone())
+    click.echo(render_report(document, output), nl=False)  # bytes: as rendered (CRLF kept)
+
+
+def _stored_customer(
+    settings: Settings, customer_id: str, policy: "Policy", given: bool
+) -> tuple[list["Recorded"], "Contracts"]:
+    """A customer's stored events and the contracts of the active generation (its base replaced
+    by ``policy`` if ``given``, else the generation's own policy or, recording none, ``policy``)."""
+    from projections.contracts import Contracts
+    from services.worker.histories import customer_history, generation_contracts
+
+    store = _open_store(settings, create=False)  # a read-only command creates no read models
+    try:
+        generation = store.active_generation()
+        if generation is None:
+            raise click.ClickException(
+                f"unknown customer {customer_id!r}: the read models hold no generation yet"
+            )
+        if store.customer(generation, customer_id) is None:
+            raise click.ClickException(f"unknown customer {customer_id!r}: no event of it in the read models")
+        contracts = generation_contracts(store, generation, policy)
+        if given:
+            contracts = Contracts(policy, contracts.versions)
+        return customer_history(store, generation, customer_id), contracts
     finally:
         store.close()
 

@@ -1,7 +1,7 @@
 """The store's histories: stored events read back as records, in recording order
 (:func:`seq_of`), by the one loader :func:`decoded` (the projector's history cache,
 services.worker.history_cache, reads through it too); and where `slatrack explain`
-and the query API get a ticket's history.
+and the query API get a ticket's history, and `slatrack report` and the API a customer's.
 """
 
 from collections.abc import Callable
@@ -118,6 +118,27 @@ def stored_histories(
     customer = ticket[0]
     records = decoded(store.events_of_tickets, generation, [ticket])[ticket]
     return records, decoded(store.account_events_of, generation, [customer])[customer]
+
+
+def customer_history(
+    store: ReadModelStore, generation: int, customer_id: str, page: int = 500
+) -> list[Recorded]:
+    """Every stored event of a customer, its tickets' and its account's, in recording order (the
+    monthly report's input, projections.report)."""
+    keys: list[TicketKey] = []
+    after: TicketKey | None = None
+    while True:
+        rows = store.list_tickets(generation, TicketQuery(customer_id=customer_id, after=after, limit=page))
+        keys += [row.key for row in rows]
+        if len(rows) < page:
+            break
+        after = rows[-1].key
+    records: list[Recorded] = []
+    for start in range(0, len(keys), page):
+        for events in decoded(store.events_of_tickets, generation, keys[start : start + page]).values():
+            records += events
+    records += decoded(store.account_events_of, generation, [customer_id])[customer_id]
+    return sorted(records, key=lambda r: r.seq)
 
 
 def generation_policy(store: ReadModelStore, generation: int, configured: Policy) -> Policy:

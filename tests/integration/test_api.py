@@ -203,6 +203,7 @@ def test_unknown_ids_are_404_and_bad_ids_422(world):
         "/v1/tickets/T-nope/timeline",
         "/v1/customers/cust-nope",
         "/v1/customers/cust-nope/billing?month=2026-11",
+        "/v1/customers/cust-nope/report?month=2026-11",
         "/v1/tickets/T%00x",
         "/v1/customers/c%00",
     ):
@@ -515,6 +516,53 @@ def test_billing_lines_sum_to_the_total(world):
     assert checked >= 5
 
 
+def test_every_customers_report_is_the_pure_report_of_its_logged_events(world):
+    """The report from the stored events is the one projections.report computes from the log,
+    byte for byte (the store numbers events otherwise, in the same order per customer)."""
+    from projections.report import monthly_report
+    from projections.report_render import render_json
+
+    months = {"2026-10", "2026-11"}
+    for customer_id in sorted(world.customers):
+        for when in sorted(months):
+            response = world.client.get(
+                f"/v1/customers/{customer_id}/report", params={"month": when}, headers=READER
+            )
+            assert response.status_code == 200, response.text
+            expected = monthly_report(world.records, default_policy(), customer_id, when, datetime.now(UTC))
+            assert response.content == render_json(expected), (customer_id, when)
+
+
+def test_a_customer_verifies_its_report_from_its_export(world, tmp_path):
+    """docs/audit.md, "Verifying a monthly report": `slatrack export --customer ID`, then
+    `slatrack report --events`, gives the API's bytes."""
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from services.cli.commands import main
+    from tests.integration.test_export_cli import export
+
+    for customer_id in sorted(world.customers)[:3]:
+        report = world.client.get(
+            f"/v1/customers/{customer_id}/report", params={"month": "2026-11"}, headers=READER
+        )
+        assert report.status_code == 200, report.text
+        code, out, err = asyncio.run(export(world.api.settings, "--customer", customer_id))
+        assert code == 0, err
+        log = tmp_path / f"{customer_id}.jsonl"
+        log.write_bytes(out)
+        assert report.json()["reproduce"]["export"] == f"slatrack export --customer {customer_id} > log.jsonl"
+        mine = CliRunner().invoke(
+            main,
+            ["report", "--events", str(log), "--customer", customer_id, "--month", "2026-11"],
+            env={"SLATRACK_POLICY_FILE": None},
+            catch_exceptions=False,
+        )
+        assert mine.exit_code == 0, mine.output
+        assert mine.stdout_bytes == report.content, customer_id
+
+
 @pytest.mark.parametrize("month", ["2026-13", "2026-1", "2026-11-01", "", "nov", "2026-00"])
 def test_a_bad_month_is_422(world, month):
     customer_id = next(iter(world.customers))
@@ -537,6 +585,7 @@ def query_paths(world: World) -> list[str]:
         f"/v1/tickets/{ticket_id}/timeline",
         f"/v1/customers/{customer_id}",
         f"/v1/customers/{customer_id}/billing?month=2026-11",
+        f"/v1/customers/{customer_id}/report?month=2026-11",
     ]
 
 
@@ -641,6 +690,7 @@ def test_openapi_describes_the_security_and_the_responses(world):
         ("/v1/tickets/{ticket_id}/timeline", "get"),
         ("/v1/customers/{customer_id}", "get"),
         ("/v1/customers/{customer_id}/billing", "get"),
+        ("/v1/customers/{customer_id}/report", "get"),
         ("/v1/admin/rebuild", "get"),
         ("/v1/admin/rebuild", "post"),
     }

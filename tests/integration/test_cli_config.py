@@ -90,6 +90,8 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         ["rebuild"],
         ["explain", "T-1"],
         ["explain", "T-1", "--events", str(events)],
+        ["report", "--customer", "cust-1", "--month", "2026-10"],
+        ["report", "--customer", "cust-1", "--month", "2026-10", "--events", str(events)],
         ["replay", "--events", str(events)],
         ["calendar", "between", "2026-11-02T09:00:00Z", "2026-11-02T10:00:00Z"],
         ["schema", "--check", "--out", str(REPO / "docs" / "schemas")],
@@ -107,6 +109,7 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         assert read <= helped, f"{name} reads {sorted(read - helped)}, its --help does not say so"
     # The recording sees the reads (this test would pass vacuously otherwise).
     assert "SLATRACK_DATA_DIR" in seen["explain"] and "SLATRACK_KAFKA_BOOTSTRAP" in seen["publish"]
+    assert "SLATRACK_DATA_DIR" in seen["report"]
     assert seen["schema"] == seen["calendar"] == set()
 
 

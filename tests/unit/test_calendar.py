@@ -113,6 +113,19 @@ def test_local_date(business: Calendar) -> None:
     assert business.local_date(utc(2026, 11, 2, 3, 0)) == date(2026, 11, 1)
 
 
+def test_day_start_is_the_first_instant_of_a_local_date(business: Calendar) -> None:
+    # New York leaves DST at 02:00 on 2026-11-01: that day begins in EDT, the next in EST.
+    assert business.day_start(date(2026, 11, 1)) == utc(2026, 11, 1, 4)
+    assert business.day_start(date(2026, 11, 2)) == utc(2026, 11, 2, 5)
+    # Santiago skips from 00:00 to 01:00 on 2026-09-06: the day begins at 01:00 -03 (04:00Z).
+    santiago = every_day("America/Santiago", ("09:00", "17:00"))
+    start = santiago.day_start(date(2026, 9, 6))
+    assert start == utc(2026, 9, 6, 4)
+    assert santiago.local_date(start) == date(2026, 9, 6)
+    assert santiago.local_date(start - timedelta(seconds=1)) == date(2026, 9, 5)
+    assert AlwaysOpenCalendar().day_start(date(2026, 12, 1)) == utc(2026, 12, 1)
+
+
 # --- DST: open time is real elapsed time ------------------------------------------
 
 

@@ -203,6 +203,9 @@ def test_read_only_commands_create_no_read_models(events_file, tmp_path, monkeyp
     one_line_error(cli("explain", "T-1", SLATRACK_DATABASE_URL=f"sqlite:///{elsewhere}/x.db"))
     assert cli("replay", "--events", str(events_file)).exit_code == 0
     assert cli("explain", "T-1", "--events", str(events_file)).exit_code == 0
+    report = ("report", "--customer", "cust-1", "--month", "2026-10")
+    assert one_line_error(cli(*report)) == line  # from the read models: none there, none made
+    assert cli(*report, "--events", str(events_file)).exit_code == 0
     assert cli("calendar", "between", "2026-11-02T09:00:00Z", "2026-11-02T10:00:00Z").exit_code == 0
     assert not (tmp_path / "data").exists() and not elsewhere.exists()
 
