@@ -28,6 +28,7 @@ def worker(
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
         "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_TOPIC_POLICIES": settings.topic_policies,
         "SLATRACK_KAFKA_GROUP_ID": settings.kafka_group_id,
         "SLATRACK_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "SLATRACK_DATA_DIR": str(settings.data_dir),

@@ -427,7 +427,7 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
 
 @main.group()
 def topics() -> None:
-    """The Kafka topics slatrack uses (events, dead letters, signals)."""
+    """The Kafka topics slatrack uses (events, dead letters, signals, policy versions)."""
 
 
 @topics.command("create", epilog=_reads("broker", "log", "topics", "logging"))
@@ -457,9 +457,8 @@ def topics_create(wait: float) -> None:
         raise click.ClickException(f"topics not ready on {settings.bootstrap()}: {exc}") from exc
     for spec in topic_specs(settings):
         configs = ", ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
-        click.echo(
-            f"{spec.name}: {spec.partitions} partitions, replication {spec.replication_factor}, {configs}"
-        )
+        partitions = f"{spec.partitions} partition{'' if spec.partitions == 1 else 's'}"
+        click.echo(f"{spec.name}: {partitions}, replication {spec.replication_factor}, {configs}")
 
 
 # --- restore: a lost log written back from the read models ---------------------

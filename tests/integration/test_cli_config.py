@@ -77,6 +77,7 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         SLATRACK_TOPIC_EVENTS=kafka_settings.topic_events,
         SLATRACK_TOPIC_DLQ=kafka_settings.topic_dlq,
         SLATRACK_TOPIC_SIGNALS=kafka_settings.topic_signals,
+        SLATRACK_TOPIC_POLICIES=kafka_settings.topic_policies,
         SLATRACK_KAFKA_GROUP_ID=kafka_settings.kafka_group_id,
         SLATRACK_DATA_DIR=str(tmp_path / "data"),
     )

@@ -23,6 +23,8 @@ def publish(settings, *args: str, **variables: str) -> subprocess.CompletedProce
         "SLATRACK_KAFKA_BOOTSTRAP": settings.bootstrap(),
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
+        "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_TOPIC_POLICIES": settings.topic_policies,
         **variables,
     }
     return subprocess.run(
