@@ -19,8 +19,9 @@ from typing import Any
 
 from events import ACCOUNT_EVENT_TYPES, Event, encode_event
 from projections.account import account_standing
-from projections.as_of import ticket_at
+from projections.as_of import policy_of, ticket_at
 from projections.billing import Billing, bill, merge
+from projections.contracts import PolicySource
 from projections.policy import Policy, canonical_policy
 from projections.quarantine import quarantined_view
 from projections.ticket import Effect, TicketState, due_from_start, utc
@@ -30,13 +31,15 @@ TIME, SUSPENSION = "time", "account.suspension"  # entry types of what happens w
 
 
 def explain(
-    records: list[Recorded], account: list[Recorded], policy: Policy, as_of: datetime
+    records: list[Recorded], account: list[Recorded], source: PolicySource, as_of: datetime
 ) -> dict[str, Any] | None:
     """The audit trail of a ticket as of ``as_of``; None if it was not opened by then.
 
     ``records`` are the ticket's own recorded events and ``account`` its
     customer's account events (others are left out), in any order, duplicates
-    allowed: the history is put in order here, as for the views.
+    allowed: the history is put in order here, as for the views. ``source``: one
+    policy, or contracts (the ticket is measured against the version of its
+    customer's contract in force at its dispatch, as for the views).
     """
     as_of = whole_second(as_of)
     ordered = history(records, as_of)
@@ -45,8 +48,9 @@ def explain(
         return None
     customer, ticket_id = opened.event.customer_id, opened.event.ticket_id
     invoices = history([r for r in account if _is_account_event_of(r.event, customer)], as_of)
+    policy = policy_of(ordered, invoices, source, as_of)
     try:
-        return _explained(ordered, records, invoices, policy, as_of)
+        return _explained(ordered, records, invoices, source, policy, as_of)
     except Exception as error:  # a bug of the engine: the ticket is quarantined (projections.quarantine)
         view = quarantined_view((customer, ticket_id), records, as_of, error, policy)
         return {
@@ -63,10 +67,11 @@ def _explained(
     ordered: list[Recorded],
     records: list[Recorded],
     invoices: list[Recorded],
+    source: PolicySource,
     policy: Policy,
     as_of: datetime,
 ) -> dict[str, Any]:
-    state = ticket_at(ordered, invoices, policy, as_of)
+    state = ticket_at(ordered, invoices, source, as_of)  # measured with ``policy`` (policy_of)
     assert state is not None and state.opened is not None
     opening, customer = state.opened, state.opened.customer_id
     ticket_events = [step for _, step in state.steps if not isinstance(step, str)]
