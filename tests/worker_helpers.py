@@ -128,5 +128,10 @@ class MemoryPolicyLog:
 
     async def read(self, start: int) -> PolicyRead:
         self.reads.append(start)
-        end = len(self.records)
-        return self.decoder.read([(o, v) for o, v in enumerate(self.records) if o >= start], end)
+        read = self.decoder.read(list(enumerate(self.records)), len(self.records))  # all: first copies
+        return PolicyRead(
+            [v for v in read.versions if v.position >= start],
+            [(p, why) for p, why in read.rejected if p >= start],
+            read.end,
+            [p for p in read.duplicates if p >= start],
+        )

@@ -53,13 +53,14 @@ async def read_policy_records(settings: Settings, start: int = 0) -> PolicyRecor
 class KafkaPolicyLog:
     """The policy topic followed by a running process (services.worker.batches.PolicyLog): each
     :meth:`read` reads from a position to the end as found then, with one consumer kept open
-    between reads (in no group). Remembers each version's first copy across reads, so that a
-    later copy is a duplicate whichever read finds it. Use it as an async context manager, or
-    :meth:`close` it."""
+    between reads (in no group). Remembers each version's first copy across reads (reading what
+    it has not seen before the position asked once), so that a later copy is a duplicate
+    whichever read finds it. Use it as an async context manager, or :meth:`close` it."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.decoder = PolicyDecoder()
+        self._known = 0  # the decoder has seen every record below this offset
         self._consumer: AIOKafkaConsumer | None = None
         self._tp = TopicPartition(settings.topic_policies, 0)
 
@@ -75,14 +76,23 @@ class KafkaPolicyLog:
             await consumer.stop()
 
     async def read(self, start: int) -> PolicyRead:
-        found = await self.records(start)
-        return self.decoder.read(found.records, found.end)
+        # The records before ``start`` not seen yet are read too (and not returned): a later copy
+        # of an event id is a duplicate whichever read finds it, and the topic is small.
+        found = await self.records(min(start, self._known))
+        read = self.decoder.read(found.records, found.end)
+        self._known = max(self._known, found.end)
+        return PolicyRead(
+            [v for v in read.versions if v.position >= start],
+            [(p, why) for p, why in read.rejected if p >= start],
+            read.end,
+            [p for p in read.duplicates if p >= start],
+        )
 
     async def records(self, start: int) -> PolicyRecords:
-        """The records from offset ``start`` to the end as found now (none: the topic is missing)."""
+        """The records from offset ``start`` to the end as found now (a missing topic: empty)."""
         consumer = await self._open()
         if consumer is None:
-            return PolicyRecords([], start)
+            return PolicyRecords([], 0)
         tp = self._tp
         # Assigned afresh: a new partition state, so no high watermark of an earlier read is taken
         # for the end of this one.
