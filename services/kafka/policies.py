@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events.policies import PolicyVersionPublished, encode_policy_event
+from events.policies import MAX_POLICY_EVENT_BYTES, PolicyVersionPublished, encode_policy_event
 from services.config import Settings
 from services.kafka.client import TopicProblem, policy_partitions_problem, raw_producer
 from services.kafka.log_reader import LogNotFound, from_the_beginning
@@ -130,7 +130,8 @@ class KafkaPolicyLog:
 async def publish_policy(settings: Settings, event: PolicyVersionPublished) -> int:
     """Send one policy event to the policy topic (partition 0, key = the contract, acks=all, with
     the configured TLS and SASL); return its offset once the broker acknowledged it."""
-    producer = raw_producer(settings)
+    # Large enough for the largest policy event a reader accepts, with the record's framing.
+    producer = raw_producer(settings, max_request_size=MAX_POLICY_EVENT_BYTES + 64 * 1024)
     await producer.start()
     try:
         sent = await producer.send_and_wait(
