@@ -205,9 +205,19 @@ async def _reachable(settings: Settings) -> None:
 
 
 def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | EventRejected]]:
-    """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine."""
+    """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine.
+    A policy event (an export's first lines) is not one: it is the policy topic's."""
     for lineno, line in _read_lines(file):
-        yield lineno, _decoded(line, max_bytes)
+        if _is_policy_line(line):
+            yield lineno, EventRejected(RejectKind.UNKNOWN_TYPE, POLICY_LINE)
+        else:
+            yield lineno, _decoded(line, max_bytes)
+
+
+POLICY_LINE = (
+    "a policy event (policy.version_published): it goes to the policy topic, with `slatrack policy "
+    "publish`, not to the events topic"
+)
 
 
 def _read_lines(file: Path) -> Iterator[tuple[int, bytes]]:
