@@ -101,3 +101,34 @@ async def test_a_missing_topic_reads_as_empty_and_one_of_more_partitions_is_refu
         await admin.close()
     with pytest.raises(TopicProblem, match="has 2 partitions; the policy topic must have exactly one"):
         await read_policies(wide)
+
+
+def test_serve_refuses_a_policy_topic_of_more_than_one_partition(kafka_settings, tmp_path):
+    """At start, as a missing topic is: one line, exit status 2, nothing projected."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from tests.worker_helpers import worker
+
+    settings = kafka_settings.model_copy(
+        update={"topic_policies": kafka_settings.topic_policies + "-wide", "data_dir": tmp_path / "data"}
+    )
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(**client_options(settings))
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(settings.topic_policies, 3, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    log = tmp_path / "serve.log"
+    process = worker(settings, log)
+    assert process.wait(timeout=120) == 2
+    [line] = [line for line in log.read_text().splitlines() if line.startswith("slatrack serve: ")]
+    assert line == (
+        f"slatrack serve: topic {settings.topic_policies!r} has 3 partitions; the policy topic must have "
+        "exactly one (a version's position is its offset, one order for every reader): create it with one "
+        "partition (retention.ms=-1) and publish the versions again, or set SLATRACK_TOPIC_POLICIES to "
+        "another topic"
+    )
