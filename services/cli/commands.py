@@ -728,6 +728,8 @@ def _policy_topic_run(settings: Settings, work: "Coroutine[object, object, T]") 
         raise UserError(str(exc)) from None
     except (KafkaError, OSError) as exc:
         raise click.ClickException(f"the broker at {settings.bootstrap()} failed: {exc!r}") from exc
+    except RuntimeError as exc:  # a topic that could not be created (services.kafka.client)
+        raise click.ClickException(str(exc)) from exc
 
 
 # --- restore: a lost log written back from the read models ---------------------
