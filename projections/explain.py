@@ -38,19 +38,20 @@ def explain(
 
     ``records`` are the ticket's own recorded events and ``account`` its
     customer's account events (others are left out), in any order, duplicates
-    allowed: the history is put in order here, as for the views. ``source``: the
-    policy, or the contracts whose version in force at the ticket's dispatch measures it.
+    allowed: the history is put in order here, as for the views. ``source``: one
+    policy, or contracts (the ticket is measured against the version of its
+    customer's contract in force at its dispatch, as for the views).
     """
     as_of = whole_second(as_of)
-    policy = policy_of(records, account, source, as_of)
     ordered = history(records, as_of)
     opened = opening(ordered)
     if opened is None or not is_opening(opened.event):
         return None
     customer, ticket_id = opened.event.customer_id, opened.event.ticket_id
     invoices = history([r for r in account if _is_account_event_of(r.event, customer)], as_of)
+    policy = policy_of(ordered, invoices, source, as_of)
     try:
-        return _explained(ordered, records, invoices, policy, as_of)
+        return _explained(ordered, records, invoices, source, policy, as_of)
     except Exception as error:  # a bug of the engine: the ticket is quarantined (projections.quarantine)
         view = quarantined_view((customer, ticket_id), records, as_of, error, policy)
         return {
@@ -68,10 +69,11 @@ def _explained(
     ordered: list[Recorded],
     records: list[Recorded],
     invoices: list[Recorded],
+    source: PolicySource,
     policy: Policy,
     as_of: datetime,
 ) -> dict[str, Any]:
-    state = ticket_at(ordered, invoices, policy, as_of)
+    state = ticket_at(ordered, invoices, source, as_of)  # measured with ``policy`` (policy_of)
     assert state is not None and state.opened is not None
     opening, customer = state.opened, state.opened.customer_id
     ticket_events = [step for _, step in state.steps if not isinstance(step, str)]

@@ -71,10 +71,12 @@ def replay(
 
     ``source``: one policy for everything, or contracts (projections.contracts): each ticket is
     measured against the version of its customer's contract in force at its dispatch, and the
-    document lists the versions (``"policies"``) and their digest.
+    document lists the versions (``"policies"``) and their digest. ``"policy_version"`` is the
+    default contract's base, or the override's (which measures every ticket); contracts with
+    no version are the one policy, so that their document is the one policy's, byte for byte.
     """
     contracts = contracts_of(source)
-    policy = contracts.base
+    policy = contracts.override if contracts.override is not None else contracts.base
     deduped = dedupe(records)
     rejected += len(deduped.conflicts)
     kept = deduped.kept
@@ -167,8 +169,9 @@ def _customer_policy(
 
 
 def _policies(contracts: Contracts) -> dict[str, Any]:
-    """The versions a document was computed with (none: the one policy), and their digest."""
-    if not contracts.versions and contracts.override is None:
+    """The versions a document was computed with, and their digest (none: the one policy, the
+    base or the override, measures everything: the document is that policy's)."""
+    if not contracts.versions:
         return {}
     return {
         "policies": [version.listing() for version in contracts.versions],

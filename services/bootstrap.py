@@ -23,6 +23,7 @@ from services.worker.ports import ReadModelStore
 if TYPE_CHECKING:
     from services.kafka.client import BrokerWatch
     from services.kafka.consumer import ValidatingConsumer
+    from services.kafka.policies import KafkaPolicyLog
     from services.kafka.publisher import EventPublisher
     from services.worker.projector import Projector
 
@@ -44,6 +45,7 @@ class Worker:
 
     projector: Projector
     consumer: ValidatingConsumer
+    policies: KafkaPolicyLog  # the policy topic the projector follows (closed at the stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ def wire(
     (the broker clients bind to it). ``policy``: the configured one unless given."""
     from services.kafka.client import BrokerWatch
     from services.kafka.consumer import ValidatingConsumer
+    from services.kafka.policies import KafkaPolicyLog
     from services.kafka.publisher import EventPublisher
     from services.worker.projector import Projector
 
@@ -76,14 +79,17 @@ def wire(
     publisher = EventPublisher(settings)
     runner = None
     if worker:
+        policies = KafkaPolicyLog(settings)
         projector = Projector(
             store,
             policy,
             settings.topic_events,
             dead_letter=publisher.dead_letter,
             dead_letter_timeout_s=settings.dlq_send_timeout_s,
+            policy_log=policies,
+            policy_topic=settings.topic_policies,
         )
-        runner = Worker(projector, ValidatingConsumer(settings, publisher, projector))
+        runner = Worker(projector, ValidatingConsumer(settings, publisher, projector), policies)
     return Services(
         settings,
         policy,

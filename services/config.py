@@ -188,6 +188,14 @@ class Settings(BaseSettings):
     topic_events: str = Field("ticket-events", description="The event log: the single source of truth.")
     topic_dlq: str = Field("ticket-events.dlq", description="Where messages that fail validation go.")
     topic_signals: str = Field("sla-signals", description="Where SLA signals go (key = customer_id).")
+    topic_policies: str = Field(
+        "policy-versions",
+        description="The policy topic: every published version of every contract's policy (one "
+        "partition, kept forever, key = the contract); read in full by every reader of the log.",
+    )
+    policy_poll_s: float = Field(
+        5.0, gt=0, le=3600, description="How often a worker reads the policy topic for new versions."
+    )
     signals_retention_ms: int = Field(
         30 * 24 * 3600 * 1000, ge=-1, description="Retention of the signals topic (-1: forever)."
     )
@@ -429,8 +437,10 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
     "producer": ("kafka_enable_idempotence",),
     "group": ("kafka_group_id", "kafka_session_timeout_ms"),
     "batches": ("consumer_max_records",),
-    "log": ("topic_events",),
-    # The other topics, and how slatrack creates all three (publish, demo, serve, topics create).
+    "worker": ("policy_poll_s",),
+    # The log: the events, and the policy versions they are measured with.
+    "log": ("topic_events", "topic_policies"),
+    # The other topics, and how slatrack creates them all (publish, demo, serve, topics create).
     "topics": (
         "topic_dlq",
         "topic_signals",

@@ -22,8 +22,9 @@ from services.bootstrap import configured_policy, wire
 from services.config import ApiToken, ProcessRole, Settings
 from services.kafka.client import TopicProblem, ensure_topics, wait_until_reachable
 from services.kafka.embedded import BrokerExited, EmbeddedBroker, PortTaken, check_port_free
+from services.kafka.policies import KafkaPolicyLog
 from services.kafka.publisher import EventPublisher
-from services.kafka.restore import RestoreRefused, restore_log
+from services.kafka.restore import RestoreRefused, restore_log, restore_policies
 from services.store import open_store
 from services.worker import gauges
 from services.worker.outbox import relay_signals
@@ -114,10 +115,13 @@ async def _start_embedded(settings: Settings, broker: EmbeddedBroker) -> Setting
     store = open_store(settings)
     try:
         restored = await restore_log(settings, store)
+        versions = await restore_policies(settings, store)
     finally:
         await asyncio.to_thread(store.close)
     if restored is not None:
         log.info("embedded broker: %s", restored.summary())
+    if versions is not None:
+        log.info("embedded broker: restored %d policy versions into %s", versions, settings.topic_policies)
     return settings
 
 
@@ -168,6 +172,7 @@ async def _serve(
             )
             jobs["consumer"] = worker.consumer.run(stop)
             jobs["timers"] = worker.projector.run_timers(stop)
+            jobs["policies"] = worker.projector.follow_policies(stop, settings.policy_poll_s)
             jobs["signals"] = relay_signals(
                 store, publisher, stop, lambda: sorted(worker.projector.partitions)
             )
@@ -200,6 +205,8 @@ async def _serve(
         stopping.cancel()
     finally:
         await _stop_publisher(publisher)
+        if wired.worker is not None:
+            await _close_policies(wired.worker.policies)
     gauges.WORKER.detach()
     await asyncio.to_thread(store.close)
     watchdog.cancel()  # stopped in time
@@ -228,6 +235,15 @@ async def _finish(tasks: list[asyncio.Task[None]], grace: float) -> list[BaseExc
             task.cancel()
         await asyncio.wait(pending, timeout=5)
     return [None if t.cancelled() or not t.done() else t.exception() for t in tasks]
+
+
+async def _close_policies(policies: KafkaPolicyLog) -> None:
+    """Close the policy topic's consumer; a broker that does not answer cannot hold the stop up."""
+    try:
+        async with asyncio.timeout(5):
+            await policies.close()
+    except TimeoutError:
+        log.warning("the policy topic's consumer did not close within 5 s; leaving it")
 
 
 async def _stop_publisher(publisher: EventPublisher) -> None:

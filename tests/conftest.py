@@ -57,6 +57,7 @@ async def kafka_settings(kafka_bootstrap: str) -> AsyncIterator[Settings]:
         topic_events=f"ticket-events-{suffix}",
         topic_dlq=f"ticket-events-{suffix}.dlq",
         topic_signals=f"sla-signals-{suffix}",
+        topic_policies=f"policy-versions-{suffix}",
         kafka_group_id=f"slatrack-{suffix}",
         kafka_session_timeout_ms=6000,
     )

@@ -43,3 +43,52 @@ def sample(event_type: str, event_id: str = "evt-1", **overrides: Any) -> dict[s
     }
     event.update(overrides)
     return event
+
+
+# --- the policy topic's events ------------------------------------------------------------------
+
+
+def policy_text(version: str = "amended-2026.2", urgent_response: str = "2h") -> str:
+    """The packaged default policy, renamed ``version``, with urgent tickets given
+    ``urgent_response`` to respond (the default gives them 1h)."""
+    from importlib import resources
+
+    text = resources.files("projections").joinpath("default_policy.toml").read_text(encoding="utf-8")
+    amended = text.replace('version = "default-2026.1"', f'version = "{version}"').replace(
+        'response = { target = "1h", calendar = "24x7" }',
+        f'response = {{ target = "{urgent_response}", calendar = "24x7" }}',
+    )
+    assert amended.count(version) == 1 and f'"{urgent_response}"' in amended, "the default policy changed"
+    return amended
+
+
+def policy_sample(
+    text: str | None = None,
+    contract: str = "default",
+    effective_from: str = "2026-11-01T00:00:00Z",
+    event_id: str = "pol-1",
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A ``policy.version_published`` (its digest and version those of ``text``; of a text that is
+    no policy, a digest of zeros and the version ``x``)."""
+    from projections.policy import PolicyError, parse_policy
+
+    text = policy_text() if text is None else text
+    try:
+        version, digest = (policy := parse_policy(text)).version, policy.digest
+    except PolicyError:
+        version, digest = "x", "sha256:" + "0" * 64
+    event = {
+        "event_id": event_id,
+        "type": "policy.version_published",
+        "schema_version": 1,
+        "occurred_at": "2026-10-30T12:00:00Z",
+        "contract": contract,
+        "effective_from": effective_from,
+        "retroactive": False,
+        "policy_version": version,
+        "digest": digest,
+        "policy": text,
+    }
+    event.update(overrides)
+    return event

@@ -15,6 +15,7 @@ import psycopg
 from pydantic import SecretStr
 
 from services.store import open_store
+from services.worker.batches import PolicyDecoder, PolicyRead
 
 SLATRACK = Path(sys.executable).parent / "slatrack"
 
@@ -28,6 +29,7 @@ def worker(
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
         "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_TOPIC_POLICIES": settings.topic_policies,
         "SLATRACK_KAFKA_GROUP_ID": settings.kafka_group_id,
         "SLATRACK_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "SLATRACK_DATA_DIR": str(settings.data_dir),
@@ -107,3 +109,29 @@ def assignments(log: Path) -> set[int]:
         return set()
     inside = latest[-1].split("assigned partitions [", 1)[1].split("]", 1)[0]
     return {int(p) for p in inside.split(",") if p.strip()}
+
+
+class MemoryPolicyLog:
+    """The policy topic in memory (services.worker.batches.PolicyLog): ``append`` a record (an
+    event's bytes, or anything, as a foreign producer might), ``read`` as KafkaPolicyLog reads
+    (from a position to the end as of the read, each record decoded by the same PolicyDecoder)."""
+
+    def __init__(self, records: list[bytes | None] | None = None):
+        self.records: list[bytes | None] = list(records or [])
+        self.decoder = PolicyDecoder()
+        self.reads: list[int] = []  # the start of each read
+
+    def append(self, value: bytes | None) -> int:
+        """Record ``value``; its offset."""
+        self.records.append(value)
+        return len(self.records) - 1
+
+    async def read(self, start: int) -> PolicyRead:
+        self.reads.append(start)
+        read = self.decoder.read(list(enumerate(self.records)), len(self.records))  # all: first copies
+        return PolicyRead(
+            [v for v in read.versions if v.position >= start],
+            [(p, why) for p, why in read.rejected if p >= start],
+            read.end,
+            [p for p in read.duplicates if p >= start],
+        )

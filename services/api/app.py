@@ -269,6 +269,7 @@ async def rebuild_status(request: Request) -> JSONResponse:
 
 async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
     from services.kafka.log_reader import WholeLogReader
+    from services.kafka.policies import KafkaPolicyLog
     from services.worker.rebuild import rebuild
 
     def progress(done: int, total: int) -> None:
@@ -279,9 +280,17 @@ async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
     try:
         wired = services(app)
         whole_log = WholeLogReader(wired.settings)
-        report = await rebuild(
-            wired.settings, read_models(app), wired.policy, progress, switch=True, log_source=whole_log
-        )
+        async with KafkaPolicyLog(wired.settings) as policies:
+            report = await rebuild(
+                wired.settings,
+                read_models(app),
+                wired.policy,
+                progress,
+                switch=True,
+                log_source=whole_log,
+                policy_log=policies,
+                policy_topic=wired.settings.topic_policies,
+            )
     except Exception as exc:
         log.exception("rebuild failed after %.1f s", time.monotonic() - started)
         job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"[:1000]

@@ -3,10 +3,12 @@
 import asyncio
 import dataclasses
 import os
+import re
 import signal
 import sys
+import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
@@ -15,7 +17,6 @@ import orjson
 from pydantic import ValidationError
 
 from events import Event, EventRejected, RejectKind, decode_event
-from events.policies import POLICY_EVENT_TYPE, is_policy_event
 from events.schema import render as schema_text
 from events.schema import schema_documents
 from projections.timeline import parse_instant, whole_second
@@ -33,13 +34,16 @@ from services.config import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from events.policies import PolicyVersionPublished
     from projections.calendar import Calendar
-    from projections.contracts import Contracts
+    from projections.contracts import Contracts, PolicyVersion
     from projections.policy import Policy
     from projections.timeline import Recorded
     from services.kafka.dead_letters import DeadLetter
     from services.kafka.log_reader import EventFilter
     from services.store import ReadModelStore
+    from services.worker.batches import PolicyRead
+    from services.worker.rebuild import RebuildReport
 
 T = TypeVar("T")
 
@@ -201,31 +205,52 @@ async def _reachable(settings: Settings) -> None:
         raise click.ClickException(f"{exc}.{hint}") from None
 
 
-def _read_events(
-    file: Path, max_bytes: int, *, skip_policy_events: bool = False
-) -> Iterator[tuple[int, Event | EventRejected]]:
+def _read_events(file: Path, max_bytes: int) -> Iterator[tuple[int, Event | EventRejected]]:
     """Each non-blank line, decoded: (line number, event or why not). Streams: large files are fine.
+    A policy event (an export's first lines) is not one: it is the policy topic's."""
+    for lineno, line in _read_lines(file):
+        if _is_policy_line(line):
+            yield lineno, EventRejected(RejectKind.UNKNOWN_TYPE, POLICY_LINE)
+        else:
+            yield lineno, _decoded(line, max_bytes)
 
-    ``skip_policy_events``: a line of the policy topic's type (an export begins with them) is
-    left out, saying so on stderr, rather than rejected (for a command that does not read them yet)."""
+
+POLICY_LINE = (
+    "a policy event (policy.version_published): it goes to the policy topic, with `slatrack policy "
+    "publish`, not to the events topic"
+)
+
+
+def _read_lines(file: Path) -> Iterator[tuple[int, bytes]]:
+    """Each non-blank line of a file, with its number (the first is 1), without its line break."""
     with open(file, "rb") as lines:
         for lineno, line in enumerate(lines, start=1):
             line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            if skip_policy_events and is_policy_event(line):
-                click.echo(
-                    f"{file}:{lineno}: {POLICY_EVENT_TYPE}: skipped (not read by this command yet)", err=True
-                )
-                continue
-            try:
-                yield lineno, decode_event(line, max_bytes=max_bytes)
-            except EventRejected as rejection:
-                yield lineno, rejection
+            if line.strip():
+                yield lineno, line
+
+
+def _decoded(line: bytes, max_bytes: int) -> Event | EventRejected:
+    try:
+        return decode_event(line, max_bytes=max_bytes)
+    except EventRejected as rejection:
+        return rejection
+
+
+def _is_policy_line(line: bytes) -> bool:
+    """Whether a line of an export is a policy event (the type named, then checked: cheap for the
+    many lines that are not)."""
+    from events.policies import POLICY_EVENT_TYPE, is_policy_event
+
+    return POLICY_EVENT_TYPE.encode() in line and is_policy_event(line)
 
 
 @main.command(epilog=_reads("broker", "log", "batches", "events", "logging"))
-@click.option("--customer", metavar="ID", help="Only this customer's events (its tickets' and account's).")
+@click.option(
+    "--customer",
+    metavar="ID",
+    help="Only this customer's events (its tickets' and account's); the policy versions all the same.",
+)
 @click.option(
     "--since",
     metavar="TIME",
@@ -245,13 +270,15 @@ def _read_events(
 def export(customer: str | None, since: str | None, until: str | None, out: Path) -> None:
     """Write the event log as JSONL: the input of `replay --events` and `explain --events`.
 
-    Reads every partition of the events topic from its beginning up to its
-    end as found at the start (events appended meanwhile wait for the next
-    export), without joining the workers' consumer group. Each valid event
+    First every policy version of the policy topic (SLATRACK_TOPIC_POLICIES), as
+    recorded, in the topic's order, whatever the filters: every number depends on
+    them. Then the events: every partition of the events topic from its beginning
+    up to its end as found at the start (events appended meanwhile wait for the
+    next export), without joining the workers' consumer group. Each valid event
     is written as recorded, in the workers' recording order (offset, then
-    partition). Invalid messages (those dead-lettered) are reported on
-    stderr with their partition, offset and reason, and not written. A
-    progress bar and a summary go to stderr.
+    partition). Invalid messages (those dead-lettered, and policy records that
+    are no valid version) are reported on stderr with where they are and why,
+    and not written. A progress bar and a summary go to stderr.
     """
     from services.kafka.log_reader import EventFilter, output_file
 
@@ -269,10 +296,14 @@ def export(customer: str | None, since: str | None, until: str | None, out: Path
             counts = asyncio.run(_export(settings, sink, keep))
     except OSError as exc:  # the output (Kafka's errors are dealt with in _export)
         raise click.ClickException(f"cannot write {out}: {exc}") from exc
+    policies_invalid = (
+        f", {counts['policies_invalid']} invalid (not written)" if counts["policies_invalid"] else ""
+    )
     click.echo(
         f"exported {counts['written']} events from {settings.topic_events} to "
         f"{'stdout' if str(out) == '-' else out}; {counts['skipped']} skipped by the filter, "
-        f"{counts['invalid']} invalid (not written)",
+        f"{counts['invalid']} invalid (not written); before them {counts['policies']} policy events "
+        f"from {settings.topic_policies}{policies_invalid}",
         err=True,
     )
 
@@ -282,10 +313,30 @@ async def _export(settings: Settings, sink: BinaryIO, keep: "EventFilter") -> di
 
     from aiokafka.errors import KafkaError
 
+    from services.kafka.client import TopicProblem
     from services.kafka.log_reader import LogBounds, LogNotFound, jsonl_line, read_log
+    from services.kafka.policies import read_policy_records
+    from services.worker.batches import PolicyDecoder
 
     await _reachable(settings)
-    counts = {"written": 0, "skipped": 0, "invalid": 0}
+    counts = {"written": 0, "skipped": 0, "invalid": 0, "policies": 0, "policies_invalid": 0}
+    try:
+        policies = await read_policy_records(settings)
+    except TopicProblem as exc:
+        raise UserError(str(exc)) from None
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"reading the policy topic at {settings.bootstrap()} failed: {exc!r}"
+        ) from exc
+    read = PolicyDecoder().read(policies.records, policies.end)
+    kept = {v.position for v in read.versions} | set(read.duplicates)  # copies too: the log as it is
+    for offset, value in policies.records:
+        if offset in kept:
+            sink.write(jsonl_line(value) + b"\n")
+            counts["policies"] += 1
+    for offset, reason in read.rejected:
+        counts["policies_invalid"] += 1
+        click.echo(f"{settings.topic_policies} offset {offset}: {reason}", err=True)
     with click.progressbar(length=1, label="exporting", file=sys.stderr, update_min_steps=500) as bar:
 
         def bounds(found: LogBounds) -> None:
@@ -360,10 +411,25 @@ def rebuild(no_switch: bool) -> None:
     the switch by themselves. Prints the counts and the check as JSON, with the
     live rows that were not the view their events give (the switch repairs
     them). On a difference in the rebuilt generation it is dropped, nothing
-    switches and the exit status is 1.
+    switches and the exit status is 1. The policy topic is read in full first: every
+    ticket is measured with its contract's version, as the workers do.
     """
     from services.kafka.log_reader import WholeLogReader
+    from services.kafka.policies import KafkaPolicyLog
     from services.worker.rebuild import rebuild as run_rebuild
+
+    async def rebuilt(progress: "Callable[[int, int], None]") -> "RebuildReport":
+        async with KafkaPolicyLog(settings) as policies:
+            return await run_rebuild(
+                settings,
+                store,
+                policy,
+                progress,
+                not no_switch,
+                log_source=WholeLogReader(settings),
+                policy_log=policies,
+                policy_topic=settings.topic_policies,
+            )
 
     settings = _settings()
     policy = _configured_policy(settings)
@@ -376,10 +442,7 @@ def rebuild(no_switch: bool) -> None:
                 bar.length = max(total, 1)
                 bar.update(done - bar.pos)
 
-            whole_log = WholeLogReader(settings)
-            report = asyncio.run(
-                run_rebuild(settings, store, policy, progress, not no_switch, log_source=whole_log)
-            )
+            report = asyncio.run(rebuilt(progress))
     finally:
         store.close()
     _emit(report.as_dict())
@@ -439,7 +502,7 @@ def demo(with_serve: bool, customers: int, tickets: int, days: int, live_every: 
 
 @main.group()
 def topics() -> None:
-    """The Kafka topics slatrack uses (events, dead letters, signals)."""
+    """The Kafka topics slatrack uses (events, dead letters, signals, policy versions)."""
 
 
 @topics.command("create", epilog=_reads("broker", "log", "topics", "logging"))
@@ -469,9 +532,217 @@ def topics_create(wait: float) -> None:
         raise click.ClickException(f"topics not ready on {settings.bootstrap()}: {exc}") from exc
     for spec in topic_specs(settings):
         configs = ", ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
-        click.echo(
-            f"{spec.name}: {spec.partitions} partitions, replication {spec.replication_factor}, {configs}"
+        partitions = f"{spec.partitions} partition{'' if spec.partitions == 1 else 's'}"
+        click.echo(f"{spec.name}: {partitions}, replication {spec.replication_factor}, {configs}")
+
+
+# --- contracts: the versions of their policies, on the policy topic -----------------
+
+NOW = "now"
+
+
+@main.group()
+def policy() -> None:
+    """Contracts: publish a version of a contract's policy, list the versions, show one.
+
+    A contract is a named policy with versions, each in force from an instant until the next;
+    they are kept on the policy topic (SLATRACK_TOPIC_POLICIES), which every reader of the log
+    reads in full. A ticket is measured against the version of its customer's contract in force
+    at its dispatch (account.contract_changed events say which contract a customer is on).
+    """
+
+
+@policy.command("publish", epilog=_reads("broker", "producer", "log", "topics", "create", "logging"))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--contract", required=True, metavar="NAME", help="The contract this is a version of.")
+@click.option(
+    "--effective-from",
+    "effective_from",
+    required=True,
+    metavar="TIME",
+    help="RFC 3339 instant from which it is in force, or `now`.",
+)
+@click.option(
+    "--retroactive",
+    is_flag=True,
+    help="Allow an effective instant in the past: the tickets dispatched since then under this "
+    "contract are recomputed with this version.",
+)
+def policy_publish(file: Path, contract: str, effective_from: str, retroactive: bool) -> None:
+    """Publish the policy FILE (TOML) as a version of contract NAME, in force from TIME.
+
+    The file is validated first (a bad one is one line naming each problem, and nothing is
+    sent). An effective instant before now would rewrite history and is refused unless
+    --retroactive is given; --retroactive with an instant in the future is refused too.
+    Prints what it published: contract, version, digest, effective instant and offset.
+    """
+    now = whole_second(datetime.now(UTC))
+    event = _publication(file, contract, effective_from, retroactive, now)
+    settings = _settings()
+    _logging(settings)
+    offset = _policy_topic_run(settings, _publish_policy(settings, event))
+    from projections.contracts import version_of
+
+    click.echo(render.published_policy(version_of(event, offset).listing(), settings.topic_policies))
+
+
+def _publication(
+    file: Path, contract: str, effective_from: str, retroactive: bool, now: datetime
+) -> "PolicyVersionPublished":
+    """The event ``policy publish`` sends, every argument checked (UserError, BadParameter)."""
+    from events.models import CONTRACT_PATTERN
+    from events.policies import POLICY_EVENT_TYPE, decode_policy_event
+    from projections.policy import PolicyError, parse_policy
+    from projections.ticket import utc
+
+    if not re.match(CONTRACT_PATTERN, contract):
+        raise click.BadParameter(
+            f"{contract!r} is not a contract name: a letter or digit, then up to 63 letters, digits, "
+            "'_', '.' or '-'",
+            param_hint="--contract",
         )
+    effective = now if effective_from.strip().lower() == NOW else _instant(effective_from, "--effective-from")
+    if effective < now and not retroactive:
+        raise UserError(
+            f"--effective-from {utc(effective)} is before now ({utc(now)}): it would rewrite history: "
+            "tickets dispatched since then under this contract are recomputed; pass --retroactive to do so"
+        )
+    if effective > now and retroactive:
+        raise UserError(
+            f"--retroactive is for an effective instant in the past; {utc(effective)} is after now "
+            f"({utc(now)}): leave --retroactive out"
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UserError(f"{file}: cannot read the file: {reason}") from None
+    try:
+        parsed = parse_policy(text, str(file))
+    except PolicyError as exc:
+        problems = "; ".join(exc.problems).replace("\n", " ")
+        raise UserError(f"{exc.source}: invalid policy: {problems}") from None
+    document = {
+        "event_id": str(uuid.uuid4()),
+        "type": POLICY_EVENT_TYPE,
+        "schema_version": 1,
+        "occurred_at": utc(now),
+        "contract": contract,
+        "effective_from": utc(effective),
+        "retroactive": retroactive,
+        "policy_version": parsed.version,
+        "digest": parsed.digest,
+        "policy": text,
+    }
+    try:  # validated as every reader validates it
+        return decode_policy_event(orjson.dumps(document))
+    except EventRejected as exc:
+        raise UserError(f"{file}: cannot be published: {exc.kind}: {exc.detail}") from None
+
+
+async def _publish_policy(settings: Settings, event: "PolicyVersionPublished") -> int:
+    from services.kafka.client import ensure_topics
+    from services.kafka.policies import publish_policy
+
+    await _reachable(settings)
+    await ensure_topics(settings)  # the policy topic in one partition, kept forever
+    return await publish_policy(settings, event)
+
+
+@policy.command("list", epilog=_reads("broker", "log", "batches", "logging"))
+@click.option("--contract", metavar="NAME", help="Only this contract's versions.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def policy_list(contract: str | None, output: str) -> None:
+    """Every version on the policy topic, in the order published (position = offset).
+
+    Records of the topic that are no valid version (a malformed event, a policy that is not
+    the one its digest names, ...) are reported on stderr with their offset and why.
+    """
+    settings = _settings()
+    _logging(settings)
+    read = _policy_topic_run(settings, _read_policies(settings))
+    listings = [v.listing() for v in read.versions if contract is None or v.contract == contract]
+    if output == "json":
+        rejected = [{"position": position, "reason": reason} for position, reason in read.rejected]
+        _emit({"topic": settings.topic_policies, "versions": listings, "rejected": rejected})
+    else:
+        click.echo(render.policy_table(listings, settings.topic_policies))
+
+
+@policy.command("show", epilog=_reads("broker", "log", "batches", "policy", "logging"))
+@click.argument("name")
+@click.option("--at", "at", metavar="TIME", help="RFC 3339 instant; default: now.")
+@click.option("--format", "output", type=click.Choice(["toml", "json"]), default="toml", show_default=True)
+def policy_show(name: str, at: str | None, output: str) -> None:
+    """The version of contract NAME in force at TIME: its TOML text, or (json) its listing and text.
+
+    With no version of the default contract in force, the configured policy
+    (SLATRACK_POLICY_FILE, else the packaged one) is the default's; any other contract with no
+    version in force then is an error.
+    """
+    from events.models import CONTRACT_PATTERN
+    from projections.contracts import DEFAULT_CONTRACT, Contracts
+    from projections.ticket import utc
+
+    if not re.match(CONTRACT_PATTERN, name):
+        raise click.BadParameter(f"{name!r} is not a contract name", param_hint="NAME")
+    instant = _instant(at, "--at") if at is not None else whole_second(datetime.now(UTC))
+    settings = _settings()
+    configured = _configured_policy(settings)
+    _logging(settings)
+    read = _policy_topic_run(settings, _read_policies(settings))
+    contracts = Contracts(configured, read.versions)
+    in_force = [v for v in contracts.history_of(name) if v.effective_from <= instant]
+    if in_force:
+        version = in_force[-1]  # the latest to take effect (of two at one instant, the later published)
+        listing, text = version.listing(), version.event.policy
+    elif name == DEFAULT_CONTRACT:
+        source = str(settings.policy_file) if settings.policy_file is not None else "the packaged default"
+        listing = {
+            "contract": DEFAULT_CONTRACT,
+            "effective_from": None,
+            "policy_version": configured.version,
+            "digest": configured.digest,
+            "source": source,
+        }
+        text = configured.text or ""
+    else:
+        versions = contracts.history_of(name)
+        first = f"; its first takes effect at {utc(versions[0].effective_from)}" if versions else ""
+        raise UserError(
+            f"contract {name!r} has no version in force at {utc(instant)} ({len(versions)} published"
+            f"{first}; see `slatrack policy list`)"
+        )
+    if output == "json":
+        _emit({**listing, "policy": text})
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+async def _read_policies(settings: Settings) -> "PolicyRead":
+    from services.kafka.policies import read_policies
+
+    await _reachable(settings)
+    read = await read_policies(settings)
+    for position, reason in read.rejected:
+        click.echo(f"{settings.topic_policies} offset {position}: {reason}", err=True)
+    return read
+
+
+def _policy_topic_run(settings: Settings, work: "Coroutine[object, object, T]") -> T:
+    """Run a policy command's work against the broker; its failures as one line."""
+    from aiokafka.errors import KafkaError
+
+    from services.kafka.client import TopicProblem
+
+    try:
+        return asyncio.run(work)
+    except TopicProblem as exc:
+        raise UserError(str(exc)) from None
+    except (KafkaError, OSError) as exc:
+        raise click.ClickException(f"the broker at {settings.bootstrap()} failed: {exc!r}") from exc
+    except RuntimeError as exc:  # a topic that could not be created (services.kafka.client)
+        raise click.ClickException(str(exc)) from exc
 
 
 # --- restore: a lost log written back from the read models ---------------------
@@ -495,28 +766,30 @@ def restore(wait: float) -> None:
 
     from services.kafka.client import ensure_topics, wait_until_reachable
     from services.kafka.log_reader import LogNotFound
-    from services.kafka.restore import Restored, RestoreFailed, RestoreRefused, restore_log
+    from services.kafka.restore import Restored, RestoreFailed, RestoreRefused, restore_log, restore_policies
     from services.store import StoreError, open_store
 
     settings = _settings()
     _logging(settings)
 
-    async def go() -> Restored | None:
+    async def go() -> tuple[Restored | None, int | None]:
         await wait_until_reachable(settings, timeout=wait)
         await ensure_topics(settings)
         store = open_store(settings)
         try:
-            return await restore_log(settings, store)
+            return await restore_log(settings, store), await restore_policies(settings, store)
         finally:
             store.close()
 
     try:
-        restored = asyncio.run(go())
+        restored, versions = asyncio.run(go())
     except RestoreRefused as exc:
         click.echo(f"slatrack restore: {exc}", err=True)
         sys.exit(2)
     except (TimeoutError, LogNotFound, RestoreFailed, StoreError, KafkaError, OSError) as exc:
         raise click.ClickException(f"restore failed: {exc}") from exc
+    if versions is not None:
+        click.echo(f"restored {versions} policy versions into {settings.topic_policies}", err=True)
     if restored is None:
         click.echo("nothing to restore: the active read-model generation holds no event", err=True)
         return
@@ -597,14 +870,17 @@ def _emit(document: object) -> None:
     "--policy",
     "policy_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Policy file (TOML); default: the packaged default policy.",
+    help="Policy file (TOML) that measures every ticket, whatever the policy versions of the file; "
+    "default: the versions of the file's policy lines, the packaged default policy for the default "
+    "contract where it has none.",
 )
 @click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
 @click.option(
     "--compare",
     "compare_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="What-if: print only what --policy changes (breaches, amounts) against this policy file.",
+    help="What-if: print only what --policy (without it: the file's policy versions) changes "
+    "(breaches, amounts) against this policy file, which measures every ticket of the other side.",
 )
 @click.option(
     "--signals",
@@ -626,37 +902,57 @@ def replay(
     Invalid lines, and later copies of an event id with another body than
     the first (duplicate_event_id_conflict), are reported on stderr (line
     number and reason) and counted in "rejected"; the replay goes on without
-    them. The same input gives the same output, byte for byte. With --compare
-    OLD.toml, prints per customer the breaches and amounts that --policy
-    changes against OLD.
+    them. The same input gives the same output, byte for byte. The file's
+    policy lines (policy.version_published, which `slatrack export` writes
+    first) are the contracts' versions: each ticket is measured against the
+    version of its customer's contract in force at its dispatch; a bad one is
+    reported and counted as a bad line is. With --compare OLD.toml, prints per
+    customer the breaches and amounts that --policy (without it: the file's
+    versions) changes against OLD; both sides keep the file's contract
+    assignments (the views name the same contracts).
     """
+    from projections.contracts import Contracts
     from projections.replay import replay as replay_history
 
     settings = _settings()
-    policy = _policy(policy_file)
+    base = _policy(None)  # the default contract's, where the file has no version of it
+    override = _policy(policy_file) if policy_file is not None else None
     instant = _instant(as_of, "--as-of") if as_of is not None else None
-    records, rejected = _recorded(events_file, settings.max_event_bytes)
+    records, rejected, versions = _recorded(events_file, settings.max_event_bytes)
+    contracts = Contracts(base, versions, override=override)
     if compare_file is not None:
-        _what_if(records, _policy(compare_file), policy, instant, rejected, output)
+        old = Contracts(base, versions, override=_policy(compare_file))
+        _what_if(records, old, contracts, instant, rejected, output)
         return
     if with_signals and output != "json":
         raise click.UsageError("--signals is for --format json")
-    document = replay_history(records, policy, instant, rejected, signals=with_signals)
+    document = replay_history(records, contracts, instant, rejected, signals=with_signals)
     if output == "json":
         _emit(document)
     else:
         click.echo(render.replay_table(document))
 
 
-def _recorded(
-    events_file: Path, max_bytes: int, *, skip_policy_events: bool = False
-) -> tuple[list["Recorded"], int]:
-    """The events of a JSONL file (line number = recording order), each a first copy; bad lines
-    and later copies of an event id with another body reported and counted."""
+def _recorded(events_file: Path, max_bytes: int) -> tuple[list["Recorded"], int, list["PolicyVersion"]]:
+    """The events of a JSONL file (line number = recording order), each a first copy, and the
+    policy versions of its policy lines (position = line number; an export writes them first);
+    bad lines and later copies of an event id with another body reported and counted."""
+    from projections.contracts import PolicyVersion
     from projections.timeline import Recorded, dedupe
+    from services.worker.batches import PolicyDecoder
 
-    records, rejected = [], 0
-    for lineno, outcome in _read_events(events_file, max_bytes, skip_policy_events=skip_policy_events):
+    records, rejected, versions = [], 0, []
+    policies = PolicyDecoder()
+    for lineno, line in _read_lines(events_file):
+        if _is_policy_line(line):
+            taken = policies.take(lineno, line)
+            if isinstance(taken, PolicyVersion):
+                versions.append(taken)
+            elif isinstance(taken, str):
+                rejected += 1
+                click.echo(f"{events_file}:{lineno}: {taken}", err=True)
+            continue  # a copy of an earlier version (an int): skipped, as a repeated event is
+        outcome = _decoded(line, max_bytes)
         if isinstance(outcome, EventRejected):
             rejected += 1
             click.echo(f"{events_file}:{lineno}: {outcome.kind}: {outcome.detail}", err=True)
@@ -670,13 +966,14 @@ def _recorded(
             "with another body; the first copy is the event",
             err=True,
         )
-    return sorted(deduped.kept + deduped.duplicates, key=lambda r: r.seq), rejected + len(deduped.conflicts)
+    ordered = sorted(deduped.kept + deduped.duplicates, key=lambda r: r.seq)
+    return ordered, rejected + len(deduped.conflicts), versions
 
 
 def _what_if(
     records: list["Recorded"],
-    old: "Policy",
-    new: "Policy",
+    old: "Contracts",
+    new: "Contracts",
     as_of: datetime | None,
     rejected: int,
     output: str,
@@ -714,8 +1011,10 @@ def _what_if(
     "--policy",
     "policy_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Policy file (TOML); default: with --events, SLATRACK_POLICY_FILE, else the packaged default "
-    "policy; from the read models, the policy they are computed with.",
+    help="Policy file (TOML) that measures the ticket; default: with --events, the version of its "
+    "contract the file's policy lines put in force at its dispatch (the default contract: "
+    "SLATRACK_POLICY_FILE, else the packaged default policy, where it has none); from the read "
+    "models, the policy they are computed with.",
 )
 @click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def explain(
@@ -727,17 +1026,22 @@ def explain(
     output: str,
 ) -> None:
     """The audit trail of TICKET: every event and what it did, the final view, a digest of the inputs."""
+    from projections.contracts import Contracts
     from projections.explain import explain as explain_ticket
+    from projections.policy import Policy
     from projections.replay import latest_instant
     from services.worker.histories import AmbiguousTicket, UnknownTicket, split_history
 
     settings = _settings()
     policy: Policy | Contracts
     policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
+    source: Policy | Contracts = policy
     instant = _instant(as_of, "--as-of") if as_of is not None else None
     try:
         if events_file is not None:
-            everything, _ = _recorded(events_file, settings.max_event_bytes)
+            everything, _, versions = _recorded(events_file, settings.max_event_bytes)
+            # --policy measures the ticket whatever the versions: as replay --policy.
+            source = Contracts(policy, versions, override=policy if policy_file is not None else None)
             try:
                 records, account = split_history(everything, ticket, customer_id)
             except UnknownTicket:
@@ -745,13 +1049,13 @@ def explain(
             instant = instant or latest_instant(everything)  # first copies already (per customer)
         else:
             records, account, stored_policy = _stored_history(settings, ticket, customer_id, policy)
-            policy = policy if policy_file is not None else stored_policy
+            source = policy if policy_file is not None else stored_policy
     except (UnknownTicket, AmbiguousTicket) as exc:
         raise click.ClickException(
             f"{exc}{' (--customer)' if isinstance(exc, AmbiguousTicket) else ''}"
         ) from None
     at = instant or whole_second(datetime.now().astimezone())  # default: now, whole second
-    document = explain_ticket(records, account, policy, at)
+    document = explain_ticket(records, account, source, at)
     if document is None:
         raise click.ClickException(f"ticket {ticket!r} was not opened by {at:%Y-%m-%dT%H:%M:%SZ}")
     if output == "json":
@@ -807,8 +1111,10 @@ def report(
     Every ticket dispatched in the month is evaluated as of the month's end, or, the month not
     being over, as of the customer's latest event. The same log gives the same bytes (only
     `complete` depends on when it runs), and the same bytes as GET /v1/customers/ID/report.
-    With --events, policy events (policy.version_published lines) are skipped for now.
+    With --events, measured with the file's policy events (an export writes them first), the
+    default contract's base being --policy, else SLATRACK_POLICY_FILE, else the packaged default.
     """
+    from projections.contracts import Contracts
     from projections.report import MonthError, monthly_report, parse_month
     from projections.report_render import render as render_report
 
@@ -820,10 +1126,10 @@ def report(
     policy = _policy(policy_file) if policy_file is not None else _configured_policy(settings)
     source: Policy | Contracts
     if events_file is not None:
-        records, _ = _recorded(events_file, settings.max_event_bytes, skip_policy_events=True)
+        records, _, versions = _recorded(events_file, settings.max_event_bytes)
         if not any(r.event.customer_id == customer_id for r in records):
             raise click.ClickException(f"unknown customer {customer_id!r}: no event of it in {events_file}")
-        source = policy
+        source = Contracts(policy, versions)
     else:
         records, source = _stored_customer(settings, customer_id, policy, policy_file is not None)
     document = monthly_report(records, source, customer_id, month, datetime.now().astimezone())

@@ -1,5 +1,6 @@
 """Every text table the ``slatrack`` command prints: a replay's summary, an explanation, a
-what-if comparison. Each takes the JSON document the command would print with --json."""
+what-if comparison, the policy versions. Each takes the JSON document the command would print
+with --json."""
 
 from typing import Any
 
@@ -171,3 +172,39 @@ def comparison_table(document: dict[str, Any]) -> str:
                 f"({m['delta_cents']:+d})"
             )
     return "\n".join([*lines, document["summary"]])
+
+
+# -- contracts: the policy topic's versions ----------------------------------------------
+
+
+def published_policy(listing: dict[str, Any], topic: str) -> str:
+    """What ``slatrack policy publish`` published, from the version's listing."""
+    retroactive = " (retroactive)" if listing["retroactive"] else ""
+    return (
+        f"published contract {listing['contract']} version {listing['policy_version']} "
+        f"({listing['digest']}), effective from {listing['effective_from']}{retroactive}, "
+        f"to {topic} at offset {listing['position']}"
+    )
+
+
+def policy_table(listings: list[dict[str, Any]], topic: str) -> str:
+    """One line per version, in the order published; a retroactive one says so."""
+    header = ["offset", "contract", "version", "effective from", "published at", "digest"]
+    rows = [
+        [
+            str(listing["position"]),
+            listing["contract"],
+            listing["policy_version"],
+            listing["effective_from"],
+            listing["published_at"],
+            listing["digest"] + ("  retroactive" if listing["retroactive"] else ""),
+        ]
+        for listing in listings
+    ]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *rows)
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join([*lines, f"{len(listings)} versions on {topic}"])

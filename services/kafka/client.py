@@ -25,6 +25,8 @@ from services.worker.batches import partition_problem
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+# The policy topic has one partition: the order of its versions is the offset order.
+POLICY_PARTITIONS = 1
 
 
 def security(settings: Settings) -> BaseSecurity | None:
@@ -98,7 +100,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     The dead-letter topic is kept forever too: a rejected message waits there
     until someone has looked at it. Signals are notifications, kept for
-    ``signals_retention_ms``.
+    ``signals_retention_ms``. The policy topic is part of the log (every number is computed
+    with its versions): kept forever, and in one partition, so that its order is one order
+    for every reader (a version's position is its offset).
     """
     forever = {"cleanup.policy": "delete", "retention.ms": "-1"}
     signals = {"cleanup.policy": "delete", "retention.ms": str(settings.signals_retention_ms)}
@@ -107,6 +111,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_events, partitions, replicas, forever),
         TopicSpec(settings.topic_dlq, partitions, replicas, forever),
         TopicSpec(settings.topic_signals, partitions, replicas, signals),
+        TopicSpec(settings.topic_policies, POLICY_PARTITIONS, replicas, forever),
     ]
 
 
@@ -157,7 +162,19 @@ def topic_problem(settings: Settings, spec: TopicSpec, found: dict[str, Any] | N
         return (
             f"topic {spec.name!r} has {len(found['partitions'])} partitions: {partition_problem(beyond[0])}"
         )
+    if spec.name == settings.topic_policies and len(found["partitions"]) != POLICY_PARTITIONS:
+        return policy_partitions_problem(settings, len(found["partitions"]))
     return None
+
+
+def policy_partitions_problem(settings: Settings, partitions: int) -> str:
+    """Why a policy topic of ``partitions`` partitions cannot be used (it must have exactly one)."""
+    return (
+        f"topic {settings.topic_policies!r} has {partitions} partitions; the policy topic must have "
+        "exactly one (a version's position is its offset, one order for every reader): create it "
+        f"with one partition (retention.ms=-1) and publish the versions again, or set "
+        "SLATRACK_TOPIC_POLICIES to another topic"
+    )
 
 
 async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:

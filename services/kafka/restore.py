@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from events import quoted
+from events.policies import MAX_POLICY_EVENT_BYTES
 from services.config import Settings
 from services.kafka.client import raw_producer
 from services.kafka.consumer import PLACEHOLDER_HEADER
@@ -97,6 +98,55 @@ async def restore_log(settings: Settings, store: ReadModelStore) -> Restored | N
     finally:
         await producer.stop()
     return Restored(settings.topic_events, generation, events, placeholders, len(ends))
+
+
+async def restore_policies(settings: Settings, store: ReadModelStore) -> int | None:
+    """Write the policy versions the active generation has read back into an empty policy topic,
+    each at its original position (placeholders where the topic held a record that was no
+    version): a worker's stored position in the topic stays true, and a version published
+    afterwards gets the next one. Returns how many versions (None: nothing to restore; the topic
+    holds them already)."""
+    from services.kafka.policies import read_policy_records
+
+    generation = await asyncio.to_thread(store.active_generation)
+    if generation is None:
+        return None
+    stored = dict(await asyncio.to_thread(store.policy_versions, generation))
+    if not stored:
+        return None
+    end = max(stored) + 1
+    topic = settings.topic_policies
+    found = await read_policy_records(settings)
+    if found.end >= end:
+        return None  # not lost
+    if found.end > 0:
+        raise RestoreRefused(
+            f"{topic} holds {found.end} records, but read-model generation {generation} has read policy "
+            f"versions up to position {end - 1}: restore writes only into an empty policy topic"
+        )
+    producer = raw_producer(settings, max_request_size=MAX_POLICY_EVENT_BYTES + 64 * 1024)
+    await producer.start()
+    try:
+        sent = []
+        for position in range(end):
+            body = stored.get(position)
+            if body is None:
+                future = await producer.send(
+                    topic, b"", partition=0, headers=[(PLACEHOLDER_HEADER, PLACEHOLDER_NOTE)]
+                )
+            else:
+                future = await producer.send(topic, body, partition=0)
+            sent.append((position, future))
+        for position, future in sent:
+            landed = (await future).offset
+            if landed != position:
+                raise RestoreFailed(
+                    f"{topic}: a restored policy version landed at offset {landed}, not {position}: someone "
+                    "else writes to the policy topic; stop every publisher, empty it and restore again"
+                )
+    finally:
+        await producer.stop()
+    return len(stored)
 
 
 async def log_bounds(settings: Settings) -> LogBounds:

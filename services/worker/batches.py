@@ -1,16 +1,18 @@
 """What the worker receives and sends back: batches of consumed events, and its answers to the
-consumer (rewind, dead letters not written). The Kafka consumer (services.kafka.consumer) makes
-the batches; nothing here knows Kafka.
+consumer (rewind, dead letters not written); and what it reads of the policy topic (the policy
+versions: :class:`PolicyRead`, :class:`PolicyLog`). The Kafka consumer (services.kafka.consumer)
+makes the batches, services.kafka.policies reads the policy topic; nothing here knows Kafka.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from events import Event, EventRejected
-from projections.contracts import PolicyVersion
+from events import Event, EventRejected, RejectKind
+from events.policies import PolicyVersionPublished, decode_policy_event
+from projections.contracts import ContractError, PolicyVersion, version_of
 
 log = logging.getLogger(__name__)
 
@@ -170,19 +172,75 @@ class WholeLog(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True)
-class PolicyRead:
-    """What a read of the policy topic found: the versions (each checked), the records rejected
-    ((offset, why): a malformed one never stops a reader), and the position after them."""
+# --- the policy topic --------------------------------------------------------------------------
 
-    versions: list[PolicyVersion]
-    rejected: list[tuple[int, str]]
-    end: int
+
+@dataclass
+class PolicyRead:
+    """What a read of the policy topic found, from a position up to the end as found when the
+    reading started: the valid versions in topic order, the records that are none (position,
+    why: never raised, a malformed policy event must not stop a reader), and the position to read
+    from next. ``end`` below the position asked from: the topic ends before it (it was emptied or
+    replaced). ``duplicates``: the positions of later identical copies of a version (skipped)."""
+
+    versions: list[PolicyVersion] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    end: int = 0
+    duplicates: list[int] = field(default_factory=list)
 
 
 class PolicyLog(Protocol):
-    """The policy topic, as the worker reads it (services.kafka.policies)."""
+    """The policy topic, followed: ``read(start)`` reads from position ``start`` up to the end as
+    found when the reading starts (services.kafka.policies.KafkaPolicyLog; tests: an in-memory
+    one). A missing topic reads as empty."""
 
-    async def read(self, start: int) -> PolicyRead:
-        """Its records from position ``start`` up to its end as found now."""
-        ...
+    async def read(self, start: int) -> PolicyRead: ...
+
+
+class PolicyDecoder:
+    """Policy records, position by position, as versions or why not (the same for the topic and
+    the policy lines of an export): the envelope (events.policies.decode_policy_event), then the
+    policy and its digest (projections.contracts.version_of). The first copy of an ``event_id``
+    is the version: a later identical copy is a duplicate (skipped), a later one with another body
+    rejected (``duplicate_event_id_conflict``). First copies are remembered across reads, by
+    position, so reading a stretch again gives the same answer."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[int, PolicyVersionPublished]] = {}
+
+    def take(self, position: int, raw: bytes | None) -> PolicyVersion | int | str:
+        """The version at ``position``; or the position of the first copy it duplicates (an int);
+        or why it is no version (a str, ``kind: detail``)."""
+        try:
+            event = decode_policy_event(raw)
+        except EventRejected as rejection:
+            return f"{rejection.kind}: {rejection.detail}"
+        first = self._first.get(event.event_id)
+        if first is not None and first[0] != position:
+            if first[0] < position:
+                if first[1] == event:
+                    return first[0]
+                return (
+                    f"{RejectKind.DUPLICATE_EVENT_ID_CONFLICT}: event_id {event.event_id!r} is at position "
+                    f"{first[0]} with another body; the first copy is the version"
+                )
+        try:
+            version = version_of(event, position)
+        except ContractError as exc:
+            return f"invalid_policy: {exc}"
+        if first is None or position < first[0]:
+            self._first[event.event_id] = (position, event)
+        return version
+
+    def read(self, records: Iterable[tuple[int, bytes | None]], end: int) -> PolicyRead:
+        """A :class:`PolicyRead` of ``(position, value)`` records, in position order, up to ``end``."""
+        found = PolicyRead(end=end)
+        for position, raw in records:
+            taken = self.take(position, raw)
+            if isinstance(taken, PolicyVersion):
+                found.versions.append(taken)
+            elif isinstance(taken, int):
+                found.duplicates.append(position)
+            else:
+                found.rejected.append((position, taken))
+        return found

@@ -214,7 +214,13 @@ class Projector:
         versions it has read, and read the policy topic in full (before any batch)."""
         generation = await self.generations.open()
         self._policy_end = self.contracts.position
-        await self.read_policies()
+        try:
+            await self.read_policies()
+        except Exception as exc:  # the broker down: the versions stored stand; follow_policies reads
+            # on, and what a version read later changes is recomputed then (apply_policies)
+            log.warning(
+                "reading the policy topic %s failed (%r); reading it again later", self.policy_topic, exc
+            )
         return generation
 
     # -- contracts: the policy topic ----------------------------------------
@@ -418,8 +424,8 @@ class Projector:
         self._policy_end = self.contracts.position
         try:
             await self.read_policies()
-        except Exception:  # the broker down: the stored versions stand, follow_policies reads on
-            log.exception("reading the policy topic %s failed", self.policy_topic)
+        except Exception as exc:  # the broker down: the stored versions stand, follow_policies reads on
+            log.warning("reading the policy topic %s failed (%r)", self.policy_topic, exc)
         self._policies_pending = bool(self.contracts.versions)
         stored = await asyncio.to_thread(self.store.stored_offsets, generation, self.topic)
         return self.tracking.restart(stored, f"generation changed to {generation}")

@@ -62,6 +62,7 @@ def fresh_settings(kafka_bootstrap: str, **overrides: Any) -> Settings:
         "topic_events": f"ticket-events-{suffix}",
         "topic_dlq": f"ticket-events-{suffix}.dlq",
         "topic_signals": f"sla-signals-{suffix}",
+        "topic_policies": f"policy-versions-{suffix}",
         "kafka_group_id": f"slatrack-{suffix}",
         "kafka_session_timeout_ms": 6000,
         "api_tokens": SecretStr(TOKENS_JSON),

@@ -1,5 +1,6 @@
 """docs/asyncapi.yaml against the real thing: what a worker reads, dead-letters and signals on
-the real broker is what the document says, message by message.
+the real broker is what the document says, message by message (and a version published on the
+policy topic).
 
 A small history goes through a real worker (ValidatingConsumer, Projector, EventPublisher): an
 urgent ticket breaches and is escalated, then its answer arrives late and takes both back; an
@@ -19,14 +20,17 @@ from typing import Any
 import orjson
 import pytest
 
+from events.policies import decode_policy_event
 from projections.policy import default_policy
 from services.kafka.consumer import ValidatingConsumer
+from services.kafka.policies import publish_policy
 from services.kafka.publisher import EventPublisher
 from services.store import open_store
 from services.worker.outbox import relay_once
 from services.worker.projector import Projector
 from tests.engine_helpers import Story, ny, utc
 from tests.kafka_helpers import produce, read_all
+from tests.samples import policy_sample
 from tests.unit.test_signal_schema import AsyncApi
 
 pytestmark = pytest.mark.broker
@@ -113,20 +117,35 @@ async def test_real_messages_match_the_asyncapi_document(kafka_settings, tmp_pat
     settings = kafka_settings.model_copy(update={"data_dir": tmp_path})
     messages, applied, rejected = history()
     sent = await run_worker(settings, messages, applied)
+    versions = [policy_sample(), policy_sample(event_id="pol-2", contract="gold", retroactive=True)]
+    for version in versions:
+        await publish_policy(settings, decode_policy_event(orjson.dumps(version)))
 
     api = AsyncApi()
     topics = {
         "ticket-events": settings.topic_events,
         "ticket-events.dlq": settings.topic_dlq,
         "sla-signals": settings.topic_signals,
+        "policy-versions": settings.topic_policies,
     }
     assert {c["address"] for c in api.document["channels"].values()} == set(topics)
     read = {
         "ticket-events": await read_all(settings, settings.topic_events, len(messages)),
         "ticket-events.dlq": await read_all(settings, settings.topic_dlq, rejected),
         "sla-signals": await read_all(settings, settings.topic_signals, sent),
+        "policy-versions": await read_all(settings, settings.topic_policies, len(versions)),
     }
-    assert [len(read[a]) for a in topics] == [len(messages), rejected, sent]
+    assert [len(read[a]) for a in topics] == [len(messages), rejected, sent, len(versions)]
+
+    # policy-versions: each version is the channel's one message, keyed by its contract.
+    channel_id, _ = api.channel("policy-versions")
+    (published,) = api.messages(channel_id).values()
+    for record in read["policy-versions"]:
+        value = orjson.loads(record.value)
+        assert api.payload_validator(published).is_valid(value)
+        assert record.key == value["contract"].encode() and record.partition == 0
+        check_headers(api, published, record)
+    assert [orjson.loads(r.value)["event_id"] for r in read["policy-versions"]] == ["pol-1", "pol-2"]
 
     # ticket-events: each valid event is exactly one of the channel's messages, keyed by customer.
     channel_id, _ = api.channel("ticket-events")

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import services.dev.demo
 from services.cli.commands import main
 from services.config import Settings, env_name
-from tests.samples import sample
+from tests.samples import policy_text, sample
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -72,11 +72,14 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
     events.write_bytes(
         b"\n".join(orjson.dumps(sample(t, event_id=t)) for t in ("ticket.opened", "ticket.responded")) + b"\n"
     )
+    policy = tmp_path / "gold.toml"
+    policy.write_text(policy_text("gold-1"), encoding="utf-8")
     env = environment(
         SLATRACK_KAFKA_BOOTSTRAP=kafka_settings.bootstrap(),
         SLATRACK_TOPIC_EVENTS=kafka_settings.topic_events,
         SLATRACK_TOPIC_DLQ=kafka_settings.topic_dlq,
         SLATRACK_TOPIC_SIGNALS=kafka_settings.topic_signals,
+        SLATRACK_TOPIC_POLICIES=kafka_settings.topic_policies,
         SLATRACK_KAFKA_GROUP_ID=kafka_settings.kafka_group_id,
         SLATRACK_DATA_DIR=str(tmp_path / "data"),
     )
@@ -96,20 +99,24 @@ def test_help_lists_every_setting_each_command_reads(kafka_settings, tmp_path, m
         ["calendar", "between", "2026-11-02T09:00:00Z", "2026-11-02T10:00:00Z"],
         ["schema", "--check", "--out", str(REPO / "docs" / "schemas")],
         ["demo", "--customers", "1", "--tickets", "1", "--days", "1"],
+        ["policy", "publish", str(policy), "--contract", "gold", "--effective-from", "now"],
+        ["policy", "list"],
+        ["policy", "show", "default"],
     ]
     reads = Reads(monkeypatch)
     seen: dict[str, set[str]] = {}
     for command in commands:
         result = cli(command, env)
         assert result.exit_code == 0, (command, result.output)
-        name = " ".join(command[:2] if command[0] == "topics" else command[:1])
+        name = " ".join(command[:2] if command[0] in ("topics", "policy") else command[:1])
         read = {env_name(field) for field in reads.take()}
         seen[name] = seen.get(name, set()) | read
-        helped = listed(command[:2] if command[0] in ("topics", "calendar") else command[:1])
+        helped = listed(command[:2] if command[0] in ("topics", "calendar", "policy") else command[:1])
         assert read <= helped, f"{name} reads {sorted(read - helped)}, its --help does not say so"
     # The recording sees the reads (this test would pass vacuously otherwise).
     assert "SLATRACK_DATA_DIR" in seen["explain"] and "SLATRACK_KAFKA_BOOTSTRAP" in seen["publish"]
     assert "SLATRACK_DATA_DIR" in seen["report"]
+    assert "SLATRACK_TOPIC_POLICIES" in seen["policy list"] and "SLATRACK_TOPIC_POLICIES" in seen["export"]
     assert seen["schema"] == seen["calendar"] == set()
 
 

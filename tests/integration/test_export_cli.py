@@ -32,6 +32,7 @@ def cli_env(settings) -> dict[str, str]:
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
         "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_TOPIC_POLICIES": settings.topic_policies,
         "SLATRACK_KAFKA_REQUEST_TIMEOUT_MS": str(settings.kafka_request_timeout_ms),
     }
 

@@ -23,6 +23,8 @@ def publish(settings, *args: str, **variables: str) -> subprocess.CompletedProce
         "SLATRACK_KAFKA_BOOTSTRAP": settings.bootstrap(),
         "SLATRACK_TOPIC_EVENTS": settings.topic_events,
         "SLATRACK_TOPIC_DLQ": settings.topic_dlq,
+        "SLATRACK_TOPIC_SIGNALS": settings.topic_signals,
+        "SLATRACK_TOPIC_POLICIES": settings.topic_policies,
         **variables,
     }
     return subprocess.run(
@@ -68,3 +70,18 @@ def test_blank_lines_are_ignored_and_unreachable_broker_is_clear(tmp_path, kafka
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("Error: Kafka at 127.0.0.1:1 not reachable after 5 s: ")
+
+
+def test_a_policy_line_is_not_sent_to_the_events_topic(kafka_settings, tmp_path):
+    """An export starts with its policy events: they are the policy topic's, and publish says so."""
+    from tests.samples import policy_sample
+
+    file = write_jsonl(
+        tmp_path / "export.jsonl", [orjson.dumps(policy_sample()), orjson.dumps(sample("ticket.opened"))]
+    )
+    refused = publish(kafka_settings, str(file))
+    assert refused.returncode == 1
+    assert (
+        f"{file}:1: unknown_type: a policy event (policy.version_published): it goes to the policy topic"
+        in (refused.stderr)
+    )

@@ -207,3 +207,43 @@ async def test_the_restore_command(tmp_path):
         )
         assert "Traceback" not in again.stderr.decode()
         assert (await log_bounds(settings)).end == {0: 5, 1: 0, 2: 0, 3: 2, 4: 0, 5: 3}
+
+
+async def test_the_policy_versions_come_back_at_their_positions(tmp_path):
+    """The embedded broker forgets the policy topic too: the versions the read models have read
+    go back at their positions (a placeholder where the topic held a record that was none), so a
+    worker's position in the topic stays true and the next version published comes after them."""
+    from events.policies import encode_policy_event
+    from services.kafka.policies import publish_policy, read_policies
+    from services.kafka.restore import restore_policies
+    from services.worker.ports import BatchWrite
+    from tests.contracts_helpers import amended_text, policy_event, premium_text
+
+    store = open_store(Settings(data_dir=tmp_path))
+    try:
+        projector = Projector(store, default_policy(), TOPIC)
+        generation = await projector.open()
+        premium = policy_event(premium_text(), "premium", datetime(2026, 11, 1, tzinfo=UTC))
+        amended = policy_event(amended_text(), "default", datetime(2026, 11, 16, 5, tzinfo=UTC))
+        write = BatchWrite(
+            TOPIC, {}, policies=[(0, encode_policy_event(premium)), (2, encode_policy_event(amended))]
+        )
+        store.commit_batch(generation, write)
+        async with new_broker(Settings(data_dir=tmp_path, kafka_session_timeout_ms=6000)) as settings:
+            assert await restore_policies(settings, store) == 2
+            read = await read_policies(settings)
+            assert [(v.position, v.policy.version) for v in read.versions] == [
+                (0, "premium-2026.1"),
+                (2, "default-2026.2"),
+            ]
+            assert [(p, why.split(":")[0]) for p, why in read.rejected] == [(1, "empty")]
+            assert read.end == 3
+            assert await restore_policies(settings, store) is None  # there already: nothing to do
+            later = policy_event(
+                premium_text().replace("premium-2026.1", "premium-2027.1"),
+                "premium",
+                datetime(2027, 1, 1, tzinfo=UTC),
+            )
+            assert await publish_policy(settings, later) == 3
+    finally:
+        store.close()

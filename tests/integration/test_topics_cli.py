@@ -24,6 +24,7 @@ def topics_create(bootstrap: str, suffix: str, *args: str) -> subprocess.Complet
         "SLATRACK_TOPIC_EVENTS": f"events-{suffix}",
         "SLATRACK_TOPIC_DLQ": f"events-{suffix}.dlq",
         "SLATRACK_TOPIC_SIGNALS": f"signals-{suffix}",
+        "SLATRACK_TOPIC_POLICIES": f"policies-{suffix}",
         "SLATRACK_TOPIC_PARTITIONS": "3",
         # Forbidden for serve, and still done here: creating them is this command's job.
         "SLATRACK_KAFKA_CREATE_TOPICS": "false",
@@ -38,7 +39,7 @@ def topics_create(bootstrap: str, suffix: str, *args: str) -> subprocess.Complet
     )
 
 
-async def test_creates_the_three_topics_and_can_run_again(kafka_settings):
+async def test_creates_the_four_topics_and_can_run_again(kafka_settings):
     suffix = uuid.uuid4().hex[:8]
     first = topics_create(kafka_settings.bootstrap(), suffix)
     assert first.returncode == 0, first.stderr
@@ -46,14 +47,17 @@ async def test_creates_the_three_topics_and_can_run_again(kafka_settings):
         f"events-{suffix}: 3 partitions, replication 1, cleanup.policy=delete, retention.ms=-1",
         f"events-{suffix}.dlq: 3 partitions, replication 1, cleanup.policy=delete, retention.ms=-1",
         f"signals-{suffix}: 3 partitions, replication 1, cleanup.policy=delete, retention.ms=2592000000",
+        # One partition whatever SLATRACK_TOPIC_PARTITIONS says: one order of the versions.
+        f"policies-{suffix}: 1 partition, replication 1, cleanup.policy=delete, retention.ms=-1",
     ]
     admin = AIOKafkaAdminClient(**client_options(kafka_settings))
     await admin.start()
     try:
-        found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([f"events-{suffix}"])}
+        described = await admin.describe_topics([f"events-{suffix}", f"policies-{suffix}"])
+        found = {t["topic"]: len(t["partitions"]) for t in described}
     finally:
         await admin.close()
-    assert found == {f"events-{suffix}": 3}
+    assert found == {f"events-{suffix}": 3, f"policies-{suffix}": 1}
     again = topics_create(kafka_settings.bootstrap(), suffix)
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout

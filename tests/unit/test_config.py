@@ -23,7 +23,7 @@ from services.config import (
     parse_api_tokens,
     settings_help,
 )
-from services.kafka.client import client_options
+from services.kafka.client import client_options, topic_specs
 from services.worker.batches import MAX_PARTITIONS
 from tests.samples import sample
 
@@ -44,6 +44,16 @@ def test_environment_overrides(monkeypatch):
     assert not settings.uses_embedded_broker
     assert settings.bootstrap() == "kafka-1:9093,kafka-2:9093"
     assert settings.topic_partitions == 12
+
+
+def test_the_policy_topic_is_configured_and_made_of_one_partition_kept_forever(monkeypatch):
+    assert Settings().topic_policies == "policy-versions"
+    monkeypatch.setenv("SLATRACK_TOPIC_POLICIES", "contracts")
+    monkeypatch.setenv("SLATRACK_TOPIC_PARTITIONS", "12")
+    settings = Settings()
+    (spec,) = [s for s in topic_specs(settings) if s.name == "contracts"]
+    assert spec.partitions == 1  # whatever SLATRACK_TOPIC_PARTITIONS says
+    assert spec.configs == {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 
 def test_at_most_1024_partitions_for_the_topics_slatrack_creates(monkeypatch):

@@ -145,3 +145,19 @@ def test_an_existing_events_topic_of_more_than_1024_partitions_is_refused_at_sta
     assert problem is not None and "1025 partitions" in problem and "partition 1024" in problem
     assert topic_problem(settings, dlq, described(2000)) is None  # only the events are projected
     assert "does not exist" in (topic_problem(settings, events, None) or "")
+
+
+def test_a_policy_topic_of_more_than_one_partition_is_refused_at_start():
+    """The versions' order is the offset order of one partition: a policy topic of two is refused."""
+    settings = Settings()
+    (policies,) = [s for s in topic_specs(settings) if s.name == settings.topic_policies]
+
+    def described(count: int) -> dict[str, Any]:
+        return {"error_code": 0, "partitions": [{"partition": p} for p in range(count)]}
+
+    assert topic_problem(settings, policies, described(1)) is None
+    problem = topic_problem(settings, policies, described(2))
+    assert problem is not None
+    assert problem.startswith(
+        "topic 'policy-versions' has 2 partitions; the policy topic must have exactly one"
+    )

@@ -91,3 +91,49 @@ def test_calendar_questions():
     )
     assert orjson.loads(always.stdout) == {"seconds": 25 * 3600}
     assert run("calendar", "--calendar", "nope", "add", "2026-10-30T15:30:00Z", "1").exit_code == 2
+
+
+def test_without_policy_lines_the_output_is_the_one_policys_byte_for_byte(history_file, tmp_path):
+    """--policy FILE on a file with no policy line: the document of that one policy, as before
+    contracts (no "policies" keys, its policy_version)."""
+    from events import decode_event
+    from projections.policy import default_policy, parse_policy
+    from projections.replay import replay
+    from projections.timeline import Recorded
+    from tests.samples import policy_text
+
+    path, events = history_file
+    records = [Recorded(n, decode_event(orjson.dumps(e))) for n, e in enumerate(events, start=1)]
+    trial = tmp_path / "trial.toml"
+    trial.write_text(policy_text("trial-2026.9", "3h"))
+    for args, policy in (([], default_policy()), (["--policy", str(trial)], parse_policy(trial.read_text()))):
+        result = run("replay", "--events", str(path), *args)
+        assert result.exit_code == 0, result.output
+        expected = orjson.dumps(replay(records, policy), option=orjson.OPT_INDENT_2) + b"\n"
+        assert result.stdout_bytes == expected
+        assert b'"policies"' not in result.stdout_bytes
+
+
+def test_policy_lines_are_versions_and_bad_ones_are_reported_and_counted(tmp_path):
+    """The policy lines of a file (an export writes them first) measure its tickets; a bad one
+    is reported with its line and why, counted, and stops nothing; a copy is skipped."""
+    from tests.feed import event
+    from tests.samples import policy_sample
+
+    good = orjson.dumps(policy_sample(effective_from="2026-11-03T00:00:00Z"))
+    bad = orjson.dumps(policy_sample(event_id="pol-2", digest="sha256:" + "1" * 64))
+    tickets = [
+        event("a-1", "ticket.opened", "2026-11-02T14:00:00Z", "acme", "EARLY", priority="urgent"),
+        event("a-2", "ticket.opened", "2026-11-03T14:00:00Z", "acme", "LATE", priority="urgent"),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([bad, good, good, *(orjson.dumps(e) for e in tickets)]) + b"\n")
+    result = run("replay", "--events", str(path))
+    assert result.exit_code == 0, result.output
+    [error] = result.stderr.splitlines()
+    assert error.startswith(f"{path}:1: invalid_policy: policy event at position 1")
+    document = orjson.loads(result.stdout)
+    assert document["rejected"] == 1  # the copy on line 3 is a duplicate, not a rejection
+    assert [p["position"] for p in document["policies"]] == [2]
+    versions = {t["ticket_id"]: t["policy_version"] for t in document["tickets"]}
+    assert versions == {"EARLY": "default-2026.1", "LATE": "amended-2026.2"}

@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from events import EVENT_TYPES, RejectKind
+from events.policies import POLICY_EVENT_TYPE
 from events.signals import SIGNAL_ADAPTER, SIGNAL_MODELS, SIGNAL_TYPES
 from projections.policy import Policy, parse_policy
 from projections.signals import LATE_EVENT, REBUILD, Ledger, settle
@@ -455,15 +456,18 @@ class AsyncApi:
         return Draft202012Validator(schema)
 
 
-def test_asyncapi_describes_the_three_topics_and_what_slatrack_does_on_each():
+def test_asyncapi_describes_the_four_topics_and_what_slatrack_does_on_each():
     api = AsyncApi()
     assert api.document["asyncapi"] == "3.0.0"
     addresses = {c["address"] for c in api.document["channels"].values()}
-    assert addresses == {"ticket-events", "ticket-events.dlq", "sla-signals"}
+    assert addresses == {"ticket-events", "ticket-events.dlq", "sla-signals", "policy-versions"}
     done = {
         (api.follow(op["channel"])["address"], op["action"]) for op in api.document["operations"].values()
     }
     assert {("ticket-events", "receive"), ("ticket-events.dlq", "send"), ("sla-signals", "send")} <= done
+    assert {("policy-versions", "send"), ("policy-versions", "receive")} <= done
+    policies = api.document["channels"][api.channel("policy-versions")[0]]["bindings"]["kafka"]
+    assert policies["partitions"] == 1 and policies["topicConfiguration"]["retention.ms"] == -1
     for op in api.document["operations"].values():
         channel_id = op["channel"]["$ref"].removeprefix("#/channels/")
         channel_messages = api.document["channels"][channel_id]["messages"]
@@ -481,7 +485,11 @@ def test_asyncapi_describes_the_three_topics_and_what_slatrack_does_on_each():
 
 @pytest.mark.parametrize(
     ("address", "types", "directory"),
-    [("ticket-events", EVENT_TYPES, DOCS / "schemas"), ("sla-signals", SIGNAL_TYPES, SCHEMAS)],
+    [
+        ("ticket-events", EVENT_TYPES, DOCS / "schemas"),
+        ("sla-signals", SIGNAL_TYPES, SCHEMAS),
+        ("policy-versions", (POLICY_EVENT_TYPE,), DOCS / "schemas" / "policies"),
+    ],
 )
 def test_asyncapi_has_a_message_per_type_with_its_schema_file(address, types, directory):
     api = AsyncApi()
