@@ -27,6 +27,7 @@ from services.bootstrap import Services
 from services.config import Settings
 from services.kafka.client import ensure_topics, topic_specs
 from services.kafka.consumer import ValidatingConsumer
+from services.kafka.policies import KafkaPolicyLog
 from services.kafka.publisher import EventPublisher
 from services.store import open_store
 from services.worker.batches import Lag
@@ -95,8 +96,10 @@ class LiveApi:
         clock: Callable[[], datetime] | None = lambda: AS_OF,
         lag: Lag | None = None,
         worker: bool = True,
+        policies: bool = False,
     ):
         self.settings = settings
+        self.with_policies = policies  # the worker follows the policy topic, as serve's does
         self.clock = clock
         self.custom_lag = lag
         self.with_worker = worker
@@ -119,6 +122,9 @@ class LiveApi:
         self.publisher = EventPublisher(self.settings)
         await self.publisher.__aenter__()
         kwargs: dict[str, Any] = {} if self.clock is None else {"clock": self.clock}
+        self.policies = KafkaPolicyLog(self.settings) if self.with_policies else None
+        if self.policies is not None:
+            kwargs |= {"policy_log": self.policies, "policy_topic": self.settings.topic_policies}
         self.projector = Projector(
             self.store,
             default_policy(),
@@ -141,6 +147,8 @@ class LiveApi:
             await self.projector.open()
             assert self.stop_event is not None
             self.worker_task = asyncio.create_task(self.consumer.run(self.stop_event))
+            if self.policies is not None:
+                self.tasks.append(asyncio.create_task(self.projector.follow_policies(self.stop_event, 0.5)))
 
         self.call(start())
 
@@ -163,6 +171,8 @@ class LiveApi:
             if rebuild is not None:
                 await asyncio.gather(rebuild, return_exceptions=True)
             await self.publisher.__aexit__(None, None, None)
+            if self.policies is not None:
+                await self.policies.close()
             await asyncio.to_thread(self.store.close)
 
         self.client.close()
