@@ -236,6 +236,15 @@ class Projector:
             if position not in self._rejected_policies:
                 self._rejected_policies.add(position)
                 log.error("%s@%d is not a policy version, skipped: %s", self.policy_topic, position, why)
+        if read.end < self._policy_end:
+            log.error(
+                "the policy topic %s ends at position %d, before %d, where this worker has read it up to: "
+                "it was emptied or replaced. The versions the read models hold stand; write them back with "
+                "`slatrack restore` before publishing another (it would take a position already used)",
+                self.policy_topic,
+                read.end,
+                self._policy_end,
+            )
         known = {v.position for v in self.contracts.versions}
         new = [v for v in read.versions if v.position not in known]
         self._policy_end = max(self._policy_end, read.end)
@@ -358,10 +367,10 @@ class Projector:
             offsets, valid = self.tracking.trim(batch)
             if not offsets:
                 return
-            if self._policies_pending:
-                await self._apply_pending()
             self.tracking.saw(batch)
             try:
+                if self._policies_pending:
+                    await self._apply_pending()
                 stored = await asyncio.to_thread(
                     self.store.first_copies, self._gen, {event_key(v.event) for v in valid}
                 )
