@@ -857,7 +857,7 @@ def _emit(document: object) -> None:
     click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
 
 
-@main.command(epilog=_reads("events"))
+@main.command(epilog=_reads("events", "policy"))
 @click.option(
     "--events",
     "events_file",
@@ -871,8 +871,8 @@ def _emit(document: object) -> None:
     "policy_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Policy file (TOML) that measures every ticket, whatever the policy versions of the file; "
-    "default: the versions of the file's policy lines, the packaged default policy for the default "
-    "contract where it has none.",
+    "default: the versions of the file's policy lines, and for the default contract where it has "
+    "none SLATRACK_POLICY_FILE (as the workers), else the packaged default policy.",
 )
 @click.option("--format", "output", type=click.Choice(["json", "table"]), default="json", show_default=True)
 @click.option(
@@ -915,7 +915,8 @@ def replay(
     from projections.replay import replay as replay_history
 
     settings = _settings()
-    base = _policy(None)  # the default contract's, where the file has no version of it
+    # The default contract's, where the file has no version of it: the workers' (SLATRACK_POLICY_FILE).
+    base = _configured_policy(settings)
     override = _policy(policy_file) if policy_file is not None else None
     instant = _instant(as_of, "--as-of") if as_of is not None else None
     records, rejected, versions = _recorded(events_file, settings.max_event_bytes)

@@ -64,6 +64,7 @@ class KafkaPolicyLog:
         self._known = 0  # the decoder has seen every record below this offset
         self._consumer: AIOKafkaConsumer | None = None
         self._tp = TopicPartition(settings.topic_policies, 0)
+        self._reading = asyncio.Lock()
 
     async def __aenter__(self) -> "KafkaPolicyLog":
         return self
@@ -84,6 +85,11 @@ class KafkaPolicyLog:
                     raise
 
     async def read(self, start: int) -> PolicyRead:
+        # One read at a time: each assigns and seeks the one consumer.
+        async with self._reading:
+            return await self._read(start)
+
+    async def _read(self, start: int) -> PolicyRead:
         # The records before ``start`` not seen yet are read too (and not returned): a later copy
         # of an event id is a duplicate whichever read finds it, and the topic is small.
         found = await self.records(min(start, self._known))

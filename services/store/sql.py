@@ -532,6 +532,18 @@ class SqlStore(ReadModelStore):
         )
         return sorted((c, t) for c, t in rows)
 
+    def customers_in(self, generation: int, partitions: Sequence[int]) -> list[str]:
+        if not partitions:
+            return []
+        where, param = self._in("log_partition", sorted(set(partitions)))
+        rows = self._read(
+            lambda tx: tx.all(
+                f"SELECT customer_id FROM customers WHERE generation = ? AND {where}",  # noqa: S608
+                (generation, param),
+            )
+        )
+        return sorted(c for (c,) in rows)
+
     def policy_versions(self, generation: int) -> list[tuple[int, bytes]]:
         rows = self._read(
             lambda tx: tx.all(

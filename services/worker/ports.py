@@ -357,6 +357,10 @@ class ProjectionStore(ABC):
         force from then can change them), sorted."""
 
     @abstractmethod
+    def customers_in(self, generation: int, partitions: Sequence[int]) -> list[str]:
+        """The customers of these partitions, sorted."""
+
+    @abstractmethod
     def tickets_changing_by(
         self, generation: int, instant: int, partitions: Sequence[int]
     ) -> list[TicketKey]:

@@ -41,7 +41,7 @@ from events import Event, EventRejected, RejectKind, encode_event, quoted
 from events.models import AccountContractChanged
 from events.policies import encode_policy_event
 from projections.as_of import policy_of
-from projections.contracts import Contracts
+from projections.contracts import Contracts, PolicyVersion, contract_changes
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import QUARANTINED, describe
@@ -61,7 +61,7 @@ from services.worker.batches import (
     dead_letter_each_partition,
 )
 from services.worker.generations import Generations
-from services.worker.histories import decode_stored_body, partition_of, seq_of
+from services.worker.histories import decode_stored_body, partition_of, seq_of, stored_versions
 from services.worker.history_cache import HistoryCache, bound
 from services.worker.ports import (
     BatchWrite,
@@ -182,6 +182,7 @@ class Projector:
         self.policy_topic = policy_topic
         self._policy_end = 0
         self._policies_pending = False  # held partitions may not be measured with every version yet
+        self._stored_policies: set[int] = set()  # positions of the versions the generation stores
         self._rejected_policies: set[int] = set()  # positions whose rejection was logged
 
     @property
@@ -213,9 +214,9 @@ class Projector:
         """Migrate the store, find (or create) the active generation, take its policy and the
         versions it has read, and read the policy topic in full (before any batch)."""
         generation = await self.generations.open()
-        self._policy_end = self.contracts.position
+        self._took_generation()
         try:
-            await self.read_policies()
+            await self.read_policies(whole=True)
         except Exception as exc:  # the broker down: the versions stored stand; follow_policies reads
             # on, and what a version read later changes is recomputed then (apply_policies)
             log.warning(
@@ -223,15 +224,35 @@ class Projector:
             )
         return generation
 
+    def _took_generation(self) -> None:
+        """After taking a generation: its versions are the ones read, and stored."""
+        self._policy_end = self.contracts.position
+        self._stored_policies = {v.position for v in self.contracts.versions}
+        self._policies_pending = bool(self.contracts.versions)
+
     # -- contracts: the policy topic ----------------------------------------
 
-    async def read_policies(self) -> int:
-        """Read the policy topic on from where it was read; return how many versions are new.
-        Each held partition measures its tickets with them before its next batch
-        (:meth:`apply_policies`)."""
+    async def read_policies(self, *, whole: bool = False) -> int:
+        """Read the policy topic on from where it was read (``whole``: from its beginning, as a
+        worker does on taking a generation); return how many versions are new. The held
+        partitions are then measured with them (:meth:`apply_policies`) before their next batch,
+        or by :meth:`follow_policies` within its period, whichever comes first."""
         if self.policy_log is None:
             return 0
-        read = await self.policy_log.read(self._policy_end)
+        read = await self.policy_log.read(0 if whole else self._policy_end)
+        known = {v.position: v for v in self.contracts.versions}
+        replaced = [
+            v.position for v in read.versions if v.position in known and known[v.position].event != v.event
+        ]
+        if replaced:
+            log.error(
+                "the policy topic %s holds other versions at positions %s than the read models have read "
+                "there: it was replaced. The read models keep measuring with the versions they hold; an "
+                "export of this topic would not reproduce them. Point SLATRACK_TOPIC_POLICIES back at the "
+                "topic, or empty it and `slatrack restore` (decision 0004)",
+                self.policy_topic,
+                replaced,
+            )
         for position, why in read.rejected:
             if position not in self._rejected_policies:
                 self._rejected_policies.add(position)
@@ -245,76 +266,95 @@ class Projector:
                 read.end,
                 self._policy_end,
             )
-        known = {v.position for v in self.contracts.versions}
-        new = [v for v in read.versions if v.position not in known]
         self._policy_end = max(self._policy_end, read.end)
+        return self._take_versions(read.versions, f"read at {self.policy_topic}")
+
+    def _take_versions(self, versions: Sequence[PolicyVersion], where: str) -> int:
+        known = {v.position for v in self.contracts.versions}
+        new = [v for v in versions if v.position not in known]
         if new:
             self.generations.contracts = self.contracts.with_versions(new)
+            self._policies_pending = True
             for version in new:
                 log.warning(
-                    "policy version %s of contract %s in force from %s (%s) read at %s@%d",
+                    "policy version %s of contract %s in force from %s (%s), %s@%d",
                     version.policy.version,
                     version.contract,
                     version.effective_from.isoformat(),
                     version.policy.digest,
-                    self.policy_topic,
+                    where,
                     version.position,
                 )
         return len(new)
 
     async def follow_policies(self, stop: asyncio.Event, every_s: float = 5.0) -> None:
-        """Read the policy topic every ``every_s`` while running; measure with what is new."""
+        """Read the policy topic every ``every_s`` while running, and measure the held partitions
+        with what they have not been measured with yet (versions read now, at the start or at an
+        assignment, or whose application failed before: tried again here)."""
         while not stop.is_set():
+            try:
+                await self.read_policies()
+                if self._policies_pending:
+                    async with self.lock:
+                        await self._apply_pending()
+                    await self._notify()
+            except Exception as exc:  # the broker or the store down: again later, as the consumer does
+                log.warning(
+                    "reading or applying the policy topic %s failed (%r); trying again in %s s",
+                    self.policy_topic,
+                    exc,
+                    every_s,
+                )
             try:
                 await asyncio.wait_for(stop.wait(), every_s)
                 return
             except TimeoutError:
                 pass
-            try:
-                if await self.read_policies():
-                    async with self.lock:
-                        await self.apply_policies()
-                    await self._notify()
-            except Exception:  # the broker or the store down: read again later, as the consumer does
-                log.exception(
-                    "reading the policy topic %s failed; trying again in %s s", self.policy_topic, every_s
-                )
 
-    async def apply_policies(self) -> None:
+    async def apply_policies(self) -> bool:
         """Recompute, partition by partition, the held tickets that versions read since the
         partition was last measured can change (those dispatched from the earliest instant they
-        are in force), and record how far each partition is measured (as offsets of the policy
-        topic, in the same transactions). Call under the lock."""
-        end = self.contracts.position
+        are in force) and the partition's customers, and record how far each partition is
+        measured (as offsets of the policy topic, in the same transactions). Call under the
+        lock. False: a partition moved on without us (another worker holds it now)."""
+        end = self._policy_end
         if not self.contracts.versions or not self.partitions:
-            return
+            return True
         gen = self._gen
         stored = await asyncio.to_thread(self.store.stored_offsets, gen, self.policy_topic)
-        bodies = [(v.position, encode_policy_event(v.event)) for v in self.contracts.versions]
+        done = True
         for partition in sorted(self.partitions):
             start = stored.get(partition, 0)
             if start >= end:
                 continue
-            since = min(v.effective_from for v in self.contracts.versions if v.position >= start)
-            keys = await asyncio.to_thread(
-                self.store.tickets_opened_from, gen, epoch(since) or 0, [partition]
-            )
+            unapplied = [v.effective_from for v in self.contracts.versions if v.position >= start]
+            keys: list[TicketKey] = []
+            if unapplied:
+                since = epoch(min(unapplied)) or 0
+                keys = await asyncio.to_thread(self.store.tickets_opened_from, gen, since, [partition])
+            customers = await asyncio.to_thread(self.store.customers_in, gen, [partition])
             held = self.tracking.held([partition])
             if keys:
                 log.warning(
-                    "partition %d: recomputing %d tickets dispatched since %s with the policy versions "
-                    "read since position %d",
+                    "partition %d: recomputing %d tickets and %d customers with the policy versions read "
+                    "since position %d",
                     partition,
                     len(keys),
-                    since.isoformat(),
+                    len(customers),
                     start,
                 )
             chunks = [keys[i : i + RECOMPUTE_CHUNK] for i in range(0, len(keys), RECOMPUTE_CHUNK)] or [[]]
             for number, chunk in enumerate(chunks):
+                last = number == len(chunks) - 1
                 try:
-                    write, tally = await self._project([], held, now=self.clock(), recompute=chunk)
-                    if number == len(chunks) - 1:
-                        write.policies = bodies
+                    write, tally = await self._project(
+                        [],
+                        held,
+                        now=self.clock(),
+                        recompute=chunk,
+                        recompute_customers=customers if last else (),
+                    )
+                    if last:
                         write.policy_topic = self.policy_topic
                         write.policy_offsets = {partition: (start, end)}
                     await asyncio.to_thread(
@@ -327,11 +367,33 @@ class Projector:
                         partition,
                         exc,
                     )
+                    done = False
                     break
                 except BaseException:
                     self._forget()
                     raise
+                self._committed(write)
                 self._publish(tally)
+        return done
+
+    async def _catch_up_with_partitions(self, partitions: set[int]) -> None:
+        """Partitions assigned that another worker has measured with versions this one has not
+        read yet (it read the topic before they were published): take them from the store,
+        where that worker stored them, before projecting anything of those partitions."""
+        if self.policy_log is None:
+            return
+        stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.policy_topic)
+        ahead = max((stored.get(p, 0) for p in partitions), default=0)
+        if ahead <= self._policy_end:
+            return
+        versions = await asyncio.to_thread(stored_versions, self.store, self._gen)
+        self._take_versions([v for v in versions if v.position < ahead], "from the read models")
+        self._stored_policies |= {v.position for v in versions}
+        self._policy_end = ahead
+
+    def _committed(self, write: BatchWrite) -> None:
+        """A write committed: the versions it stored are stored."""
+        self._stored_policies.update(position for position, _ in write.policies)
 
     # -- the consumer's handler interface ----------------------------------
 
@@ -340,6 +402,7 @@ class Projector:
             stored = await asyncio.to_thread(self.store.stored_offsets, self._gen, self.topic)
             starts = self.tracking.assign(partitions, stored)
             self._forget()
+            await self._catch_up_with_partitions(partitions)
             self._policies_pending = bool(self.contracts.versions)
             log.info(
                 "assigned partitions %s; starting at %s",
@@ -391,6 +454,7 @@ class Projector:
             except BaseException:
                 self._forget()
                 raise
+            self._committed(write)
             self.tracking.applied(offsets)
             self.applied_events += len(valid)
             self._publish(tally)
@@ -423,19 +487,19 @@ class Projector:
                 metrics.DLQ_MESSAGES.inc(len(conflicts))
 
     async def _apply_pending(self) -> None:
-        """The held partitions measured with every version read, before their next batch."""
-        await self.apply_policies()
-        self._policies_pending = False
+        """The held partitions measured with every version read (the flag stays up if a
+        partition moved on: the next assignment or pass tries again)."""
+        if await self.apply_policies():
+            self._policies_pending = False
 
     async def _follow_generation(self) -> Rewind:
         self._forget()
         generation = await self.generations.follow()
-        self._policy_end = self.contracts.position
+        self._took_generation()
         try:
-            await self.read_policies()
+            await self.read_policies(whole=True)
         except Exception as exc:  # the broker down: the stored versions stand, follow_policies reads on
             log.warning("reading the policy topic %s failed (%r)", self.policy_topic, exc)
-        self._policies_pending = bool(self.contracts.versions)
         stored = await asyncio.to_thread(self.store.stored_offsets, generation, self.topic)
         return self.tracking.restart(stored, f"generation changed to {generation}")
 
@@ -500,6 +564,7 @@ class Projector:
             except BaseException:
                 self._forget()
                 raise
+            self._committed(write)
             self._publish(tally)
         await self._notify()
         return len(tickets)
@@ -523,19 +588,29 @@ class Projector:
         due: Sequence[TicketKey] = (),
         due_customers: Sequence[str] = (),
         recompute: Sequence[TicketKey] = (),
+        recompute_customers: Sequence[str] = (),
     ) -> tuple[BatchWrite, Tally]:
         """A batch's write: its events (each a first copy) and the story of every ticket they can
         change, told up to its customer's log time (projections.story). For a timer pass
         (``due``, ``due_customers``): the tickets and customers whose next change is due, as of now.
-        ``recompute``: tickets told again as of the instant they were (new policy versions)."""
+        ``recompute``, ``recompute_customers``: tickets and customers evaluated again as of the
+        instant they were (new policy versions). Every write stores the versions the generation
+        does not hold yet: what the rows are measured with is what the API measures with."""
         gen = self._gen
         write = BatchWrite(self.topic, offsets)
+        write.policies = [
+            (v.position, encode_policy_event(v.event))
+            for v in self.contracts.versions
+            if v.position not in self._stored_policies
+        ]
         streams = _streams(events, write)
-        customers = set(streams) | set(due_customers)
+        customers = set(streams) | set(due_customers) | set(recompute_customers)
         rows = await asyncio.to_thread(self.store.customer_rows, gen, customers)
         log_times = {c: _latest(rows.get(c), records) for c, records in streams.items()}
-        # Each customer's tickets are told up to its log time (never past now); a timer's, up to now.
-        ends = {c: min(at, now) for c, at in log_times.items()} | dict.fromkeys(due_customers, now)
+        # Each customer's tickets are told up to its log time (never past now); a timer's, up to now;
+        # one evaluated again, as of the instant it was.
+        again = {c: instant_of(rows[c].evaluated_at) or now for c in recompute_customers if c in rows}
+        ends = again | {c: min(at, now) for c, at in log_times.items()} | dict.fromkeys(due_customers, now)
 
         reached = await asyncio.to_thread(
             self.store.tickets_reached, gen, _reach(streams, rows, due_customers)
@@ -565,7 +640,7 @@ class Projector:
             tickets,
             accounts,
             now=now,
-            due_customers=due_customers,
+            due_customers=[*due_customers, *(c for c in recompute_customers if c in ends)],
             recompute=recompute,
         )
         return write, tally
@@ -687,8 +762,15 @@ class Projector:
             partition = partition_of(stream[0]) if stream else stored.partition if stored is not None else 0
             log_time = log_times.get(customer) or instant_of(stored.log_time if stored is not None else None)
             policy = self.contracts.customer_policy(accounts[customer], ends[customer])
+            # The customer's rules change when its contract does, or a version of it takes over.
+            switches = [
+                *contract_changes(accounts[customer]),
+                *(v.effective_from for v in self.contracts.versions),
+            ]
             write.customers.append(
-                _customer_row(customer, partition, policy, ends[customer], accounts[customer], log_time)
+                _customer_row(
+                    customer, partition, policy, ends[customer], accounts[customer], log_time, switches
+                )
             )
         return tally
 

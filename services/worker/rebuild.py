@@ -100,6 +100,10 @@ async def rebuild(
             policy_topic=policy_topic,
         )
         await projector.open()
+        # A worker that cannot read the policy topic reads it again later and recomputes; a rebuild
+        # cannot: it reads it in full now, or fails (a generation measured without its versions
+        # would pass its own check and be switched to).
+        await projector.read_policies()
 
         async def project(batch: ConsumedBatch) -> None:
             # Invalid messages were dead-lettered when they first came; here they are only counted.

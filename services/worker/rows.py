@@ -5,6 +5,7 @@ that make the timers look again (``next_change_at``, ``account_until``).
 Instants are integer epoch seconds in the rows (:func:`epoch`, :func:`instant_of`).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -201,9 +202,12 @@ def _customer_row(
     at: datetime,
     accounts: list[Recorded],
     log_time: datetime | None,
+    switches: Sequence[datetime] = (),
 ) -> CustomerRow:
+    """``switches``: the instants from which the customer's rules may change with no new event
+    (its contract changes' and its contracts' versions' effective instants)."""
     standing = standing_at(accounts, policy, at)
-    future = [r.at for r in accounts if r.at > at]
+    future = [r.at for r in accounts if r.at > at] + [t for t in switches if t > at]
     upcoming = [t for t in (standing.next_change_at, min(future, default=None)) if t is not None]
     view = {
         "customer_id": customer,

@@ -20,6 +20,7 @@ same log (``projections.replay`` and ``projections.story``):
 
 import asyncio
 import os
+import random
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -223,7 +224,6 @@ class ListPolicyLog:
 
 
 async def check_live_equals_replay(store: ReadModelStore, drawn_logs, policy_name: str, seed: int) -> None:
-    import random
 
     _, partitions, clock = drawn_logs
     options: dict = {}
@@ -337,3 +337,44 @@ def fresh_postgres(url: str) -> Iterator[ReadModelStore]:
 def test_live_read_models_signals_and_counters_equal_replay_postgres(postgres_url, drawn_logs, seed):
     with fresh_postgres(postgres_url) as store:
         asyncio.run(check_live_equals_replay(store, drawn_logs, "default", seed))
+
+
+async def versions_read_mid_stream(store: ReadModelStore, drawn_logs, seed: int, cut: int) -> None:
+    _, partitions, clock = drawn_logs
+    versions = contract_versions()
+    topic = ListPolicyLog([])
+    projector = Projector(
+        store, default_policy(), TOPIC, clock=lambda: clock, count_metrics=False, policy_log=topic
+    )
+    await projector.open()
+    await projector.start_offsets(set(range(PARTITIONS)))
+    for n, batch in enumerate(batches(partitions, random.Random(seed))):
+        if n == cut:  # published now: read between two batches, as follow_policies does
+            topic.versions = versions
+            await projector.read_policies()
+            async with projector.lock:
+                await projector.apply_policies()
+        await projector.handle(batch)
+    if not topic.versions:
+        topic.versions = versions
+        await projector.read_policies()
+        async with projector.lock:
+            await projector.apply_policies()
+    await projector.tick()
+    generation = projector.generations.current
+    check_rows_equal_replay(
+        store, generation, recorded(partitions), Contracts(default_policy(), versions), clock
+    )
+
+
+@settings(parent=PROPERTY, max_examples=max(20, EXAMPLES))
+@given(drawn_logs=logs(contracts=True), seed=st.integers(0, 2**16), cut=st.integers(0, 6))
+def test_versions_read_mid_stream_recompute_to_replay(drawn_logs, seed, cut):
+    """The versions published while the log is being read (at a random batch): the tickets and
+    customers they change are recomputed, and the rows equal replay with every version."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = open_store(Settings(data_dir=directory))
+        try:
+            asyncio.run(versions_read_mid_stream(store, drawn_logs, seed, cut))
+        finally:
+            store.close()
