@@ -73,6 +73,12 @@ class Log:
         ]
 
 
+def stored_row(store, gen, key):
+    row = store.ticket(gen, key)
+    assert row is not None, key
+    return row
+
+
 def projector(store, policy_log):
     return Projector(
         store, default_policy(), TOPIC, clock=lambda: CLOCK, count_metrics=False, policy_log=policy_log
@@ -164,7 +170,7 @@ def test_a_failed_application_is_tried_again(tmp_path):
                 raise sqlite3.OperationalError("database is locked")
             return commit(*a, **kw)
 
-        store.commit_batch = flaky
+        store.commit_batch = flaky  # type: ignore[method-assign]
         stop = asyncio.Event()
         follower = asyncio.create_task(w.follow_policies(stop, every_s=0.05))
         await asyncio.sleep(0.5)  # ~10 polls
@@ -234,12 +240,13 @@ def test_a_retroactive_version_recomputes_the_customer_rows(tmp_path):
 
     gen = asyncio.run(go())
     row = store.customer(gen, "acme")
+    assert row is not None
     live = orjson.loads(row.view)
     doc = replay(
         log.recorded(), Contracts(default_policy(), versions), datetime.fromtimestamp(row.evaluated_at, UTC)
     )
     again = next(c for c in doc["customers"] if c["customer_id"] == "acme")
-    ticket = orjson.loads(store.ticket(gen, ("acme", "T")).view)
+    ticket = orjson.loads(stored_row(store, gen, ("acme", "T")).view)
     assert ticket["policy_version"] == "default-2026.9"  # the ticket was recomputed
     assert (live["delinquent"], live["dashboard_suspended"]) == (
         again["delinquent"],
@@ -291,6 +298,7 @@ def test_a_contract_change_in_force_later_reevaluates_the_customer_row_then(tmp_
 
     gen = asyncio.run(go())
     row = store.customer(gen, "acme")
+    assert row is not None
     live = orjson.loads(row.view)
     at = ny("2026-11-25 12:00")
     doc = replay(log.recorded(), Contracts(default_policy(), versions), at)
@@ -452,7 +460,7 @@ def test_every_write_stores_the_versions_its_rows_are_measured_with(tmp_path):
                 raise sqlite3.OperationalError("database is locked")
             return commit(*a, **kw)
 
-        store.commit_batch = flaky
+        store.commit_batch = flaky  # type: ignore[method-assign]
         stop = asyncio.Event()
         follower = asyncio.create_task(w.follow_policies(stop, every_s=0.05))
         await asyncio.sleep(0.2)
@@ -465,6 +473,7 @@ def test_every_write_stores_the_versions_its_rows_are_measured_with(tmp_path):
 
     gen = asyncio.run(go())
     row = store.ticket(gen, ("acme", "NEW"))
+    assert row is not None
     stored = orjson.loads(row.view)
     records, account = stored_histories(store, gen, ("acme", "NEW"))
     api = view_at(
@@ -548,4 +557,4 @@ def test_a_rebuild_that_cannot_read_the_policy_topic_fails_and_switches_nothing(
         )
     assert store.active_generation() == before
     assert [g["generation"] for g in store.generations()] == [before]  # the failed one dropped
-    assert orjson.loads(store.ticket(before, ("bolt", "SAT")).view)["contract"] == "premium"
+    assert orjson.loads(stored_row(store, before, ("bolt", "SAT")).view)["contract"] == "premium"
