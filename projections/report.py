@@ -12,9 +12,12 @@ Which tickets. A ticket belongs to the month of its dispatch in the zone of its 
 calendar (:func:`projections.billing.month_of`, the month its charge is billed in): the
 version of its contract in force at its dispatch decides, as for everything else about it.
 
-The month. Its bounds are local midnights in the zone of the month calendar of the policy the
-customer is on at the month's start (:func:`report_calendar`): ``period_start`` is the first
-instant of the month, ``period_end`` the first instant of the next one.
+The month. Its bounds are local midnights: ``period_start`` the first instant of the month,
+``period_end`` the first instant of the next one, the widest over the month calendars that can
+measure the customer's tickets (its contracts' versions', and the default's), so that every
+ticket of the month lies within them whatever its contract's zone; ``time_zone`` is that of the
+policy the customer is on at the month's start, as known by the month's end
+(:func:`report_calendar`). With one zone (no contract in another), they are that zone's.
 
 As of. Every ticket is evaluated as of one instant, ``as_of``:
 
@@ -48,12 +51,19 @@ from typing import Literal, cast
 from pydantic import Field
 
 from events import encode_event
-from events.models import Category, Priority
+from events.models import AccountContractChanged, Category, Priority
 from projections.as_of import ticket_at
 from projections.billing import month_of
 from projections.calendar import Calendar
 from projections.clock import BREACH
-from projections.contracts import Contracts, PolicySource, contract_at, contract_changes, contracts_of
+from projections.contracts import (
+    DEFAULT_CONTRACT,
+    Contracts,
+    PolicySource,
+    contract_at,
+    contract_changes,
+    contracts_of,
+)
 from projections.policy import PRIORITIES, ClockName, Policy
 from projections.quarantine import quarantined_view
 from projections.ticket import CLOCKS, TicketState, utc
@@ -238,17 +248,38 @@ def month_calendar(policy: Policy) -> Calendar:
     return policy.calendar(policy.billing.month_calendar)
 
 
-def report_calendar(contracts: Contracts, account: Sequence[Recorded], year: int, month: int) -> Calendar:
-    """The calendar whose zone bounds the month: the month calendar of the policy the customer
-    is on at the month's start (itself found from the base policy's zone, then settled)."""
-    calendar = month_calendar(contracts.base)
+def report_calendar(
+    contracts: Contracts, account: Sequence[Recorded], year: int, month: int
+) -> tuple[Calendar, datetime, datetime]:
+    """The calendar whose zone the report shows, and the month's bounds.
+
+    A ticket's month is that of its dispatch in its own policy's month calendar, so the bounds
+    are the widest over the month calendars that can measure the customer's tickets (the
+    default contract's and those of every contract the customer has been put on): no ticket of
+    the month falls outside them, whichever zone its contract has. The zone shown is that of the
+    policy the customer is on at the month's start, as known by the month's end: a contract
+    change recorded after the month does not move a finished month's report."""
+    # Contract changes recorded after the month (in the latest zone any version has) do not count.
+    every = [month_calendar(contracts.base), *(month_calendar(v.policy) for v in contracts.versions)]
+    latest = max(month_bounds(calendar, year, month)[1] for calendar in every)
+    names = {DEFAULT_CONTRACT} | {
+        r.event.data.contract
+        for r in account
+        if isinstance(r.event, AccountContractChanged) and r.at <= latest
+    }
+    candidates = [month_calendar(contracts.base)] + [
+        month_calendar(version.policy) for name in sorted(names) for version in contracts.history_of(name)
+    ]
+    bounds = [month_bounds(calendar, year, month) for calendar in candidates]
+    start, end = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    calendar = candidates[0]
     for _ in range(3):  # a zone that moves the start to another contract: settles at once in practice
-        start = calendar.day_start(date(year, month, 1))
-        found = month_calendar(contracts.policy_at(contract_at(account, start), start))
+        first = calendar.day_start(date(year, month, 1))
+        found = month_calendar(contracts.policy_at(contract_at(account, first, end), first))
         if found.time_zone == calendar.time_zone:
-            return found
+            return found, start, end
         calendar = found
-    return calendar
+    return calendar, start, end
 
 
 def month_bounds(calendar: Calendar, year: int, month: int) -> tuple[datetime, datetime]:
@@ -304,8 +335,7 @@ def monthly_report(
         else:
             tickets.setdefault(key[1], []).append(record)
 
-    calendar = report_calendar(contracts, account, year, number)
-    start, end = month_bounds(calendar, year, number)
+    calendar, start, end = report_calendar(contracts, account, year, number)
     latest = max((r.at for r in mine), default=None)
     as_of, basis = _as_of(start, end, latest, whole_second(now))
 

@@ -473,3 +473,49 @@ def test_the_versions_in_force_during_the_month_and_which_measures_each_ticket()
     # December: premium only (the customer is on it all month).
     december = monthly_report(s.records, contracts, "acme", "2026-12", LATER)
     assert [v.contract for v in december.contract_versions] == ["premium"]
+
+
+# -- contracts in two zones (found by a review) -------------------------------------------
+
+
+REVIEW_OCT_1 = datetime(2026, 10, 1, tzinfo=UTC)
+REVIEW_NOW = datetime(2027, 1, 15, tzinfo=UTC)
+
+
+def review_contracts():
+    from tests.contracts_helpers import premium_text, published
+
+    return Contracts(default_policy(), [published(premium_text(), "premium", REVIEW_OCT_1, 0)])
+
+
+def test_a_customer_moving_west_mid_month_keeps_its_late_november_ticket_in_november():
+    """acme is on premium (Berlin) at the start of November and on default (New York) from the
+    15th. T is dispatched Mon 30 Nov 20:00 New York (1 Dec 01:00Z), on default: its month is
+    2026-11 in New York, its billing month too. November's bounds are the widest of the two
+    zones', so T is in November's report (and not in December's)."""
+    contracts = review_contracts()
+    s = Story(customer_id="acme")
+    s.contract(REVIEW_OCT_1, "premium", REVIEW_OCT_1)
+    s.contract(ny("2026-11-15 00:00"), "default", ny("2026-11-15 00:00"))
+    s.opened(ny("2026-11-30 20:00"), "urgent", ticket_id="T")
+    s.opened(ny("2026-12-02 10:00"), "low", ticket_id="LATER")
+    november = monthly_report(s.records, contracts, "acme", "2026-11", REVIEW_NOW)
+    december = monthly_report(s.records, contracts, "acme", "2026-12", REVIEW_NOW)
+    assert [t.ticket_id for t in november.tickets] == ["T"]
+    assert [t.ticket_id for t in december.tickets] == ["LATER"]
+    assert november.time_zone == "Europe/Berlin"  # the zone of its contract on the 1st
+    assert (november.period_start, november.period_end) == ("2026-10-31T23:00:00Z", "2026-12-01T05:00:00Z")
+
+
+def test_a_contract_change_recorded_after_the_month_does_not_change_its_report():
+    """A change recorded on 10 December, backdated to 1 October, is not known by November's end:
+    the November report (complete) is the same bytes before and after it."""
+    contracts = review_contracts()
+    s = Story(customer_id="acme")
+    s.opened(ny("2026-11-30 18:30"), "medium", ticket_id="LATE")
+    s.opened(ny("2026-11-10 09:00"), "medium", ticket_id="MID")
+    before = monthly_report(s.records, contracts, "acme", "2026-11", REVIEW_NOW)
+    s.contract(ny("2026-12-10 12:00"), "premium", REVIEW_OCT_1)
+    after = monthly_report(s.records, contracts, "acme", "2026-11", REVIEW_NOW)
+    assert render(after, "json") == render(before, "json")
+    assert before.time_zone == "America/New_York" and [t.ticket_id for t in before.tickets] == ["LATE", "MID"]
