@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
-from events import Event, EventRejected, RejectKind, decode_event, quoted
+from events import ACCOUNT_EVENT_TYPES, Event, EventRejected, RejectKind, decode_event, quoted
 from projections.timeline import event_key, same_event
 from services import metrics
 from services.api.auth import AUTH_RESPONSES, Principal, error, require
@@ -133,19 +133,34 @@ async def _handle(request: Request, principal: Principal) -> JSONResponse:
     return JSONResponse({"accepted": [e.event_id for e in events]}, status_code=202)
 
 
+# What a token limited to customers may not publish even for its own customers: what the
+# provider's side decides (its billing, the contract, whose fault a ticket is), never a
+# customer's portal: a customer could put itself on a better contract, backdated, settle its own
+# invoices or waive its own charges.
+PROVIDER_ONLY = frozenset({*ACCOUNT_EVENT_TYPES, "ticket.fault_determined"})
+
+
 def _not_for(principal: Principal, events: list[Event]) -> JSONResponse | None:
-    """The 403 when the token is limited to customers and an event is of another one: the items by
-    their index only (nothing of theirs is echoed, not even their customer's id)."""
-    foreign = [index for index, event in enumerate(events) if not principal.sees(event.customer_id)]
-    if not foreign:
+    """The 403 when the token is limited to customers and an event is of another one, or of a
+    type only the provider publishes (:data:`PROVIDER_ONLY`): the items by their index only
+    (nothing of theirs is echoed, not even their customer's id)."""
+    if principal.customers is None:
         return None
-    shown = ", ".join(map(str, foreign[:10])) + (", ..." if len(foreign) > 10 else "")
+    refused = [
+        (index, "customer_not_allowed" if not principal.sees(event.customer_id) else "type_not_allowed")
+        for index, event in enumerate(events)
+        if not principal.sees(event.customer_id) or event.type in PROVIDER_ONLY
+    ]
+    if not refused:
+        return None
+    shown = ", ".join(str(index) for index, _ in refused[:10]) + (", ..." if len(refused) > 10 else "")
     detail = (
-        f"{len(foreign)} of {len(events)} events are of customers the token {principal.name!r} may not "
-        f"publish for (items {shown}); nothing was sent"
+        f"{len(refused)} of {len(events)} events are of customers the token {principal.name!r} may not "
+        "publish for, or of types only the provider publishes (account events, fault determination) "
+        f"(items {shown}); nothing was sent"
     )
     log.warning("intake: 403, %s", detail)
-    errors = [{"index": index, "kind": "customer_not_allowed"} for index in foreign]
+    errors = [{"index": index, "kind": kind} for index, kind in refused]
     return JSONResponse({"error": "forbidden", "detail": detail, "errors": errors}, status_code=403)
 
 

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from services.api.intake import PROVIDER_ONLY
 from services.config import Settings
 from tests.integration.live_api import (
     TOKENS,
@@ -99,6 +100,11 @@ def acme_events() -> list[dict]:
         opened("ACME", "BILL-A", "2026-11-07T15:00:00Z", "urgent"),
         later("ticket.fault_determined", "ACME", "BILL-A", "2026-11-07T15:10:00Z", party="customer"),
     ]
+
+
+def portal(events: list[dict]) -> list[dict]:
+    """The events a customer's portal may publish (not the provider's: services.api.intake)."""
+    return [e for e in events if e["type"] not in PROVIDER_ONLY]
 
 
 def globex_events() -> list[dict]:
@@ -186,11 +192,15 @@ def world(request, kafka_bootstrap, tmp_path_factory) -> Iterator[World]:
         api = LiveApi(settings)
         stack.callback(api.close)
         api.start_worker()
-        # ACME's own events through its own token: accepted.
+        # ACME's own events through its own token: accepted; whose fault a ticket is, the
+        # provider's side says (through its own token).
         mine = acme_events()
-        response = api.client.post("/v1/events", content=orjson.dumps(mine), headers=ACME_PUBLISHER)
+        response = api.client.post("/v1/events", content=orjson.dumps(portal(mine)), headers=ACME_PUBLISHER)
         assert response.status_code == 202, response.text
         accepted = response.json()["accepted"]
+        provider = [e for e in mine if e not in portal(mine)]
+        response = api.client.post("/v1/events", content=orjson.dumps(provider), headers=auth("publisher"))
+        assert response.status_code == 202, response.text
         api.wait_applied(len(mine))
         # Before GLOBEX exists: what ACME's token is answered about its ids.
         before = {path: answer(api.client.get(path, headers=ACME)) for path in FOREIGN}
@@ -451,6 +461,21 @@ def test_the_intake_refuses_another_customers_event_and_sends_nothing(world):
         # Nothing of the refused items is echoed: not their customer, ticket or event ids.
         for word in (b"GLOBEX", b"INITCO", b"T-02", b"T-09", b"T-11", b"G-INV", b"-open-9", b"paid"):
             assert word not in response.content, (word, response.content)
+    # Its own customer's events of the types only the provider publishes are refused too (a portal
+    # could put its customer on a better contract, backdated, settle its invoices, waive charges).
+    for kind, data in (
+        ("account.contract_changed", {"contract": "premium", "effective_from": "1970-01-01T00:00:00Z"}),
+        ("account.invoice_paid", {"invoice_id": "A-INV-1"}),
+        ("ticket.fault_determined", {"party": "provider"}),
+    ):
+        own = sample(kind, event_id=f"ACME-{kind}", customer_id="ACME", data=data)
+        if kind.startswith("ticket."):
+            own["ticket_id"] = "T-01"
+        response = world.client.post(
+            "/v1/events", content=orjson.dumps([new_acme, own]), headers=ACME_PUBLISHER
+        )
+        assert response.status_code == 403, (kind, response.text)
+        assert response.json()["errors"] == [{"index": 1, "kind": "type_not_allowed"}]
     # An invalid item is a 422 as before (validation first; it says nothing of scope).
     invalid = {**new_acme, "occurred_at": "yesterday"}
     response = world.client.post(
@@ -464,7 +489,7 @@ def test_the_intake_refuses_another_customers_event_and_sends_nothing(world):
 
 def test_own_events_are_accepted(world):
     """The fixture's first request: ACME's token sent ACME's events (202), and they were projected."""
-    assert world.accepted == [e["event_id"] for e in acme_events()]
+    assert world.accepted == [e["event_id"] for e in portal(acme_events())]
     assert world.client.get("/v1/tickets/BILL-A", headers=ACME).json()["customer_id"] == "ACME"
 
 
