@@ -10,8 +10,9 @@ same report: ``GET /v1/customers/{id}/report`` and ``slatrack report`` both call
   column, ``section``, says what a row is (filter on it in a spreadsheet); each item's fields
   go in the columns of the same name, the others are empty. Section ``report`` holds the
   report's own fields as ``key``/``value`` rows. Numbers are the JSON's, as integers; instants
-  UTC; booleans ``true``/``false``; null an empty field. Values are written as they are (an id
-  beginning with ``=`` is not altered: the CSV is the record, like the JSON).
+  UTC; booleans ``true``/``false``; null an empty field. A text beginning with ``=``, ``+``,
+  ``-``, ``@``, a tab or a carriage return (an id from upstream) gets a leading ``'``, so that
+  a spreadsheet shows it rather than evaluating it as a formula (OWASP, CSV injection).
 - HTML: one self-contained page (inline CSS, no script, no external reference), every value
   escaped with :func:`html.escape`, each instant in the report's time zone beside UTC.
 """
@@ -162,11 +163,18 @@ def render_csv(report: MonthlyReport) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+# A text cell a spreadsheet would take for a formula (OWASP "CSV injection"): these reports go
+# to customers, and an id comes from an upstream helpdesk.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value  # shown as the text it is, never evaluated
     return str(value)
 
 

@@ -519,3 +519,17 @@ def test_a_contract_change_recorded_after_the_month_does_not_change_its_report()
     after = monthly_report(s.records, contracts, "acme", "2026-11", REVIEW_NOW)
     assert render(after, "json") == render(before, "json")
     assert before.time_zone == "America/New_York" and [t.ticket_id for t in before.tickets] == ["LATE", "MID"]
+
+
+def test_a_csv_text_a_spreadsheet_would_evaluate_is_shown_as_text():
+    """An id from upstream that a spreadsheet takes for a formula gets a leading quote in the
+    CSV (OWASP, CSV injection); numbers, negative ones included, are written as they are."""
+    s = Story(customer_id="acme")
+    s.opened(ny("2026-11-10 09:00"), "medium", ticket_id='=HYPERLINK("http://x","y")')
+    s.opened(ny("2026-11-10 09:05"), "medium", ticket_id="@SUM(A1)")
+    s.opened(ny("2026-11-10 09:10"), "medium", ticket_id="T-ok")
+    report = monthly_report(s.records, default_policy(), "acme", "2026-11", REVIEW_NOW)
+    rows = list(csv.DictReader(io.StringIO(render_csv(report).decode(), newline="")))
+    ids = [r["ticket_id"] for r in rows if r["section"] == "ticket"]
+    assert ids == ['\'=HYPERLINK("http://x","y")', "'@SUM(A1)", "T-ok"]
+    assert orjson.loads(render_json(report))["tickets"][0]["ticket_id"].startswith("=")  # the JSON as it is
