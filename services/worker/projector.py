@@ -332,7 +332,10 @@ class Projector:
             if unapplied:
                 since = epoch(min(unapplied)) or 0
                 keys = await asyncio.to_thread(self.store.tickets_opened_from, gen, since, [partition])
-            customers = await asyncio.to_thread(self.store.customers_in, gen, [partition])
+            # (Only records that are no version since: the position moves on, nothing to recompute.)
+            customers = (
+                await asyncio.to_thread(self.store.customers_in, gen, [partition]) if unapplied else []
+            )
             held = self.tracking.held([partition])
             if keys:
                 log.warning(
