@@ -41,7 +41,7 @@ from events import Event, EventRejected, RejectKind, encode_event, quoted
 from events.models import AccountContractChanged
 from events.policies import encode_policy_event
 from projections.as_of import policy_of
-from projections.contracts import Contracts, PolicyVersion, contract_changes
+from projections.contracts import Contracts, PolicyVersion, contract_at, contract_changes
 from projections.counting import Tally
 from projections.policy import Policy
 from projections.quarantine import QUARANTINED, describe
@@ -766,10 +766,7 @@ class Projector:
             log_time = log_times.get(customer) or instant_of(stored.log_time if stored is not None else None)
             policy = self.contracts.customer_policy(accounts[customer], ends[customer])
             # The customer's rules change when its contract does, or a version of it takes over.
-            switches = [
-                *contract_changes(accounts[customer]),
-                *(v.effective_from for v in self.contracts.versions),
-            ]
+            switches = _switches(self.contracts, accounts[customer], ends[customer])
             write.customers.append(
                 _customer_row(
                     customer, partition, policy, ends[customer], accounts[customer], log_time, switches
@@ -867,6 +864,19 @@ def _latest(row: CustomerRow | None, records: list[Recorded]) -> datetime:
     latest = max(r.at for r in records)
     before = instant_of(row.log_time) if row is not None else None
     return latest if before is None else max(before, latest)
+
+
+def _switches(contracts: Contracts, account: list[Recorded], at: datetime) -> list[datetime]:
+    """The instants after ``at`` from which a customer's rules change with no new event: its
+    contract changes', and those of the versions of the contracts it is or will be on (not every
+    contract's: a version of another contract does not wake every customer at its instant)."""
+    names = {contract_at(account, at)} | {
+        r.event.data.contract for r in account if isinstance(r.event, AccountContractChanged)
+    }
+    instants = contract_changes(account) + [
+        version.effective_from for name in sorted(names) for version in contracts.history_of(name)
+    ]
+    return [t for t in instants if t > at]
 
 
 def _contract_changes(streams: dict[str, list[Recorded]]) -> dict[str, int]:
