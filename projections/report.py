@@ -13,11 +13,11 @@ calendar (:func:`projections.billing.month_of`, the month its charge is billed i
 version of its contract in force at its dispatch decides, as for everything else about it.
 
 The month. Its bounds are local midnights: ``period_start`` the first instant of the month,
-``period_end`` the first instant of the next one, the widest over the month calendars that can
-measure the customer's tickets (its contracts' versions', and the default's), so that every
-ticket of the month lies within them whatever its contract's zone; ``time_zone`` is that of the
-policy the customer is on at the month's start, as known by the month's end
-(:func:`report_calendar`). With one zone (no contract in another), they are that zone's.
+``period_end`` the first instant of the next one, the widest over the month calendars of the
+contracts the customer is on during the month, so that every ticket of the month lies within
+them whatever its contract's zone; ``time_zone`` is that of the policy the customer is on at the
+month's start, as known by the month's end (:func:`report_calendar`). A customer on one contract
+all month has that zone's bounds.
 
 As of. Every ticket is evaluated as of one instant, ``as_of``:
 
@@ -57,7 +57,6 @@ from projections.billing import month_of
 from projections.calendar import Calendar
 from projections.clock import BREACH
 from projections.contracts import (
-    DEFAULT_CONTRACT,
     Contracts,
     PolicySource,
     contract_at,
@@ -253,33 +252,38 @@ def report_calendar(
 ) -> tuple[Calendar, datetime, datetime]:
     """The calendar whose zone the report shows, and the month's bounds.
 
-    A ticket's month is that of its dispatch in its own policy's month calendar, so the bounds
-    are the widest over the month calendars that can measure the customer's tickets (the
-    default contract's and those of every contract the customer has been put on): no ticket of
-    the month falls outside them, whichever zone its contract has. The zone shown is that of the
-    policy the customer is on at the month's start, as known by the month's end: a contract
-    change recorded after the month does not move a finished month's report."""
+    The zone shown is that of the policy the customer is on at the month's start, as known by
+    the month's end: a contract change recorded after the month does not move a finished month's
+    report. A ticket's month is that of its dispatch in its own policy's month calendar, so the
+    bounds are the widest over the month calendars of the contracts the customer is on during
+    the month (at its start, and from each change in force within it): no ticket of the month
+    falls outside them. A customer on one contract all month has that contract's zone's bounds."""
     # Contract changes recorded after the month (in the latest zone any version has) do not count.
     every = [month_calendar(contracts.base), *(month_calendar(v.policy) for v in contracts.versions)]
     latest = max(month_bounds(calendar, year, month)[1] for calendar in every)
-    names = {DEFAULT_CONTRACT} | {
-        r.event.data.contract
-        for r in account
-        if isinstance(r.event, AccountContractChanged) and r.at <= latest
-    }
-    candidates = [month_calendar(contracts.base)] + [
-        month_calendar(version.policy) for name in sorted(names) for version in contracts.history_of(name)
-    ]
-    bounds = [month_bounds(calendar, year, month) for calendar in candidates]
-    start, end = min(b[0] for b in bounds), max(b[1] for b in bounds)
-    calendar = candidates[0]
+    known = [r for r in account if r.at <= latest]
+    calendar = month_calendar(contracts.base)
     for _ in range(3):  # a zone that moves the start to another contract: settles at once in practice
         first = calendar.day_start(date(year, month, 1))
-        found = month_calendar(contracts.policy_at(contract_at(account, first, end), first))
+        found = month_calendar(contracts.policy_at(contract_at(known, first), first))
         if found.time_zone == calendar.time_zone:
-            return found, start, end
+            break
         calendar = found
-    return calendar, start, end
+    start = month_bounds(calendar, year, month)[0]
+    names = {contract_at(known, start)} | {
+        r.event.data.contract
+        for r in known
+        if isinstance(r.event, AccountContractChanged)
+        and start <= whole_second(r.event.data.effective_from) < latest
+    }
+    candidates = [calendar]
+    for name in sorted(names):
+        candidates.append(month_calendar(contracts.policy_at(name, start)))
+        candidates += [
+            month_calendar(v.policy) for v in contracts.history_of(name) if start <= v.effective_from < latest
+        ]
+    bounds = [month_bounds(c, year, month) for c in candidates]
+    return calendar, min(b[0] for b in bounds), max(b[1] for b in bounds)
 
 
 def month_bounds(calendar: Calendar, year: int, month: int) -> tuple[datetime, datetime]:

@@ -114,8 +114,11 @@ async def restore_policies(settings: Settings, store: ReadModelStore) -> int | N
     stored = dict(await asyncio.to_thread(store.policy_versions, generation))
     if not stored:
         return None
-    end = max(stored) + 1
     topic = settings.topic_policies
+    # Up to where the workers have read it (records that were no version after the last one
+    # count too): their stored positions stay true, and the next version published comes after.
+    measured = await asyncio.to_thread(store.stored_offsets, generation, topic)
+    end = max(max(stored) + 1, max(measured.values(), default=0))
     found = await read_policy_records(settings)
     if found.end >= end:
         return None  # not lost

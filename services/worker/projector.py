@@ -600,10 +600,13 @@ class Projector:
         instant they were (new policy versions). Every write stores the versions the generation
         does not hold yet: what the rows are measured with is what the API measures with."""
         gen = self._gen
+        # One set of versions for the whole write: follow_policies may take new ones meanwhile
+        # (outside the lock); this write stores exactly those its rows are measured with.
+        contracts = self.contracts
         write = BatchWrite(self.topic, offsets)
         write.policies = [
             (v.position, encode_policy_event(v.event))
-            for v in self.contracts.versions
+            for v in contracts.versions
             if v.position not in self._stored_policies
         ]
         streams = _streams(events, write)
@@ -645,6 +648,7 @@ class Projector:
             now=now,
             due_customers=[*due_customers, *(c for c in recompute_customers if c in ends)],
             recompute=recompute,
+            contracts=contracts,
         )
         return write, tally
 
@@ -664,6 +668,7 @@ class Projector:
         now: datetime,
         due_customers: Sequence[str],
         recompute: Sequence[TicketKey] = (),
+        contracts: Contracts,
     ) -> Tally:
         """The batch's rows and signals into ``write``: the story of each affected ticket."""
         customers = set(streams) | set(due_customers)
@@ -718,7 +723,7 @@ class Projector:
                 points[key],
                 records,
                 accounts.get(key[0], []),
-                self.contracts,
+                contracts,
                 Ledger.decode(before.signals if before is not None else None),
                 before.marks if before is not None else None,
                 tally,
@@ -750,7 +755,7 @@ class Projector:
                     )
             if fault is not None:
                 self._report_fault(key, fault, before)
-                policy = policy_of(records, accounts.get(key[0], []), self.contracts, at)
+                policy = policy_of(records, accounts.get(key[0], []), contracts, at)
                 row = _quarantined_row(key, records, at, policy, fault, told.ledger, told.marks)
             assert row is not None
             write.tickets.append(row)
@@ -764,9 +769,9 @@ class Projector:
             stored, stream = rows.get(customer), streams.get(customer, [])
             partition = partition_of(stream[0]) if stream else stored.partition if stored is not None else 0
             log_time = log_times.get(customer) or instant_of(stored.log_time if stored is not None else None)
-            policy = self.contracts.customer_policy(accounts[customer], ends[customer])
+            policy = contracts.customer_policy(accounts[customer], ends[customer])
             # The customer's rules change when its contract does, or a version of it takes over.
-            switches = _switches(self.contracts, accounts[customer], ends[customer])
+            switches = _switches(contracts, accounts[customer], ends[customer])
             write.customers.append(
                 _customer_row(
                     customer, partition, policy, ends[customer], accounts[customer], log_time, switches

@@ -558,3 +558,58 @@ def test_a_rebuild_that_cannot_read_the_policy_topic_fails_and_switches_nothing(
     assert store.active_generation() == before
     assert [g["generation"] for g in store.generations()] == [before]  # the failed one dropped
     assert orjson.loads(stored_row(store, before, ("bolt", "SAT")).view)["contract"] == "premium"
+
+
+def test_a_version_read_while_a_batch_folds_is_not_half_used(tmp_path):
+    """follow_policies reads the topic without the projector's lock: a version taken while a
+    batch is between its store reads must not measure that batch's rows without the write
+    storing it. The write uses one set of versions throughout (the one it started with), and
+    stores exactly those; the next write takes the new one."""
+    import threading
+
+    from events.policies import encode_policy_event
+    from services.worker.histories import stored_versions
+    from tests.contracts_helpers import policy_event
+    from tests.worker_helpers import MemoryPolicyLog
+
+    amended = policy_event(amended_text(), "default", AMENDED_FROM, retroactive=True)
+    store = open_store(Settings(data_dir=tmp_path))
+    log = Log()
+    topic = MemoryPolicyLog([])
+    release, entered = threading.Event(), threading.Event()
+    original = store.tickets_reached
+
+    def slow(*args, **kwargs):  # a store read the batch awaits after it took its versions
+        entered.set()
+        release.wait(5)
+        return original(*args, **kwargs)
+
+    async def go():
+        w = projector(store, topic)
+        await w.open()
+        await w.start_offsets({0})
+        store.tickets_reached = slow  # type: ignore[method-assign]
+        opened = ev("e1", "ticket.opened", ny("2026-11-16 09:00"), "acme", "AFTER", priority="medium")
+        answered = ev("e2", "ticket.responded", ny("2026-11-16 12:00"), "acme", "AFTER")
+        batch = asyncio.create_task(w.handle(log.batch(0, opened, answered)))
+        await asyncio.to_thread(entered.wait, 5)
+        topic.append(encode_policy_event(amended))
+        assert await w.read_policies() == 1  # follow_policies' read, mid-batch
+        release.set()
+        await batch
+        store.tickets_reached = original  # type: ignore[method-assign]
+        gen = w.generations.current
+        first = orjson.loads(stored_row(store, gen, ("acme", "AFTER")).view)["policy_version"]
+        stored_then = [v.policy.version for v in stored_versions(store, gen)]
+        async with w.lock:  # what follow_policies does next
+            await w._apply_pending()
+        return gen, first, stored_then
+
+    gen, first, stored_then = asyncio.run(go())
+    assert (first, stored_then) == ("default-2026.1", [])  # the batch: the versions it started with
+    live = row_versions(store, gen)
+    versions = [v for v in stored_versions(store, gen)]
+    assert [v.policy.version for v in versions] == ["default-2026.2"]
+    assert {t: v for t, (v, _) in live.items()} == {
+        t: replayed(log, versions, at)[t] for t, (_, at) in live.items()
+    }

@@ -225,8 +225,13 @@ async def test_the_policy_versions_come_back_at_their_positions(tmp_path):
         generation = await projector.open()
         premium = policy_event(premium_text(), "premium", datetime(2026, 11, 1, tzinfo=UTC))
         amended = policy_event(amended_text(), "default", datetime(2026, 11, 16, 5, tzinfo=UTC))
+        # The workers have read the topic up to position 5: records 3 and 4 were no version.
         write = BatchWrite(
-            TOPIC, {}, policies=[(0, encode_policy_event(premium)), (2, encode_policy_event(amended))]
+            TOPIC,
+            {},
+            policies=[(0, encode_policy_event(premium)), (2, encode_policy_event(amended))],
+            policy_topic="policy-versions",
+            policy_offsets={0: (0, 5), 1: (0, 5)},
         )
         store.commit_batch(generation, write)
         async with new_broker(Settings(data_dir=tmp_path, kafka_session_timeout_ms=6000)) as settings:
@@ -236,14 +241,18 @@ async def test_the_policy_versions_come_back_at_their_positions(tmp_path):
                 (0, "premium-2026.1"),
                 (2, "default-2026.2"),
             ]
-            assert [(p, why.split(":")[0]) for p, why in read.rejected] == [(1, "empty")]
-            assert read.end == 3
+            assert [(p, why.split(":")[0]) for p, why in read.rejected] == [
+                (1, "empty"),
+                (3, "empty"),
+                (4, "empty"),
+            ]
+            assert read.end == 5  # where the workers' stored positions say they have read it
             assert await restore_policies(settings, store) is None  # there already: nothing to do
             later = policy_event(
                 premium_text().replace("premium-2026.1", "premium-2027.1"),
                 "premium",
                 datetime(2027, 1, 1, tzinfo=UTC),
             )
-            assert await publish_policy(settings, later) == 3
+            assert await publish_policy(settings, later) == 5  # after what the workers have read
     finally:
         store.close()

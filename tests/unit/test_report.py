@@ -533,3 +533,16 @@ def test_a_csv_text_a_spreadsheet_would_evaluate_is_shown_as_text():
     ids = [r["ticket_id"] for r in rows if r["section"] == "ticket"]
     assert ids == ['\'=HYPERLINK("http://x","y")', "'@SUM(A1)", "T-ok"]
     assert orjson.loads(render_json(report))["tickets"][0]["ticket_id"].startswith("=")  # the JSON as it is
+
+
+def test_a_customer_on_one_contract_all_month_has_its_zones_bounds():
+    """On premium (Berlin) since October: November is Berlin's midnights, whatever other zones
+    the other contracts have (and a breach at 23:30:01Z on the 30th is December's)."""
+    contracts = review_contracts()
+    s = Story(customer_id="bolt")
+    s.contract(REVIEW_OCT_1, "premium", REVIEW_OCT_1)
+    s.opened(ny("2026-11-30 17:30"), "urgent", ticket_id="LATE")  # 22:30Z, Berlin 23:30
+    november = monthly_report(s.records, contracts, "bolt", "2026-11", REVIEW_NOW)
+    assert november.time_zone == "Europe/Berlin"
+    assert (november.period_start, november.period_end) == ("2026-10-31T23:00:00Z", "2026-11-30T23:00:00Z")
+    assert november.as_of == "2026-11-30T23:00:00Z" and november.breaches == []  # due 23:30Z, not yet
