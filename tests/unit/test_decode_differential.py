@@ -10,7 +10,6 @@ hypothesis-generated mutations of the valid samples.
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
