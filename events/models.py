@@ -6,6 +6,12 @@ is never coerced into a number or a boolean) so that validating JSON text and
 validating already-parsed JSON give the same answer. Unknown envelope keys are
 rejected; unknown keys inside ``data`` are kept, so that a publisher can add a
 field before we read it.
+
+Decoding reads JSON: there, instants, dates and ``schema_version`` are checked by
+pydantic-core schemas (:class:`_NativeJson`) that give the Python validators'
+verdicts and errors without calling Python; Python input goes through the
+validators themselves (tests/unit/test_decode_differential.py holds the two equal
+to the decoder before issue 14).
 """
 
 import math
