@@ -6,6 +6,12 @@ is never coerced into a number or a boolean) so that validating JSON text and
 validating already-parsed JSON give the same answer. Unknown envelope keys are
 rejected; unknown keys inside ``data`` are kept, so that a publisher can add a
 field before we read it.
+
+Decoding reads JSON: there, instants, dates and ``schema_version`` are checked by
+pydantic-core schemas (:class:`_NativeJson`) that give the Python validators'
+verdicts and errors without calling Python; Python input goes through the
+validators themselves (tests/unit/test_decode_differential.py holds the two equal
+to the decoder before issue 14).
 """
 
 import math
@@ -20,11 +26,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     TypeAdapter,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import GetJsonSchemaHandler, JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+from pydantic_core import core_schema as cs
 
 SCHEMA_VERSION = 1
 NOT_FINITE = "json_not_finite"  # the pydantic error type of a NaN or an infinity
@@ -46,26 +55,33 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(3000, 1, 1, tzinfo=UTC)  # exclusive
 
 
+INSTANT_FORM = (
+    "must be an RFC 3339 date-time with an explicit offset, "
+    "e.g. 2026-10-30T15:30:00-04:00 or 2026-10-30T19:30:00Z"
+)
+INSTANT_RANGE = "must lie between 1970-01-01T00:00:00Z and 2999-12-31T23:59:59Z"
+DATE_FORM = "must be a date in the form YYYY-MM-DD"
+DATE_RANGE = "must lie between 1970-01-01 and 2999-12-31"
+JSON_INTEGER_1 = "must be the JSON integer 1"
+
+
 def _rfc3339(value: Any) -> Any:
     if isinstance(value, datetime):
         return value  # AwareDatetime still rejects a naive one
     if isinstance(value, str) and _RFC3339.match(value):
         return value
-    raise ValueError(
-        "must be an RFC 3339 date-time with an explicit offset, "
-        "e.g. 2026-10-30T15:30:00-04:00 or 2026-10-30T19:30:00Z"
-    )
+    raise ValueError(INSTANT_FORM)
 
 
 def _in_range(value: datetime) -> datetime:
     if not EARLIEST <= value < LATEST:
-        raise ValueError("must lie between 1970-01-01T00:00:00Z and 2999-12-31T23:59:59Z")
+        raise ValueError(INSTANT_RANGE)
     return value
 
 
 def _date_in_range(value: date) -> date:
     if not EARLIEST.date() <= value < LATEST.date():
-        raise ValueError("must lie between 1970-01-01 and 2999-12-31")
+        raise ValueError(DATE_RANGE)
     return value
 
 
@@ -74,21 +90,86 @@ def _iso_date(value: Any) -> Any:
         return value
     if isinstance(value, str) and _DATE.match(value):
         return value
-    raise ValueError("must be a date in the form YYYY-MM-DD")
+    raise ValueError(DATE_FORM)
 
+
+def _json_integer(value: Any) -> Any:
+    # Literal[1] alone takes true, 1.0 and 1e0 (each equals 1 in Python): the
+    # contract says the JSON integer 1.
+    if type(value) is not int:
+        raise ValueError(JSON_INTEGER_1)
+    return value
+
+
+def _value_error(schema: CoreSchema, message: str) -> CoreSchema:
+    """``schema``, whose every failure is the one error ``ValueError(message)`` raised in a
+    validator gives: type value_error, "Value error, <message>" (pydantic-core, no Python call)."""
+    return cs.custom_error_schema(
+        schema, custom_error_type="value_error", custom_error_context={"error": message}
+    )
+
+
+def _native_pattern(pattern: str) -> str:
+    # Python's re.match: "$" also matches before a final newline (the parser rejects that one then).
+    return pattern.removesuffix("$") + r"\n?$"
+
+
+class _NativeJson:
+    """Annotated metadata: JSON input is validated by ``json``, a pydantic-core schema that runs
+    no Python code and says what the Python validators before it say, error for error; Python
+    input (and the JSON Schema) go by those validators. Decoding a message is JSON (issue 14)."""
+
+    def __init__(self, json: CoreSchema):
+        self.json = json
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        python = handler(source)
+
+        def json_schema(_: CoreSchema, generate: GetJsonSchemaHandler) -> JsonSchemaValue:
+            return generate(python)
+
+        return cs.json_or_python_schema(
+            json_schema=self.json, python_schema=python, metadata={"pydantic_js_functions": [json_schema]}
+        )
+
+
+# The JSON paths of Instant and LocalDate: the form (a string matching the pattern), then
+# pydantic's own parsing (its errors as they were), then the range, each as a Python
+# validator would say it.
+_INSTANT_JSON = cs.chain_schema(
+    [
+        _value_error(cs.str_schema(pattern=_native_pattern(RFC3339_PATTERN), strict=True), INSTANT_FORM),
+        cs.datetime_schema(tz_constraint="aware", strict=False),
+        _value_error(cs.datetime_schema(ge=EARLIEST, lt=LATEST, strict=True), INSTANT_RANGE),
+    ]
+)
+_DATE_JSON = cs.chain_schema(
+    [
+        _value_error(cs.str_schema(pattern=_native_pattern(DATE_PATTERN), strict=True), DATE_FORM),
+        cs.date_schema(strict=False),
+        _value_error(cs.date_schema(ge=EARLIEST.date(), lt=LATEST.date(), strict=True), DATE_RANGE),
+    ]
+)
+# A JSON integer (not true, 1.0 or 1e0), then the literal.
+_SCHEMA_VERSION_JSON = cs.chain_schema(
+    [_value_error(cs.int_schema(strict=True), JSON_INTEGER_1), cs.literal_schema([SCHEMA_VERSION])]
+)
 
 Instant = Annotated[
     AwareDatetime,
     Field(strict=False, json_schema_extra={"pattern": RFC3339_PATTERN}),
     BeforeValidator(_rfc3339),
     AfterValidator(_in_range),
+    _NativeJson(_INSTANT_JSON),
 ]
 LocalDate = Annotated[
     date,
     Field(strict=False, json_schema_extra={"pattern": DATE_PATTERN}),
     BeforeValidator(_iso_date),
     AfterValidator(_date_in_range),
+    _NativeJson(_DATE_JSON),
 ]
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_json_integer), _NativeJson(_SCHEMA_VERSION_JSON)]
 # Ids and short texts become columns of the read models and labels in logs:
 # no control characters (PostgreSQL cannot store NUL in text at all).
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -118,14 +199,6 @@ def _non_finite(extra: dict[str, Any]) -> str | None:
         elif isinstance(value, list):
             stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
     return None
-
-
-def _json_integer(value: Any) -> Any:
-    # Literal[1] alone takes true, 1.0 and 1e0 (each equals 1 in Python): the
-    # contract says the JSON integer 1.
-    if type(value) is not int:
-        raise ValueError("must be the JSON integer 1")
-    return value
 
 
 class _Data(BaseModel):
@@ -237,7 +310,7 @@ class _Envelope(BaseModel):
 
     event_id: Id = Field(description="The identity of the event: a second copy is a duplicate.")
     type: str
-    schema_version: Annotated[Literal[1], BeforeValidator(_json_integer)]
+    schema_version: SchemaVersion
     occurred_at: Instant
     customer_id: Id
     source: ShortText | None = None

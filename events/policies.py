@@ -11,10 +11,10 @@ settings (projections.policy.canonical_policy), checked by every reader.
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from events.codec import DEFAULT_MAX_EVENT_BYTES, EventRejected, RejectKind, _rejection
-from events.models import ContractName, Id, Instant, ShortText, _json_integer
+from events.models import ContractName, Id, Instant, SchemaVersion, ShortText
 
 POLICY_EVENT_TYPE = "policy.version_published"
 # A policy file is a few kilobytes; the seed policy is about 6 KiB.
@@ -30,7 +30,7 @@ class PolicyVersionPublished(BaseModel):
 
     event_id: Id = Field(description="The identity of the publication: a second copy is a duplicate.")
     type: Literal["policy.version_published"]
-    schema_version: Annotated[Literal[1], BeforeValidator(_json_integer)]
+    schema_version: SchemaVersion
     occurred_at: Instant = Field(description="When it was published.")
     contract: ContractName
     effective_from: Instant
