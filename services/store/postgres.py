@@ -48,6 +48,8 @@ COPY_MIN_ROWS = 50
 # How long a call past its limit waits for the server to cancel its statement
 # before the connection is cut (a frozen server answers no cancel request either).
 CANCEL_WAIT_S = 0.5
+# Null-safe "differs" of two row values: a replaced row is written only where some column does.
+DISTINCT = "IS DISTINCT FROM"
 
 
 @functools.lru_cache(maxsize=512)
@@ -77,7 +79,7 @@ class _PgTx:
 
     def bulk(self, bulk: Bulk, rows: list[tuple]) -> None:
         if len(rows) < COPY_MIN_ROWS:
-            self.many(bulk.insert, rows)
+            self.many(bulk.insert(DISTINCT), rows)
             return
         # COPY into a temporary table, then one INSERT ... SELECT: several
         # times faster than a statement per row, even pipelined. DISTINCT ON
@@ -99,7 +101,7 @@ class _PgTx:
         self._cur.execute(
             f"INSERT INTO {bulk.table} ({columns}) "  # noqa: S608 (names from our dataclasses)
             f"SELECT DISTINCT ON ({key}) {columns} FROM {stage} ORDER BY {key}, {order} "
-            f"{bulk.on_conflict}"
+            f"{bulk.on_conflict(DISTINCT)}"
         )
 
     def script(self, sql: str) -> None:

@@ -23,7 +23,6 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from functools import cached_property
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -73,8 +72,16 @@ class Bulk:
 
     ``keep`` says which of two rows with one key in the same batch wins:
     "first" (events: a repeat is ignored) or "last" (rows: the newer replaces).
-    Backends run ``insert`` once per row (SQLite, small batches) or load the
+    Backends run ``insert`` once per row (SQLite: executemany) or load the
     rows another way with the same outcome (PostgreSQL: COPY, then one INSERT).
+
+    A "last" row replaces the stored one only where some column differs
+    (``evaluated_at`` too, so a row told as of a later instant is always
+    written): an equal row is left as it is, which stores the same content
+    without rewriting the row and every index over it (on PostgreSQL, without
+    a new row version, its WAL and, later, its vacuum). ``distinct`` is the
+    dialect's null-safe "differs" for row values: SQLite ``IS NOT``,
+    PostgreSQL ``IS DISTINCT FROM``.
     """
 
     table: str
@@ -82,17 +89,23 @@ class Bulk:
     key: tuple[str, ...]
     keep: str  # "first" | "last"
 
-    @cached_property
-    def on_conflict(self) -> str:
+    def on_conflict(self, distinct: str) -> str:
         if self.keep == "first":
             return f"ON CONFLICT ({', '.join(self.key)}) DO NOTHING"
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
-        return f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+        values = [c for c in self.columns if c not in self.key]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+        stored = ", ".join(f"{self.table}.{c}" for c in values)
+        new = ", ".join(f"excluded.{c}" for c in values)
+        return (
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} WHERE ({stored}) {distinct} ({new})"
+        )
 
-    @cached_property
-    def insert(self) -> str:
+    def insert(self, distinct: str) -> str:
         marks = ", ".join("?" * len(self.columns))
-        return f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks}) {self.on_conflict}"  # noqa: S608
+        return (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks}) "  # noqa: S608
+            f"{self.on_conflict(distinct)}"
+        )
 
 
 EVENT_COLUMNS = _columns(StoredEvent)
