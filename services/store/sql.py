@@ -24,7 +24,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
 
 from projections.quarantine import QUARANTINED
 from services.store import migrations
@@ -61,6 +61,16 @@ def _columns(cls: type) -> list[str]:
     return [_RENAMED.get(f.name, f.name) for f in fields(cls)]
 
 
+def _kinds(cls: type) -> tuple[type, ...]:
+    """The Python type of each field's values, in column order (``int | None``: int)."""
+    kinds = []
+    for f in fields(cls):
+        options = [t for t in get_args(f.type) if t is not type(None)] or [f.type]
+        (kind,) = options
+        kinds.append(kind)
+    return tuple(kinds)
+
+
 def _getter(cls: type) -> Callable[[Any], tuple]:
     """Row object -> tuple of its fields in column order (attrgetter is C-fast)."""
     return attrgetter(*(f.name for f in fields(cls)))
@@ -88,6 +98,7 @@ class Bulk:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     keep: str  # "first" | "last"
+    kinds: tuple[type, ...]  # the Python type of each column's values (int, str, bool, bytes)
 
     def on_conflict(self, distinct: str) -> str:
         if self.keep == "first":
@@ -120,13 +131,25 @@ TICKETS = ", ".join(TICKET_COLUMNS)
 CUSTOMERS = ", ".join(CUSTOMER_COLUMNS)
 
 EVENT_ROWS = Bulk(
-    "events", ("generation", *EVENT_COLUMNS), ("generation", "customer_id", "event_id"), keep="first"
+    "events",
+    ("generation", *EVENT_COLUMNS),
+    ("generation", "customer_id", "event_id"),
+    keep="first",
+    kinds=(int, *_kinds(StoredEvent)),
 )
 TICKET_ROWS = Bulk(
-    "tickets", ("generation", *TICKET_COLUMNS), ("generation", "customer_id", "ticket_id"), keep="last"
+    "tickets",
+    ("generation", *TICKET_COLUMNS),
+    ("generation", "customer_id", "ticket_id"),
+    keep="last",
+    kinds=(int, *_kinds(TicketRow)),
 )
 CUSTOMER_ROWS = Bulk(
-    "customers", ("generation", *CUSTOMER_COLUMNS), ("generation", "customer_id"), keep="last"
+    "customers",
+    ("generation", *CUSTOMER_COLUMNS),
+    ("generation", "customer_id"),
+    keep="last",
+    kinds=(int, *_kinds(CustomerRow)),
 )
 
 ACTIVE = "SELECT generation FROM active_generation WHERE id = 1"
