@@ -12,8 +12,8 @@ transaction (see :mod:`services.store.sql`): the offsets row of each partition
 the ``active_generation`` row held FOR SHARE (a switch waits for batches in
 flight), and an advisory lock for migrations.
 
-Bulk writes (a batch's events and rows) go through COPY into a temporary
-table and one INSERT ... SELECT; small ones use ``executemany``, which
+Bulk writes (a batch's events and rows) go through binary COPY into a
+temporary table and one INSERT ... SELECT; small ones use ``executemany``, which
 psycopg 3 pipelines. Either way a batch costs a few round trips, not one per row.
 
 The URL may carry a password: it is never logged, only host, port and database.
@@ -48,6 +48,10 @@ COPY_MIN_ROWS = 50
 # How long a call past its limit waits for the server to cancel its statement
 # before the connection is cut (a frozen server answers no cancel request either).
 CANCEL_WAIT_S = 0.5
+# What binary COPY sends for the Python type of a column's values (sql.Bulk.kinds).
+COPY_TYPES = {int: "bigint", str: "text", bool: "boolean", bytes: "bytea"}
+# Null-safe "differs" of two row values: a replaced row is written only where some column does.
+DISTINCT = "IS DISTINCT FROM"
 
 
 @functools.lru_cache(maxsize=512)
@@ -77,7 +81,7 @@ class _PgTx:
 
     def bulk(self, bulk: Bulk, rows: list[tuple]) -> None:
         if len(rows) < COPY_MIN_ROWS:
-            self.many(bulk.insert, rows)
+            self.many(bulk.insert(DISTINCT), rows)
             return
         # COPY into a temporary table, then one INSERT ... SELECT: several
         # times faster than a statement per row, even pipelined. DISTINCT ON
@@ -86,20 +90,24 @@ class _PgTx:
         stage = f"stage_{bulk.table}"
         columns = ", ".join(bulk.columns)
         key = ", ".join(bulk.key)
+        types = ["bigint", *(COPY_TYPES[kind] for kind in bulk.kinds)]
         # Created inside this transaction if missing: a rollback takes it away
-        # again, so nothing can go stale about whether it exists.
-        self._cur.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "  # noqa: S608
-            f"SELECT 0::bigint AS ord, {columns} FROM {bulk.table} WITH NO DATA"
-        )
-        with self._cur.copy(f"COPY {stage} (ord, {columns}) FROM STDIN") as copy:
+        # again, so nothing can go stale about whether it exists. Integers are
+        # staged as bigint whatever their column (INSERT casts them), so that
+        # the Python types alone say what binary COPY sends.
+        declared = ", ".join(f"{c} {t}" for c, t in zip(("ord", *bulk.columns), types, strict=True))
+        self._cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({declared}) ON COMMIT DELETE ROWS")
+        # Binary: bytea (event bodies, views) goes as it is, not hex-escaped, and
+        # numbers need no formatting or parsing (a third less time than text COPY).
+        with self._cur.copy(f"COPY {stage} (ord, {columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
             for ord_, row in enumerate(rows):
                 copy.write_row((ord_, *row))
         order = "ord" if bulk.keep == "first" else "ord DESC"
         self._cur.execute(
             f"INSERT INTO {bulk.table} ({columns}) "  # noqa: S608 (names from our dataclasses)
             f"SELECT DISTINCT ON ({key}) {columns} FROM {stage} ORDER BY {key}, {order} "
-            f"{bulk.on_conflict}"
+            f"{bulk.on_conflict(DISTINCT)}"
         )
 
     def script(self, sql: str) -> None:

@@ -23,9 +23,8 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from functools import cached_property
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, get_args
 
 from projections.quarantine import QUARANTINED
 from services.store import migrations
@@ -62,6 +61,16 @@ def _columns(cls: type) -> list[str]:
     return [_RENAMED.get(f.name, f.name) for f in fields(cls)]
 
 
+def _kinds(cls: type) -> tuple[type, ...]:
+    """The Python type of each field's values, in column order (``int | None``: int)."""
+    kinds = []
+    for f in fields(cls):
+        options = [t for t in get_args(f.type) if t is not type(None)] or [f.type]
+        (kind,) = options
+        kinds.append(kind)
+    return tuple(kinds)
+
+
 def _getter(cls: type) -> Callable[[Any], tuple]:
     """Row object -> tuple of its fields in column order (attrgetter is C-fast)."""
     return attrgetter(*(f.name for f in fields(cls)))
@@ -73,26 +82,41 @@ class Bulk:
 
     ``keep`` says which of two rows with one key in the same batch wins:
     "first" (events: a repeat is ignored) or "last" (rows: the newer replaces).
-    Backends run ``insert`` once per row (SQLite, small batches) or load the
+    Backends run ``insert`` once per row (SQLite: executemany) or load the
     rows another way with the same outcome (PostgreSQL: COPY, then one INSERT).
+
+    A "last" row replaces the stored one only where some column differs
+    (``evaluated_at`` too, so a row told as of a later instant is always
+    written): an equal row is left as it is, which stores the same content
+    without rewriting the row and every index over it (on PostgreSQL, without
+    a new row version, its WAL and, later, its vacuum). ``distinct`` is the
+    dialect's null-safe "differs" for row values: SQLite ``IS NOT``,
+    PostgreSQL ``IS DISTINCT FROM``.
     """
 
     table: str
     columns: tuple[str, ...]
     key: tuple[str, ...]
     keep: str  # "first" | "last"
+    kinds: tuple[type, ...]  # the Python type of each column's values (int, str, bool, bytes)
 
-    @cached_property
-    def on_conflict(self) -> str:
+    def on_conflict(self, distinct: str) -> str:
         if self.keep == "first":
             return f"ON CONFLICT ({', '.join(self.key)}) DO NOTHING"
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.columns if c not in self.key)
-        return f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+        values = [c for c in self.columns if c not in self.key]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+        stored = ", ".join(f"{self.table}.{c}" for c in values)
+        new = ", ".join(f"excluded.{c}" for c in values)
+        return (
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates} WHERE ({stored}) {distinct} ({new})"
+        )
 
-    @cached_property
-    def insert(self) -> str:
+    def insert(self, distinct: str) -> str:
         marks = ", ".join("?" * len(self.columns))
-        return f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks}) {self.on_conflict}"  # noqa: S608
+        return (
+            f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks}) "  # noqa: S608
+            f"{self.on_conflict(distinct)}"
+        )
 
 
 EVENT_COLUMNS = _columns(StoredEvent)
@@ -107,13 +131,25 @@ TICKETS = ", ".join(TICKET_COLUMNS)
 CUSTOMERS = ", ".join(CUSTOMER_COLUMNS)
 
 EVENT_ROWS = Bulk(
-    "events", ("generation", *EVENT_COLUMNS), ("generation", "customer_id", "event_id"), keep="first"
+    "events",
+    ("generation", *EVENT_COLUMNS),
+    ("generation", "customer_id", "event_id"),
+    keep="first",
+    kinds=(int, *_kinds(StoredEvent)),
 )
 TICKET_ROWS = Bulk(
-    "tickets", ("generation", *TICKET_COLUMNS), ("generation", "customer_id", "ticket_id"), keep="last"
+    "tickets",
+    ("generation", *TICKET_COLUMNS),
+    ("generation", "customer_id", "ticket_id"),
+    keep="last",
+    kinds=(int, *_kinds(TicketRow)),
 )
 CUSTOMER_ROWS = Bulk(
-    "customers", ("generation", *CUSTOMER_COLUMNS), ("generation", "customer_id"), keep="last"
+    "customers",
+    ("generation", *CUSTOMER_COLUMNS),
+    ("generation", "customer_id"),
+    keep="last",
+    kinds=(int, *_kinds(CustomerRow)),
 )
 
 ACTIVE = "SELECT generation FROM active_generation WHERE id = 1"
