@@ -182,18 +182,29 @@ Category = Literal["service", "non_service", "new_install"]
 Party = Literal["provider", "customer", "third_party"]
 
 
-def _non_finite(extra: dict[str, Any]) -> str | None:
-    """Where the first non-finite number among the unknown keys is (``key.key[3]``), or None.
+# orjson (and so encode_event, the digests, the store's views) writes integers of these bounds only.
+INT_RANGE = (-(2**63), 2**64 - 1)
+INT_TOO_LARGE = "json_int_too_large"  # the pydantic error type of an integer beyond INT_RANGE
 
-    pydantic reads ``NaN``, ``Infinity`` and ``1e400`` (infinity as a double) into
-    keys it does not know; they are not JSON numbers (RFC 8259) and could not be
-    written back as JSON. Iterative, so no nesting depth can exhaust the stack.
+
+def _unwritable(extra: dict[str, Any]) -> tuple[str, str] | None:
+    """Where the first number among the unknown keys that could not be written back as JSON is
+    (``key.key[3]``), and the error type: a NaN or infinity (:data:`NOT_FINITE`), or an integer
+    beyond 64 bits (:data:`INT_TOO_LARGE`); None if there is none.
+
+    pydantic reads ``NaN``, ``Infinity`` and ``1e400`` (infinity as a double) into keys it does
+    not know; they are not JSON numbers (RFC 8259). It also keeps integers of any size, which
+    RFC 8259 leaves to implementations and orjson cannot write: accepted, such an event would
+    make every digest of its ticket fail. Iterative, so no nesting depth can exhaust the stack.
     """
+    low, high = INT_RANGE
     stack: list[tuple[str, Any]] = [(key, value) for key, value in extra.items()]
     while stack:
         path, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            return path
+            return path, NOT_FINITE
+        if isinstance(value, int) and not isinstance(value, bool) and not low <= value <= high:
+            return path, INT_TOO_LARGE
         if isinstance(value, dict):
             stack.extend((f"{path}.{key}", item) for key, item in value.items())
         elif isinstance(value, list):
@@ -202,21 +213,29 @@ def _non_finite(extra: dict[str, Any]) -> str | None:
 
 
 class _Data(BaseModel):
-    """A per-type payload. Unknown keys are kept for forward compatibility, if their numbers are finite."""
+    """A per-type payload. Unknown keys are kept for forward compatibility, if their numbers can
+    be written back as JSON."""
 
     model_config = ConfigDict(strict=True, extra="allow", frozen=True)
 
     @model_validator(mode="after")
     def _numbers_are_finite(self) -> "_Data":
-        where = _non_finite(self.__pydantic_extra__ or {})
-        if where is not None:
+        found = _unwritable(self.__pydantic_extra__ or {})
+        if found is None:
+            return self
+        where, kind = found
+        if kind == NOT_FINITE:
             # Its own error type: the codec files it under invalid_json, as a strict parser would.
             raise PydanticCustomError(
                 NOT_FINITE,
                 "numbers must be finite: {where} is NaN, Infinity or beyond ±1.8e308",
                 {"where": where},
             )
-        return self
+        raise PydanticCustomError(
+            INT_TOO_LARGE,
+            "integers must fit in 64 bits: {where} is beyond -2**63 .. 2**64-1",
+            {"where": where},
+        )
 
 
 class TicketOpenedData(_Data):

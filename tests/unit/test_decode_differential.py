@@ -7,13 +7,14 @@ messages, hand-picked edges of the instant, date and schema_version rules, and
 hypothesis-generated mutations of the valid samples.
 """
 
+import copy
 from typing import Any
 
 import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from events import EVENT_TYPES, EventRejected, decode_event, encode_event
+from events import EVENT_TYPES, EventRejected, RejectKind, decode_event, encode_event
 from tests import old_decoder
 from tests.integration.test_pipeline import malformed_messages
 from tests.samples import DATA, sample
@@ -44,7 +45,20 @@ def verdict(decode: Any, raw: bytes | None, **kwargs: Any) -> tuple[Any, ...]:
 
 def assert_same_verdict(raw: bytes | None, **kwargs: Any) -> tuple[Any, ...]:
     old = verdict(old_decoder.decode_event, raw, **kwargs)
-    assert verdict(decode_event, raw, **kwargs) == old, raw
+    new = verdict(decode_event, raw, **kwargs)
+    if old[0] == "accepted" and str(old[-1]).startswith("TypeError"):
+        # The one change on purpose: an integer beyond 64 bits in an unknown key was accepted
+        # and then could not be written back (every digest of its ticket raised); now rejected.
+        assert new[:2] == ("rejected", RejectKind.INVALID_EVENT), (raw, new)
+        assert "integers must fit in 64 bits" in new[2], new
+        return new
+    if new != old and old[0] == "rejected" and new[0] == "rejected":
+        # Rejected for another fault too: the 64-bit error is one more among its errors.
+        errors = [e for e in new[3] if "integers must fit in 64 bits" not in e["msg"]]
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
+        assert len(errors) < len(new[3]) and (new[1], detail, errors) == old[1:], raw
+        return old
+    assert new == old, raw
     return old
 
 
@@ -312,5 +326,7 @@ def test_mutations_of_valid_samples(event_type, changes, token, category):
             if isinstance(event.get("data"), dict):
                 event["data"].pop(key, None)
         elif isinstance(target, dict):
-            target[key] = value
+            # A copy: a value drawn twice may be one object (OTHER_VALUES, or a dict set as the
+            # data and then given a key), and setting it into itself would make a cycle.
+            target[key] = copy.deepcopy(value)
     assert_same_verdict(with_token(event, token))

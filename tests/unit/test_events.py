@@ -1,5 +1,6 @@
 """The event contract v1: every type valid and invalid, and the envelope rules."""
 
+import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -393,3 +394,24 @@ def test_round_trip_property(event_id, customer_id, ticket_id, occurred_at, prio
     event = decode(raw)
     assert event.occurred_at == occurred_at
     assert decode_event(encode_event(event)) == event
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 123456789012345678901234567890])
+def test_an_integer_beyond_64_bits_in_an_unknown_key_is_rejected(number):
+    """Accepted, it could not be written back as JSON (orjson writes 64-bit integers only), and
+    every digest of its ticket (explain, the report) would raise: rejected, with where it is."""
+    event = sample("ticket.opened")
+    event["data"]["extra"] = {"list": [1, number]}
+    with pytest.raises(EventRejected) as caught:
+        decode_event(json.dumps(event).encode())  # (orjson writes no such integer)
+    assert caught.value.kind == RejectKind.INVALID_EVENT
+    assert "integers must fit in 64 bits: extra.list[1]" in caught.value.detail
+
+
+@pytest.mark.parametrize("number", [2**64 - 1, -(2**63)])
+def test_an_integer_of_64_bits_in_an_unknown_key_is_kept(number):
+    event = sample("ticket.opened")
+    event["data"]["extra"] = number
+    decoded = decode_event(json.dumps(event).encode())
+    assert decoded.data.model_extra == {"extra": number}
+    assert orjson.loads(encode_event(decoded))["data"]["extra"] == number
