@@ -8,12 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psycopg
 from pydantic import SecretStr
 
+from projections.contracts import PolicyVersion
 from services.store import open_store
 from services.worker.batches import PolicyDecoder, PolicyRead
 
@@ -109,6 +110,17 @@ def assignments(log: Path) -> set[int]:
         return set()
     inside = latest[-1].split("assigned partitions [", 1)[1].split("]", 1)[0]
     return {int(p) for p in inside.split(",") if p.strip()}
+
+
+class ListPolicyLog:
+    """The policy topic as a list of versions already checked (position = each version's own): a
+    test appends to it, or sets ``versions``, to publish. MemoryPolicyLog takes records' bytes."""
+
+    def __init__(self, versions: Iterable[PolicyVersion] = ()):
+        self.versions = list(versions)
+
+    async def read(self, start: int) -> PolicyRead:
+        return PolicyRead([v for v in self.versions if v.position >= start], [], len(self.versions))
 
 
 class MemoryPolicyLog:

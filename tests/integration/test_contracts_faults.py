@@ -18,23 +18,16 @@ from projections.replay import replay
 from projections.timeline import Recorded
 from services.config import Settings
 from services.store import open_store
-from services.worker.batches import ConsumedBatch, ConsumedEvent, PolicyRead
+from services.worker.batches import ConsumedBatch, ConsumedEvent
 from services.worker.histories import seq_of
 from services.worker.projector import Projector
 from tests.contracts_helpers import amended_text, published
 from tests.engine_helpers import ny
+from tests.worker_helpers import ListPolicyLog
 
 TOPIC = "ticket-events"
 AMENDED_FROM = ny("2026-11-16 00:00")
 CLOCK = ny("2026-11-20 12:00")
-
-
-class ListPolicyLog:
-    def __init__(self, versions):
-        self.versions = list(versions)
-
-    async def read(self, start: int) -> PolicyRead:
-        return PolicyRead([v for v in self.versions if v.position >= start], [], len(self.versions))
 
 
 def ev(event_id, type_, at, customer, ticket=None, **data):

@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from projections.contracts import Contracts, PolicyVersion
+from projections.contracts import Contracts
 from projections.policy import default_policy
-from services.worker.batches import PolicyRead
 from services.worker.projector import Projector
 from tests.contracts_helpers import amended_text, default_text, premium_text, published
 from tests.engine_helpers import Story, ny
@@ -25,20 +24,11 @@ from tests.integration.test_replay_equality import (
     recorded,
     rows,
 )
+from tests.worker_helpers import ListPolicyLog
 
 NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
 AMENDED_FROM = ny("2026-11-16 00:00")
 CLOCK = ny("2026-11-20 12:00")
-
-
-class ListPolicyLog:
-    """The policy topic as a list (position = index); a test appends to publish."""
-
-    def __init__(self, versions: list[PolicyVersion]):
-        self.versions = versions
-
-    async def read(self, start: int) -> PolicyRead:
-        return PolicyRead([v for v in self.versions if v.position >= start], [], len(self.versions))
 
 
 def loosened_text() -> str:

@@ -43,13 +43,13 @@ from projections.story import story_of_log
 from projections.timeline import Recorded
 from services.config import Settings
 from services.store import open_store
-from services.worker.batches import ConsumedBatch, ConsumedEvent, PolicyRead
+from services.worker.batches import ConsumedBatch, ConsumedEvent
 from services.worker.histories import seq_of
 from services.worker.ports import ReadModelStore, TicketQuery
 from services.worker.projector import Projector
 from services.worker.rebuild import RebuildReport, _check
 from tests.unit.test_engine_properties import BASE, DAY, POLICIES, SPAN, Drawn, histories
-from tests.worker_helpers import throwaway_database
+from tests.worker_helpers import ListPolicyLog, throwaway_database
 
 EXAMPLES = int(os.environ.get("SLATRACK_TEST_PROPERTY_EXAMPLES", "30"))
 TOPIC = "ticket-events"
@@ -211,16 +211,6 @@ def contract_versions() -> list:
         published(premium_text(), "premium", BASE + timedelta(days=3), 0),
         published(amended_text(), "default", BASE + timedelta(days=10), 1),
     ]
-
-
-class ListPolicyLog:
-    """The policy topic as a list (position = index)."""
-
-    def __init__(self, versions: list) -> None:
-        self.versions = versions
-
-    async def read(self, start: int) -> PolicyRead:
-        return PolicyRead([v for v in self.versions if v.position >= start], [], len(self.versions))
 
 
 async def check_live_equals_replay(store: ReadModelStore, drawn_logs, policy_name: str, seed: int) -> None:
