@@ -886,16 +886,11 @@ def _switches(contracts: Contracts, account: list[Recorded], at: datetime) -> li
 
 def _contract_changes(streams: dict[str, list[Recorded]]) -> dict[str, int]:
     """Per customer, the earliest instant a new contract change in its events is effective from."""
-    since: dict[str, int] = {}
-    for customer, records in streams.items():
-        instants = [
-            int(r.event.data.effective_from.timestamp())
-            for r in records
-            if isinstance(r.event, AccountContractChanged)
-        ]
-        if instants:
-            since[customer] = min(instants)
-    return since
+    return {
+        customer: int(changes[0].timestamp())
+        for customer, records in streams.items()
+        if (changes := contract_changes(records))
+    }
 
 
 def _reach(
