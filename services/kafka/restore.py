@@ -26,6 +26,7 @@ shifting the events.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -134,19 +135,17 @@ async def restore_policies(settings: Settings, store: ReadModelStore) -> int | N
         for position in range(end):
             body = stored.get(position)
             if body is None:
-                future = await producer.send(
-                    topic, b"", partition=0, headers=[(PLACEHOLDER_HEADER, PLACEHOLDER_NOTE)]
-                )
+                future = await _placeholder(producer, topic, 0)
             else:
                 future = await producer.send(topic, body, partition=0)
             sent.append((position, future))
-        for position, future in sent:
-            landed = (await future).offset
-            if landed != position:
-                raise RestoreFailed(
-                    f"{topic}: a restored policy version landed at offset {landed}, not {position}: someone "
-                    "else writes to the policy topic; stop every publisher, empty it and restore again"
-                )
+        await _landed_as_sent(
+            sent,
+            lambda landed, position: (
+                f"{topic}: a restored policy version landed at offset {landed}, not {position}: someone "
+                "else writes to the policy topic; stop every publisher, empty it and restore again"
+            ),
+        )
     finally:
         await producer.stop()
     return len(stored)
@@ -229,14 +228,14 @@ async def _restore_partition(
             event = by_offset.get(offset)
             sent.append((offset, await _send(producer, topic, partition, event)))
             events, placeholders = events + (event is not None), placeholders + (event is None)
-        for offset, future in sent:
-            landed = (await future).offset
-            if landed != offset:
-                raise RestoreFailed(
-                    f"{topic}[{partition}]: a restored record landed at offset {landed}, not {offset}: "
-                    "someone else writes to the log; stop every publisher and worker, empty the topic "
-                    "and restore again"
-                )
+        await _landed_as_sent(
+            sent,
+            lambda landed, offset: (
+                f"{topic}[{partition}]: a restored record landed at offset {landed}, not {offset}: "
+                "someone else writes to the log; stop every publisher and worker, empty the topic "
+                "and restore again"
+            ),
+        )
         position = upto
     return events, placeholders
 
@@ -245,8 +244,24 @@ async def _send(
     producer: AIOKafkaProducer, topic: str, partition: int, event: StoredEvent | None
 ) -> asyncio.Future:
     if event is None:
-        # An empty value, not none: a producer needs a key or a value.
-        return await producer.send(
-            topic, b"", partition=partition, headers=[(PLACEHOLDER_HEADER, PLACEHOLDER_NOTE)]
-        )
+        return await _placeholder(producer, topic, partition)
     return await producer.send(topic, event.body, key=event.customer_id.encode(), partition=partition)
+
+
+async def _placeholder(producer: AIOKafkaProducer, topic: str, partition: int) -> asyncio.Future:
+    """A record that keeps an offset that held no event (or no policy version)."""
+    # An empty value, not none: a producer needs a key or a value.
+    return await producer.send(
+        topic, b"", partition=partition, headers=[(PLACEHOLDER_HEADER, PLACEHOLDER_NOTE)]
+    )
+
+
+async def _landed_as_sent(
+    sent: list[tuple[int, asyncio.Future]], misplaced: Callable[[int, int], str]
+) -> None:
+    """Each restored record at the offset it was sent for; RestoreFailed(``misplaced(landed,
+    offset)``) at the first that is not (someone else writes to the topic)."""
+    for offset, future in sent:
+        landed = (await future).offset
+        if landed != offset:
+            raise RestoreFailed(misplaced(landed, offset))
