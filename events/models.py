@@ -220,7 +220,10 @@ class _Data(BaseModel):
 
     @model_validator(mode="after")
     def _numbers_are_finite(self) -> "_Data":
-        found = _unwritable(self.__pydantic_extra__ or {})
+        extra = self.__pydantic_extra__
+        if not extra:  # nearly every payload: no unknown key, nothing to walk (a call per event)
+            return self
+        found = _unwritable(extra)
         if found is None:
             return self
         where, kind = found
