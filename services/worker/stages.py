@@ -66,7 +66,8 @@ def observe_decode(seconds: float) -> None:
 
 class TimedStore:
     """``store`` with the duration of each method call added to the current batch's store stage
-    (no batch current: not timed)."""
+    (no batch current: not timed). Each call looks the method up on ``store`` anew, so that what
+    is set on the store later (a test's fault) is what is called."""
 
     def __init__(self, store: ReadModelStore):
         self._store = store
@@ -75,13 +76,12 @@ class TimedStore:
         value = getattr(self._store, name)
         if name.startswith("_") or not callable(value):
             return value
-        timed = _timed(value)
-        setattr(self, name, timed)  # found directly from now on
-        return timed
+        return _timed(self._store, name)
 
 
-def _timed(method: Callable[..., Any]) -> Callable[..., Any]:
+def _timed(store: ReadModelStore, name: str) -> Callable[..., Any]:
     def timed(*args: Any, **kwargs: Any) -> Any:
+        method = getattr(store, name)
         stages = _current.get()
         if stages is None:
             return method(*args, **kwargs)

@@ -43,3 +43,11 @@ async def test_a_batch_s_store_calls_count_as_store_and_not_as_engine():
 
     store.read(0.01)  # no batch current: counted nowhere
     assert stage_sum("store") - before["store"] == stages.store
+
+
+def test_what_is_set_on_the_store_later_is_what_is_called():
+    inner = SlowStore()
+    store = TimedStore(inner)  # type: ignore[arg-type]
+    read = store.read  # bound early, as the projector's history caches bind it
+    inner.read = lambda seconds: "patched"  # type: ignore[method-assign]
+    assert read(0) == "patched" and store.read(0) == "patched"
