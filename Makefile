@@ -28,6 +28,8 @@ test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # Benchmarks, not timed tests: they print what they measured.
+# bench/projector.py's defaults keep it within 15 minutes on 2 cores (its docstring says how);
+# it uses PostgreSQL at SLATRACK_TEST_DATABASE_URL (default 127.0.0.1:5432) if it answers.
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/projector.py

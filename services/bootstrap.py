@@ -74,6 +74,7 @@ def wire(
     from services.kafka.policies import KafkaPolicyLog
     from services.kafka.publisher import EventPublisher
     from services.worker.projector import Projector
+    from services.worker.stages import timed_store
 
     policy = configured_policy(settings) if policy is None else policy
     publisher = EventPublisher(settings)
@@ -81,7 +82,7 @@ def wire(
     if worker:
         policies = KafkaPolicyLog(settings)
         projector = Projector(
-            store,
+            timed_store(store),  # its calls timed per batch (services.worker.stages)
             policy,
             settings.topic_events,
             dead_letter=publisher.dead_letter,

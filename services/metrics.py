@@ -79,6 +79,18 @@ PROJECTOR_BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+# Where a batch's time goes (services.worker.stages): the consumer's decoding and validation, the
+# engine's fold, the store's reads and commit, and the rest of the batch's handling.
+PROJECTOR_STAGES = ("decode", "engine", "store", "other")
+PROJECTOR_STAGE_SECONDS = Histogram(
+    "slatrack_projector_stage_duration_seconds",
+    "Time one batch spent in each stage: decode (the consumer decoding and validating its messages), "
+    "engine (the fold, the store's part taken out), store (reads and the commit), other (the rest of "
+    "handling it: waiting for the lock, dead letters, bookkeeping).",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 PROJECTOR_LAST_EVENT = Gauge(
     "slatrack_projector_last_event_timestamp_seconds",
     "occurred_at of the latest event projected by this worker (unix seconds).",

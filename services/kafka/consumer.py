@@ -32,6 +32,7 @@ from services.config import Settings
 from services.kafka import routing
 from services.kafka.client import client_options
 from services.kafka.publisher import EventPublisher
+from services.worker import stages
 from services.worker.batches import (
     BatchHandler,
     ConsumedBatch,
@@ -508,7 +509,9 @@ class ValidatingConsumer:
 
     def _validate(self, batch: Batch) -> tuple[list[ConsumedEvent], list[tuple[RawRecord, EventRejected]]]:
         partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
+        started = time.perf_counter()
         valid, rejected = validate_records(batch, self.settings.max_event_bytes, partitions)
+        stages.observe_decode(time.perf_counter() - started)
         # A restore's placeholder holds the place of a message that was dead-lettered (or counted
         # as a repeat) when it first came: not a dead letter again.
         return valid, [(r, why) for r, why in rejected if not is_placeholder(r)]

@@ -29,7 +29,6 @@ histories (:mod:`services.worker.histories`, :mod:`services.worker.history_cache
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +82,7 @@ from services.worker.rows import (
     instant_of,
 )
 from services.worker.sla_metrics import publish
+from services.worker.stages import BatchStages
 from services.worker.timers import run_timers
 from services.worker.tracking import OffsetTracker
 
@@ -428,7 +428,7 @@ class Projector:
             raise rewind
 
     async def handle(self, batch: ConsumedBatch) -> None:
-        started = time.perf_counter()
+        stages = BatchStages()  # where the batch's time goes (services.worker.stages)
         async with self.lock:
             offsets, valid = self.tracking.trim(batch)
             if not offsets:
@@ -443,7 +443,8 @@ class Projector:
                 sorted_out = accepted(valid, stored)
                 if sorted_out.conflicts and self.dead_letter is not None:
                     await self._dead_letter_conflicts(sorted_out.conflicts)
-                write, tally = await self._project(sorted_out.events, offsets, now=self.clock())
+                with stages.fold():
+                    write, tally = await self._project(sorted_out.events, offsets, now=self.clock())
                 tally.duplicates += sorted_out.duplicates
                 await asyncio.to_thread(
                     self.store.commit_batch, self._gen, write, must_be_active=self.must_be_active
@@ -463,7 +464,7 @@ class Projector:
             self._publish(tally)
             self._count_conflicts(sorted_out.conflicts)
         await self._notify()
-        metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.PROJECTOR_BATCH_SECONDS.observe(stages.observe())
         if valid:
             latest = max(item.event.occurred_at for item in valid)
             metrics.PROJECTOR_LAST_EVENT.set(latest.timestamp())

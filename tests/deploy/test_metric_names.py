@@ -103,3 +103,16 @@ def test_names_in_promql(expr, names):
 def test_names_in_a_grafana_variable():
     assert grafana_query_names("label_values(slatrack_sla_clocks, priority)") == {"slatrack_sla_clocks"}
     assert grafana_query_names('label_values(m{job="a"}, clock)') == {"m"}
+
+
+def test_the_stage_histogram_has_its_four_stages_from_the_start():
+    from services.metrics import PROJECTOR_STAGES
+    from services.worker import stages  # noqa: F401 - creates each stage's series
+
+    found = {
+        sample.labels["stage"]
+        for family in REGISTRY.collect()
+        if family.name == "slatrack_projector_stage_duration_seconds"
+        for sample in family.samples
+    }
+    assert found == set(PROJECTOR_STAGES) == {"decode", "engine", "store", "other"}

@@ -18,6 +18,7 @@ from services.kafka.consumer import ValidatingConsumer
 from services.kafka.publisher import EventPublisher
 from services.store.sqlite import SqliteStore
 from services.worker.projector import Projector
+from services.worker.stages import TimedStore
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "projections" / "default_policy.toml"
@@ -53,7 +54,9 @@ async def test_wire_makes_a_worker_s_services(tmp_path):
         assert wired.policy is default_policy() and wired.store is store
         assert isinstance(wired.publisher, EventPublisher) and isinstance(wired.broker, BrokerWatch)
         assert wired.worker is not None
-        assert isinstance(wired.worker.projector, Projector) and wired.worker.projector.store is store
+        assert isinstance(wired.worker.projector, Projector)
+        timed = wired.worker.projector.store  # the store, its calls timed per batch (services.worker.stages)
+        assert isinstance(timed, TimedStore) and timed._store is store
         assert isinstance(wired.worker.consumer, ValidatingConsumer)
         assert wired.worker.consumer.handler is wired.worker.projector
         assert wired.lag == wired.worker.consumer.lag and wired.problems == wired.worker.consumer.problems
