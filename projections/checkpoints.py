@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from events import Event
+from events.models import TicketOpened
 from projections.account import AccountStanding
 from projections.account import Interval as AccountInterval
 from projections.policy import Policy
@@ -67,11 +68,10 @@ def evaluate_from(
     after it is kept under ``key`` (taken out and put back: an ordered dict keeps it as the most
     recently used), unless it cannot serve a later instant."""
     as_of = whole_second(as_of)
-    ordered = history(records, as_of)
     kept = checkpoints.pop(key, None)
-    steps = continuation(kept, ordered, policy, as_of, standing) if kept is not None else None
+    steps = continuation(kept, records, policy, as_of, standing) if kept is not None else None
     if kept is None or steps is None:
-        kept = fresh(ordered, policy, as_of, standing)
+        kept = fresh(history(records, as_of), policy, as_of, standing)
     else:
         extend(kept, steps, as_of)
     if reusable(kept):
@@ -90,20 +90,20 @@ def fresh(
     state = TicketState(policy, as_of)
     steps = state.plan(ordered, standing)
     state.apply(steps)
-    return Checkpoint(
-        state, _events_of(steps), step_key(steps[-1]) if steps else None, state.paused_by(ordered, standing)
-    )
+    last = step_key(steps[-1]) if steps else None
+    return Checkpoint(state, _events_of(steps), last, state.paused_by(_opening(steps), standing))
 
 
 def continuation(
     kept: Checkpoint,
-    ordered: list[Recorded],
+    records: Sequence[Recorded],
     policy: Policy,
     as_of: datetime,
     standing: AccountStanding | None,
 ) -> list[Step] | None:
-    """The steps a full replay of ``ordered`` as of ``as_of`` would apply after the checkpoint's,
-    sorted; None if that replay would not begin with exactly the checkpoint's steps."""
+    """The steps a full replay of ``records`` as of ``as_of`` (whole seconds) would apply after
+    the checkpoint's, sorted; None if that replay would not begin with exactly the checkpoint's
+    steps."""
     state = kept.state
     if state.policy is not policy:  # another policy (a new version, a contract change): other rules
         return None
@@ -111,11 +111,10 @@ def continuation(
         return None
     if state.work_ahead:  # work cut at the checkpoint's instant would be cut later now
         return None
-    suspensions = state.paused_by(ordered, standing)
+    events = _event_steps(records, as_of)
+    suspensions = state.paused_by(_opening(events), standing)
     if suspensions != kept.suspensions:  # other stretches, or the ticket pausable now or no longer
         return None
-    events = record_steps(ordered)
-    events.sort(key=step_key)
     if not _begins_with(events, kept.applied):  # an event out of order, superseded or gone
         return None
     new = events[len(kept.applied) :]
@@ -148,6 +147,24 @@ def reusable(kept: Checkpoint) -> bool:
     """Whether the checkpoint can serve a later instant at all: not with work cut at its own
     instant (a later one bills more of it; see :func:`continuation`)."""
     return not kept.state.work_ahead
+
+
+def _event_steps(records: Sequence[Recorded], as_of: datetime) -> list[Step]:
+    """The steps of ``history(records, as_of)``, sorted as they apply: the same events (first
+    copies, none after as_of), in one pass (the replay's history order is not needed here)."""
+    first: dict[str, Recorded] = {}
+    for record in records:
+        kept = first.get(record.event.event_id)
+        if kept is None or record.seq < kept.seq:
+            first[record.event.event_id] = record
+    steps = record_steps([r for r in first.values() if r.at <= as_of])
+    steps.sort(key=step_key)
+    return steps
+
+
+def _opening(steps: list[Step]) -> TicketOpened | None:
+    """The ticket.opened that applies first (the one the replay takes), if any."""
+    return next((what for _, kind, _, what in steps if kind == 1), None)
 
 
 def _events_of(steps: list[Step]) -> list[tuple[int, Event]]:

@@ -168,7 +168,8 @@ class TicketState:
         """The steps of ``records`` (a history, in order and cut at ``as_of``) and of the account
         standing's suspensions, sorted as they apply; sets :attr:`boundaries_ahead`."""
         steps = record_steps(records)
-        suspensions = self.paused_by(records, standing)
+        opening = next((r.event for r in records if isinstance(r.event, TicketOpened)), None)
+        suspensions = self.paused_by(opening, standing)
         if suspensions is not None:
             found, self.boundaries_ahead = suspension_steps(suspensions, self.as_of)
             steps += found
@@ -176,11 +177,14 @@ class TicketState:
         return steps
 
     def paused_by(
-        self, records: list[Recorded], standing: AccountStanding | None
+        self, opening: TicketOpened | None, standing: AccountStanding | None
     ) -> tuple[AccountInterval, ...] | None:
-        """The suspension stretches that pause this ticket (None: none can, whatever they are:
-        no standing, or a category that suspensions do not pause)."""
-        if standing is None or not self._suspendable(records):
+        """The suspension stretches that pause this ticket, ``opening`` its ticket.opened (the
+        first that applies). None: none can, whatever they are (no standing, not opened, or a
+        category that suspensions do not pause)."""
+        if standing is None or opening is None:
+            return None
+        if opening.data.category not in self.policy.suspension.paused_categories:
             return None
         return standing.suspensions
 
@@ -236,10 +240,6 @@ class TicketState:
         twin.boundaries_ahead = list(self.boundaries_ahead)
         twin.work_ahead = list(self.work_ahead)
         return twin
-
-    def _suspendable(self, records: list[Recorded]) -> bool:
-        opened = next((r.event for r in records if isinstance(r.event, TicketOpened)), None)
-        return opened is not None and opened.data.category in self.policy.suspension.paused_categories
 
     def _advance(self, to: datetime) -> None:
         for clock in self.clocks.values():
