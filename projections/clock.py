@@ -48,6 +48,22 @@ class Cycle:
     def breached(self) -> bool:
         return BREACH in self.reached
 
+    def clone(self) -> "Cycle":
+        """A copy to go on with apart (projections.checkpoints): what a replay changes in a cycle
+        (elapsed, ended_at, reached, first_stop) is its own; the rest is never changed, shared."""
+        return Cycle(
+            self.priority,
+            self.target,
+            self.calendar_name,
+            self.calendar,
+            self.started_at,
+            self.thresholds,
+            self.elapsed,
+            self.ended_at,
+            dict(self.reached),
+            self.first_stop,
+        )
+
 
 @dataclass
 class Clock:
@@ -59,6 +75,12 @@ class Clock:
     holds: set[str] = field(default_factory=set)
     stopped_by: str | None = None
     since: datetime | None = None  # counted up to here
+
+    def clone(self) -> "Clock":
+        """A copy to go on with apart (projections.checkpoints)."""
+        return Clock(
+            self.name, [c.clone() for c in self.cycles], set(self.holds), self.stopped_by, self.since
+        )
 
     @property
     def current(self) -> Cycle:

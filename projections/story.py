@@ -48,6 +48,7 @@ from typing import Any
 from events.models import TicketClosed, TicketFaultDetermined, TicketWorkLogged
 from projections.account import AccountStanding
 from projections.as_of import standing_at
+from projections.checkpoints import Checkpoints, evaluate_from
 from projections.contracts import PolicySource, contracts_of
 from projections.counting import Tally
 from projections.signals import Ledger, settle
@@ -171,9 +172,12 @@ def state_at(
     account: Sequence[Recorded],
     source: PolicySource,
     standings: StandingCache | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> TicketState | None:
     """The ticket at ``point``: ``records`` its own events, ``account`` its customer's; measured
-    against the version of its contract in force at its dispatch (projections.contracts)."""
+    against the version of its contract in force at its dispatch (projections.contracts).
+    ``checkpoints``: the tickets' checkpoints to go on from where valid (the same state,
+    without replaying the history: projections.checkpoints), updated."""
     mine = records if point.upto is None else [r for r in records if r.seq <= point.upto]
     if not mine:
         return None
@@ -186,6 +190,10 @@ def state_at(
         standing = standing_at(upto, policy, point.at)
         if standings is not None:
             standings[cache_key] = standing
+    if checkpoints is not None:
+        key = ticket_key(mine[0].event)
+        assert key is not None  # a ticket's own events
+        return evaluate_from(key, mine, policy, point.at, standing, checkpoints)
     return evaluate(mine, policy, point.at, standing)
 
 
@@ -218,9 +226,11 @@ def tell(
     tally: Tally,
     *,
     standings: StandingCache | None = None,
+    checkpoints: Checkpoints | None = None,
     because: Sequence[Recorded] = (),
 ) -> Told:
     """Evaluate a ticket at each point in turn, settling its signals and counting them.
+    ``checkpoints``: see :func:`state_at`.
 
     ``because``: the events a revocation at a point with no late input of its
     own names (the ticket's new inputs, for a worker's batch).
@@ -238,7 +248,7 @@ def tell(
             continue
         last = inputs
         try:
-            found = state_at(point, records, account, policy, standings)
+            found = state_at(point, records, account, policy, standings, checkpoints)
         except Exception as error:  # a bug of the engine: the ticket is quarantined, nothing settled
             state, fault = None, error
             continue

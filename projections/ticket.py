@@ -28,6 +28,7 @@ from events.models import (
     TicketWorkLogged,
 )
 from projections.account import AccountStanding
+from projections.account import Interval as AccountInterval
 from projections.billing import Billing, Interval, bill, rule_for
 from projections.calendar import TWENTY_FOUR_SEVEN
 from projections.clock import BREACH, DUE, WARNING, Clock, Cycle, percent_of
@@ -88,6 +89,45 @@ class Escalation:
         return EscalationReason(level=self.level, at=utc(self.at), cause=self.cause, entitled=self.entitled)
 
 
+# A step as the replay sorts it: (instant, kind, seq, what). Kind 0: a suspension boundary (seq
+# 0 a start, 1 an end), 1: ticket.opened, 2: any other event.
+Step = tuple[datetime, int, int, Any]
+
+
+def step_key(step: Step) -> tuple[datetime, int, int]:
+    """The order steps apply in: at one instant, suspension boundaries, then ticket.opened (so
+    that a response at the very instant of dispatch counts), then the rest in recording order."""
+    return step[:3]
+
+
+def record_steps(records: list[Recorded]) -> list[Step]:
+    """The steps of a history's events (not sorted)."""
+    return [(r.at, 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event) for r in records]
+
+
+def suspension_steps(
+    suspensions: tuple[AccountInterval, ...], as_of: datetime
+) -> tuple[list[Step], list[datetime]]:
+    """The suspension boundaries that apply by ``as_of`` (not sorted), and those still ahead.
+
+    A stretch [start, end) pauses the time after start: at start itself the customer is not yet
+    "more than N days" late, so the view shows the pause from start + 1 s (as the account
+    standing does); a payment at end applies at end.
+    """
+    steps: list[Step] = []
+    ahead: list[datetime] = []
+    for start, end in suspensions:
+        if start < as_of:
+            steps.append((start, 0, 0, _SUSPEND))
+        else:
+            ahead.append(start + _SECOND)
+        if end is not None and end <= as_of:
+            steps.append((end, 0, 1, _UNSUSPEND))
+        elif end is not None:
+            ahead.append(end)
+    return steps, ahead
+
+
 class TicketState:
     """A ticket replayed up to ``as_of``. Build it with :func:`evaluate`."""
 
@@ -121,29 +161,39 @@ class TicketState:
     # -- replay ------------------------------------------------------------
 
     def run(self, records: list[Recorded], standing: AccountStanding | None) -> None:
-        # At one instant: suspension boundaries, then ticket.opened (so that a
-        # response at the very instant of dispatch counts), then the rest in
-        # recording order.
-        steps: list[tuple[datetime, int, int, Any]] = [
-            (r.at, 1 if isinstance(r.event, TicketOpened) else 2, r.seq, r.event) for r in records
-        ]
-        if standing is not None and self._suspendable(records):
-            for start, end in standing.suspensions:
-                # A stretch [start, end) pauses the time after start: at start
-                # itself the customer is not yet "more than N days" late, so
-                # the view shows the pause from start + 1 s (as the account
-                # standing does); a payment at end applies at end.
-                if start < self.as_of:
-                    steps.append((start, 0, 0, _SUSPEND))
-                else:
-                    self.boundaries_ahead.append(start + _SECOND)
-                if end is not None and end <= self.as_of:
-                    steps.append((end, 0, 1, _UNSUSPEND))
-                elif end is not None:
-                    self.boundaries_ahead.append(end)
-        steps.sort(key=lambda step: step[:3])
-        self.steps = [(at, step) for at, _, _, step in steps]
-        for index, (at, step) in enumerate(self.steps):
+        self.apply(self.plan(records, standing))
+        self.pass_time()
+
+    def plan(self, records: list[Recorded], standing: AccountStanding | None) -> list[Step]:
+        """The steps of ``records`` (a history, in order and cut at ``as_of``) and of the account
+        standing's suspensions, sorted as they apply; sets :attr:`boundaries_ahead`."""
+        steps = record_steps(records)
+        opening = next((r.event for r in records if isinstance(r.event, TicketOpened)), None)
+        suspensions = self.paused_by(opening, standing)
+        if suspensions is not None:
+            found, self.boundaries_ahead = suspension_steps(suspensions, self.as_of)
+            steps += found
+        steps.sort(key=step_key)
+        return steps
+
+    def paused_by(
+        self, opening: TicketOpened | None, standing: AccountStanding | None
+    ) -> tuple[AccountInterval, ...] | None:
+        """The suspension stretches that pause this ticket, ``opening`` its ticket.opened (the
+        first that applies). None: none can, whatever they are (no standing, not opened, or a
+        category that suspensions do not pause)."""
+        if standing is None or opening is None:
+            return None
+        if opening.data.category not in self.policy.suspension.paused_categories:
+            return None
+        return standing.suspensions
+
+    def apply(self, steps: list[Step]) -> None:
+        """Apply ``steps`` (sorted, each after every step applied before) after those applied."""
+        first = len(self.steps)
+        self.steps += [(at, step) for at, _, _, step in steps]
+        for index in range(first, len(self.steps)):
+            at, step = self.steps[index]
             self._advance(at)  # thresholds reached before this step: effects with step None
             self._step = index
             if isinstance(step, str):
@@ -151,11 +201,45 @@ class TicketState:
             else:
                 self._apply(at, step)
             self._step = None
+
+    def pass_time(self) -> None:
+        """Let time pass from the last step to ``as_of`` (the end of a replay)."""
         self._advance(self.as_of)
 
-    def _suspendable(self, records: list[Recorded]) -> bool:
-        opened = next((r.event for r in records if isinstance(r.event, TicketOpened)), None)
-        return opened is not None and opened.data.category in self.policy.suspension.paused_categories
+    # What clone() copies (a new attribute must be added there, and here: tests check the list).
+    CLONED = (
+        "clocks",
+        "work",
+        "escalations",
+        "effects",
+        "steps",
+        "_due",
+        "boundaries_ahead",
+        "work_ahead",
+    )
+
+    def clone(self) -> "TicketState":
+        """A copy to go on with apart (projections.checkpoints): a checkpoint is cloned, and the
+        clone advanced to its as-of instant, so the checkpoint can take later events.
+
+        Far cheaper than copy.deepcopy: the lists are copied, not what they hold (effects,
+        escalations, steps, events and work intervals are never changed once made), the clocks
+        and their cycles are cloned, and ``billing`` (a cached_property) is left out: it is
+        computed again from the clone's own work and fault.
+        """
+        twin = object.__new__(TicketState)
+        attributes = dict(self.__dict__)
+        attributes.pop("billing", None)
+        twin.__dict__ = attributes
+        twin.clocks = {name: clock.clone() for name, clock in self.clocks.items()}
+        twin.work = list(self.work)
+        twin.escalations = list(self.escalations)
+        twin.effects = list(self.effects)
+        twin.steps = list(self.steps)
+        twin._due = dict(self._due)
+        twin.boundaries_ahead = list(self.boundaries_ahead)
+        twin.work_ahead = list(self.work_ahead)
+        return twin
 
     def _advance(self, to: datetime) -> None:
         for clock in self.clocks.values():

@@ -28,14 +28,14 @@ FAULT = "RuntimeError: injected engine fault"
 def faulty_engine(monkeypatch):
     """An engine with a bug: it raises on any ticket whose last event is `boom` (so a later event
     heals the ticket). Undo it with ``.undo()``: a fixed release of the engine."""
-    run = TicketState.run
+    apply = TicketState.apply  # a full replay and a checkpoint going on (projections.checkpoints) alike
 
-    def buggy(self, records, standing):
-        run(self, records, standing)
-        if records and records[-1].event.event_id == "boom":
+    def buggy(self, steps):
+        apply(self, steps)
+        if self.steps and getattr(self.steps[-1][1], "event_id", None) == "boom":
             raise RuntimeError("injected engine fault")
 
-    monkeypatch.setattr(TicketState, "run", buggy)
+    monkeypatch.setattr(TicketState, "apply", buggy)
     return monkeypatch
 
 
