@@ -389,41 +389,49 @@ class Policy(_Model):
     __hash__ = None  # type: ignore[assignment]  # mutable lists inside: not hashable
 
     @property
+    def _private(self) -> dict[str, Any]:
+        """The private attributes themselves. pydantic reads one through ``__getattr__`` (about
+        2 µs); the engine asks for the calendars and the version's tags at every step and view."""
+        return self.__pydantic_private__  # type: ignore[return-value]  # a dict once validated
+
+    @property
     def digest(self) -> str:
         """``sha256:`` of :func:`canonical_policy`: the settings, whatever the comments and layout."""
-        if self._digest is None:
-            self._digest = "sha256:" + hashlib.sha256(canonical_policy(self)).hexdigest()
-        return self._digest
+        digest: str | None = self._private["_digest"]
+        if digest is None:
+            digest = self._digest = "sha256:" + hashlib.sha256(canonical_policy(self)).hexdigest()
+        return digest
 
     @property
     def text(self) -> str | None:
         """The TOML text the policy was parsed from (None if built otherwise)."""
-        return self._text
+        return self._private["_text"]
 
     @property
     def contract(self) -> str:
         """The contract this policy is a version of (``default`` unless tagged)."""
-        return self._contract
+        return self._private["_contract"]
 
     @property
     def effective_from(self) -> datetime | None:
         """The instant this version is in force from (None: from the beginning)."""
-        return self._effective_from
+        return self._private["_effective_from"]
 
     @property
     def requested_contract(self) -> str | None:
         """The contract the customer is on, when it had no version in force and this measures instead."""
-        return self._requested
+        return self._private["_requested"]
 
     def calendar(self, name: str) -> Calendar:
         """The calendar called ``name`` (``24x7`` is built in).
 
         One instance per name, so its caches are shared by every caller.
         """
+        built: dict[str, Calendar] = self._private["_built"]
         try:
-            return self._built[name]
+            return built[name]
         except KeyError:
-            raise KeyError(f"unknown calendar {name!r} (known: {', '.join(sorted(self._built))})") from None
+            raise KeyError(f"unknown calendar {name!r} (known: {', '.join(sorted(built))})") from None
 
     def targets(self, priority: Priority) -> PriorityTargets:
         return getattr(self.priorities, priority)
