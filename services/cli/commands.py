@@ -399,7 +399,7 @@ def schema_drift(directory: Path) -> list[str]:
 # --- operations: rebuild, demo --------------------------------------------------
 
 
-@main.command(epilog=_reads("broker", "log", "batches", "events", "policy", "store", "logging"))
+@main.command(epilog=_reads("broker", "log", "batches", "rebuild", "events", "policy", "store", "logging"))
 @click.option(
     "--no-switch", is_flag=True, help="Build and check the new generation, but keep the current one."
 )
