@@ -410,7 +410,9 @@ def rebuild(no_switch: bool) -> None:
     and keeps it; the current generation keeps serving meanwhile; workers follow
     the switch by themselves. Prints the counts and the check as JSON, with the
     live rows that were not the view their events give (the switch repairs
-    them). On a difference in the rebuilt generation it is dropped, nothing
+    them) and the seconds of each phase. SLATRACK_REBUILD_PROCESSES processes (default:
+    one per core) read and project the partitions and check the tickets, each its share. On a
+    difference in the rebuilt generation it is dropped, nothing
     switches and the exit status is 1. The policy topic is read in full first: every
     ticket is measured with its contract's version, as the workers do.
     """

@@ -99,7 +99,8 @@ class RebuildReport:
 def rebuild_processes(settings: Settings, partitions: int) -> int:
     """How many processes a rebuild of ``partitions`` partitions uses: the setting (0: as many
     as cores), never more than the partitions, at least one."""
-    wanted = settings.rebuild_processes or len(os.sched_getaffinity(0)) or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    wanted = settings.rebuild_processes or cores or 1
     return max(1, min(wanted, partitions))
 
 
