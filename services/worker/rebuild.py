@@ -144,8 +144,9 @@ async def rebuild(
         await projector.open()
         # A worker that cannot read the policy topic reads it again later and recomputes; a rebuild
         # cannot: it reads it in full now, or fails (a generation measured without its versions
-        # would pass its own check and be switched to).
-        await projector.read_policies()
+        # would pass its own check and be switched to). Read in full by open already: done.
+        if policies is None or not policies.whole:
+            await projector.read_policies()
         report.phases["policies"] = clock.lap()
 
         async def project(batch: ConsumedBatch) -> None:
@@ -239,11 +240,13 @@ class _Recorded:
         self.inner = inner
         self.versions: dict[int, PolicyVersion] = {}
         self.end = 0
+        self.whole = False  # read from its beginning to its end
 
     async def read(self, start: int) -> PolicyRead:
         read = await self.inner.read(start)
         self.versions |= {v.position: v for v in read.versions}
         self.end = max(self.end, read.end)
+        self.whole = self.whole or start == 0
         return read
 
     def read_once(self) -> "_ReadOnce":
