@@ -431,7 +431,10 @@ def rebuild(no_switch: bool) -> None:
                 log_source=WholeLogReader(settings),
                 policy_log=policies,
                 policy_topic=settings.topic_policies,
+                open_store=open_store,
             )
+
+    from services.store import open_store
 
     settings = _settings()
     policy = _configured_policy(settings)

@@ -115,12 +115,14 @@ async def rebuild(
     policy_log: PolicyLog | None = None,
     policy_topic: str = POLICY_TOPIC,
     processes: int | None = None,
+    open_store: "Callable[..., ReadModelStore] | None" = None,
 ) -> RebuildReport:
     """``log_source``: the whole of ``ticket-events`` (services.kafka.log_reader.WholeLogReader);
     ``policy_log``: the policy topic, read in full before the first batch (None: no contracts).
     ``processes``: how many (None: :func:`rebuild_processes`); more than one only with a log that
-    can be read in parts (:class:`PartitionedLog`), each child opening the store ``settings`` name
-    (the one ``store`` is)."""
+    can be read in parts (:class:`PartitionedLog`) and ``open_store`` (services.store.open_store,
+    given by the caller: the worker imports no store), with which each child opens the store
+    ``settings`` name (the one ``store`` is)."""
     started = time.monotonic()
     clock = _Phases()
     await asyncio.to_thread(store.migrate)
@@ -158,13 +160,13 @@ async def rebuild(
         async with log_source as reader:
             partitions = sorted(reader.partitions)
             count = 1
-            if isinstance(reader, PartitionedLog):
+            if isinstance(reader, PartitionedLog) and open_store is not None:
                 count = processes if processes is not None else rebuild_processes(settings, len(partitions))
                 count = max(1, min(count, len(partitions)))
             report.processes = count
             if count > 1:
-                assert isinstance(reader, PartitionedLog)
-                pool = _Pool(count, settings)
+                assert isinstance(reader, PartitionedLog) and open_store is not None
+                pool = _Pool(count, settings, open_store)
                 shares = [partitions[i::count] for i in range(count)]
                 parts = [
                     _Part(
@@ -500,12 +502,15 @@ class _Pool:
     and connections, is inherited), each with its own store and log reader; progress comes back
     on a queue."""
 
-    def __init__(self, size: int, settings: Settings):
+    def __init__(self, size: int, settings: Settings, open_store: Callable[..., ReadModelStore]):
         self.size = size
         context = multiprocessing.get_context("spawn")
         self.progress: multiprocessing.Queue = context.Queue()
         self.executor = ProcessPoolExecutor(
-            size, mp_context=context, initializer=_child_init, initargs=(settings, self.progress)
+            size,
+            mp_context=context,
+            initializer=_child_init,
+            initargs=(settings, self.progress, open_store),
         )
 
     async def run(
@@ -578,18 +583,18 @@ class _Pool:
 _child: dict[str, Any] = {}
 
 
-def _child_init(settings: Settings, progress: multiprocessing.Queue) -> None:
+def _child_init(
+    settings: Settings, progress: multiprocessing.Queue, open_store: Callable[..., ReadModelStore]
+) -> None:
     from services import logs
 
     logs.configure(settings.log_level)
-    _child.update(settings=settings, progress=progress)
+    _child.update(settings=settings, progress=progress, open_store=open_store)
 
 
 def _child_store() -> ReadModelStore:
     if "store" not in _child:
-        from services.store import open_store
-
-        opened = open_store(_child["settings"], migrate=False)
+        opened = _child["open_store"](_child["settings"], migrate=False)
         _child["store"] = opened
         atexit.register(opened.close)
     store: ReadModelStore = _child["store"]

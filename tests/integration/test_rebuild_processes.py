@@ -110,6 +110,7 @@ async def test_a_rebuild_in_two_processes_writes_the_rows_of_one(store_settings)
                 log_source=WholeLogReader(settings),
                 policy_log=ListPolicyLog([AMENDED]),
                 processes=processes,
+                open_store=open_store,
             )
         one = reports[1]
         assert one.processes == 1 and {r.processes for r in reports.values()} == {1, 2, 3}
@@ -162,7 +163,14 @@ async def test_a_child_that_fails_fails_the_rebuild_and_drops_its_generation(kaf
         with pytest.raises(
             RebuildChildFailed, match=r"the rebuild process for partitions \[1\d\d.*LogNotFound"
         ):
-            await rebuild(settings, store, default_policy(), log_source=Gone(settings), processes=2)
+            await rebuild(
+                settings,
+                store,
+                default_policy(),
+                log_source=Gone(settings),
+                processes=2,
+                open_store=open_store,
+            )
         assert store.active_generation() == live
         assert [g["generation"] for g in store.generations()] == before  # the attempt is gone
     finally:
