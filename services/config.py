@@ -183,6 +183,13 @@ class Settings(BaseSettings):
         10_000, ge=3_000, description="Consumer session timeout: how soon a dead worker's partitions move."
     )
     consumer_max_records: int = Field(500, ge=1, le=100_000, description="Records per consumer batch.")
+    rebuild_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Processes `slatrack rebuild` projects and checks the log with, each its own "
+        "partitions (0: as many as cores; never more than the partitions; 1: in the rebuild's own).",
+    )
 
     # --- Topics ----------------------------------------------------------
     topic_events: str = Field("ticket-events", description="The event log: the single source of truth.")
@@ -437,6 +444,7 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
     "producer": ("kafka_enable_idempotence",),
     "group": ("kafka_group_id", "kafka_session_timeout_ms"),
     "batches": ("consumer_max_records",),
+    "rebuild": ("rebuild_processes",),
     "worker": ("policy_poll_s",),
     # The log: the events, and the policy versions they are measured with.
     "log": ("topic_events", "topic_policies"),

@@ -270,6 +270,7 @@ async def rebuild_status(request: Request) -> JSONResponse:
 async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
     from services.kafka.log_reader import WholeLogReader
     from services.kafka.policies import KafkaPolicyLog
+    from services.store import open_store
     from services.worker.rebuild import rebuild
 
     def progress(done: int, total: int) -> None:
@@ -290,6 +291,7 @@ async def _run_rebuild(app: FastAPI, job: RebuildJob) -> None:
                 log_source=whole_log,
                 policy_log=policies,
                 policy_topic=wired.settings.topic_policies,
+                open_store=open_store,
             )
     except Exception as exc:
         log.exception("rebuild failed after %.1f s", time.monotonic() - started)

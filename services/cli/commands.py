@@ -401,7 +401,7 @@ def schema_drift(directory: Path) -> list[str]:
 # --- operations: rebuild, demo --------------------------------------------------
 
 
-@main.command(epilog=_reads("broker", "log", "batches", "events", "policy", "store", "logging"))
+@main.command(epilog=_reads("broker", "log", "batches", "rebuild", "events", "policy", "store", "logging"))
 @click.option(
     "--no-switch", is_flag=True, help="Build and check the new generation, but keep the current one."
 )
@@ -412,7 +412,9 @@ def rebuild(no_switch: bool) -> None:
     and keeps it; the current generation keeps serving meanwhile; workers follow
     the switch by themselves. Prints the counts and the check as JSON, with the
     live rows that were not the view their events give (the switch repairs
-    them). On a difference in the rebuilt generation it is dropped, nothing
+    them) and the seconds of each phase. SLATRACK_REBUILD_PROCESSES processes (default:
+    one per core) read and project the partitions and check the tickets, each its share. On a
+    difference in the rebuilt generation it is dropped, nothing
     switches and the exit status is 1. The policy topic is read in full first: every
     ticket is measured with its contract's version, as the workers do.
     """
@@ -431,7 +433,10 @@ def rebuild(no_switch: bool) -> None:
                 log_source=WholeLogReader(settings),
                 policy_log=policies,
                 policy_topic=settings.topic_policies,
+                open_store=open_store,
             )
+
+    from services.store import open_store
 
     settings = _settings()
     policy = _configured_policy(settings)

@@ -43,7 +43,7 @@ import os
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -203,10 +203,12 @@ async def read_records(
         await consumer.stop()
 
 
-async def from_the_beginning(settings: Settings, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+async def from_the_beginning(
+    settings: Settings, topic: str, only: Collection[int] | None = None
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started consumer in no group (nothing committed, no assignment of the workers touched),
-    assigned every partition of ``topic`` from its earliest offset, and those partitions in
-    order; :class:`LogNotFound` if the topic has none. The caller stops it."""
+    assigned every partition of ``topic`` (``only``: those of them) from its earliest offset, and
+    those partitions in order; :class:`LogNotFound` if the topic has none. The caller stops it."""
     consumer = AIOKafkaConsumer(
         group_id=None,
         enable_auto_commit=False,
@@ -220,6 +222,10 @@ async def from_the_beginning(settings: Settings, topic: str) -> tuple[AIOKafkaCo
         partitions = sorted(consumer.partitions_for_topic(topic) or ())
         if not partitions:
             raise LogNotFound(f"topic {topic!r} not found on {settings.bootstrap()}")
+        if only is not None:
+            if missing := set(only) - set(partitions):
+                raise LogNotFound(f"topic {topic!r} has no partition {sorted(missing)}")
+            partitions = sorted(only)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -302,19 +308,42 @@ def _classify(tp: TopicPartition, record: ConsumerRecord, max_bytes: int) -> Log
 
 
 class WholeLogReader:
-    """``ticket-events`` from its earliest offset, all partitions, no consumer group, in batches
-    validated as the workers validate them (a rebuild's input: services.worker.batches.WholeLog)."""
+    """``ticket-events`` from its earliest offset, all partitions (``only``: those), no consumer
+    group, in batches validated as the workers validate them (a rebuild's input:
+    services.worker.batches.WholeLog). Not entered, it can be sent to another process: a
+    rebuild's processes each read their partitions with :meth:`part`."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, only: Collection[int] | None = None):
         self.settings = settings
+        self.only = None if only is None else sorted(only)
         self.tps: list[TopicPartition] = []
         self.partitions: list[int] = []
         self.done = 0
 
+    def part(self, partitions: Collection[int]) -> "WholeLogReader":
+        """A reader of these partitions alone (not entered)."""
+        return WholeLogReader(self.settings, partitions)
+
+    def __getstate__(self) -> dict[str, object]:
+        if self.tps:
+            raise TypeError("an entered WholeLogReader holds a consumer: send one not entered")
+        return self.__dict__.copy()
+
+    async def seek(self, offsets: dict[int, int | None]) -> None:
+        """Read on from these offsets (None or absent: the beginning) rather than from where the
+        reader is, counting what lies before them as read (the progress)."""
+        for tp in self.tps:
+            offset = offsets.get(tp.partition)
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        self.done = sum(o for o in offsets.values() if o is not None)
+
     async def __aenter__(self) -> "WholeLogReader":
         # Made here, not in __init__: aiokafka binds a client to the running event loop.
         topic = self.settings.topic_events
-        self.consumer, self.tps = await from_the_beginning(self.settings, topic)
+        self.consumer, self.tps = await from_the_beginning(self.settings, topic, self.only)
         self.partitions = [tp.partition for tp in self.tps]
         if (problem := partition_problem(self.partitions[-1])) is not None:  # nothing is projected
             await self.consumer.stop()

@@ -379,6 +379,16 @@ class SqlStore(ReadModelStore):
         )
         return sorted((c, t) for c, t in rows)
 
+    def ticket_keys(self, generation: int) -> list[TicketKey]:
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT customer_id, ticket_id FROM tickets WHERE generation = ? "
+                "ORDER BY ticket_id, customer_id",
+                (generation,),
+            )
+        )
+        return [(c, t) for c, t in rows]
+
     def drop_generation(self, generation: int) -> None:
         def drop(tx: Tx) -> None:
             if self._no_timeout:

@@ -6,9 +6,9 @@ makes the batches, services.kafka.policies reads the policy topic; nothing here 
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from events import Event, EventRejected, RejectKind
 from events.policies import PolicyVersionPublished, decode_policy_event
@@ -170,6 +170,17 @@ class WholeLog(Protocol):
         handle: Callable[[ConsumedBatch], Awaitable[None]],
         progress: Callable[[int, int], None] = ...,
     ) -> None: ...
+
+
+@runtime_checkable
+class PartitionedLog(WholeLog, Protocol):
+    """A whole log that can be read partition by partition in other processes: ``part`` gives a
+    log of some of its partitions, not entered, that pickles (the partitions are independent: a
+    customer's events share one); ``seek`` moves an entered one on to given offsets."""
+
+    def part(self, partitions: Collection[int]) -> "PartitionedLog": ...
+
+    async def seek(self, offsets: dict[int, int | None]) -> None: ...
 
 
 # --- the policy topic --------------------------------------------------------------------------

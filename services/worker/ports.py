@@ -287,6 +287,11 @@ class GenerationStore(ABC):
         """Tickets of ``generation`` that ``other`` has no row of."""
 
     @abstractmethod
+    def ticket_keys(self, generation: int) -> list[TicketKey]:
+        """Every ticket of ``generation``, in the order of :meth:`list_tickets` (ticket id, then
+        customer id): where ``slatrack rebuild`` splits its check between processes."""
+
+    @abstractmethod
     def drop_generation(self, generation: int) -> None:
         """Delete every row of an inactive generation."""
 

@@ -12,6 +12,7 @@ import pytest
 
 from projections.policy import default_policy, parse_policy
 from services.kafka.log_reader import WholeLogReader
+from services.store import open_store
 from services.worker.ports import BatchWrite, StoredEvent
 from services.worker.rebuild import rebuild
 from tests.feed import event
@@ -225,9 +226,17 @@ def test_a_rebuild_behind_the_live_workers_reads_on_before_it_switches(api, monk
 
     monkeypatch.setattr(rebuild_module, "_check", check_while_the_log_grows)
     live = api.store.active_generation()
-    report = api.call(
-        rebuild(api.settings, api.store, default_policy(), log_source=WholeLogReader(api.settings))
+    report = api.call(  # in two processes: this one reads on from where they stopped
+        rebuild(
+            api.settings,
+            api.store,
+            default_policy(),
+            log_source=WholeLogReader(api.settings),
+            processes=2,
+            open_store=open_store,
+        )
     )
+    assert report.processes == 2
     assert report.switched and report.events == 7
     topic = api.settings.topic_events
     assert api.store.stored_offsets(report.generation, topic) == api.store.stored_offsets(live, topic)

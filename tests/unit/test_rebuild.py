@@ -1,10 +1,12 @@
 """A rebuild, against SQLite and a fake whole log (no broker)."""
 
+import os
+
 from projections.policy import default_policy
 from services.config import Settings
 from services.store import open_store
 from services.worker.ports import GenerationBehind
-from services.worker.rebuild import rebuild
+from services.worker.rebuild import rebuild, rebuild_processes
 
 
 class _FakeLog:
@@ -53,3 +55,12 @@ async def test_a_rebuild_reports_progress_while_it_reads_on_before_switching(tmp
         store.close()
     assert report.switched and log.reads == 2
     assert seen == [(1, 10), (2, 10)], f"progress reported only for {seen}"
+    assert report.processes == 1  # a log that cannot be read in parts is read here
+
+
+def test_a_rebuild_uses_a_process_per_core_never_more_than_the_partitions():
+    cores = len(os.sched_getaffinity(0))
+    assert rebuild_processes(Settings(), 64) == cores
+    assert rebuild_processes(Settings(), 1) == 1
+    assert rebuild_processes(Settings(rebuild_processes=1), 6) == 1
+    assert rebuild_processes(Settings(rebuild_processes=8), 3) == 3
