@@ -587,7 +587,9 @@ def _child_init(
     settings: Settings, progress: multiprocessing.Queue, open_store: Callable[..., ReadModelStore]
 ) -> None:
     from services import logs
+    from services.runtime import tune_gc
 
+    tune_gc()  # as the command that spawned it (a child does not run the command line)
     logs.configure(settings.log_level)
     _child.update(settings=settings, progress=progress, open_store=open_store)
 
