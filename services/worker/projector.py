@@ -440,6 +440,12 @@ class Projector:
 
     async def handle(self, batch: ConsumedBatch) -> None:
         stages = BatchStages()  # where the batch's time goes (services.worker.stages)
+        try:
+            await self._handle(batch, stages)
+        finally:  # a batch that ended early or failed is observed in no stage
+            stages.close()
+
+    async def _handle(self, batch: ConsumedBatch, stages: BatchStages) -> None:
         async with self.lock:
             offsets, valid = self.tracking.trim(batch)
             if not offsets:

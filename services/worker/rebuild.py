@@ -603,6 +603,22 @@ def _child_store() -> ReadModelStore:
     return store
 
 
+def _expect_generation(store: ReadModelStore, part: _Part) -> None:
+    """A child opens its store from the settings: it must be the store the rebuild created the
+    generation in (else its rows would go elsewhere and the parent switch to an empty one)."""
+    found = [g for g in store.generations() if g["generation"] == part.generation]
+    if (
+        not found
+        or found[0]["reason"] != "rebuild"
+        or found[0]["active"]
+        or store.generation_policy(part.generation) != policy_text(part.policy)
+    ):
+        raise RebuildChildFailed(
+            f"generation {part.generation} is not the new rebuild generation in the store the settings "
+            "name: the rebuild was given another store"
+        )
+
+
 def _project_part(task: tuple[int, _Part]) -> tuple[int, int]:
     """A child's share of the log projected into the new generation: (events, invalid)."""
     index, part = task
@@ -611,6 +627,7 @@ def _project_part(task: tuple[int, _Part]) -> tuple[int, int]:
 
 async def _project(index: int, part: _Part) -> tuple[int, int]:
     store = _child_store()
+    _expect_generation(store, part)
     projector = Projector(
         store,
         part.policy,

@@ -17,7 +17,7 @@ calls per store call and one histogram observation per stage and batch: nothing 
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any, cast
 
 from services import metrics
@@ -33,13 +33,19 @@ _current: ContextVar["BatchStages | None"] = ContextVar("slatrack_batch_stages",
 class BatchStages:
     """One batch's time: started when created (and current from then on in this context)."""
 
-    __slots__ = ("engine", "started", "store")
+    __slots__ = ("_token", "engine", "started", "store")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.store = 0.0
         self.engine = 0.0
-        _current.set(self)
+        self._token: Token[BatchStages | None] | None = _current.set(self)
+
+    def close(self) -> None:
+        """No longer current (a batch that ended early or failed: nothing observed). Idempotent."""
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
     @contextlib.contextmanager
     def fold(self) -> Iterator[None]:
@@ -52,7 +58,7 @@ class BatchStages:
 
     def observe(self) -> float:
         """Record the batch's stages; return its whole duration. No longer current."""
-        _current.set(None)
+        self.close()
         total = time.perf_counter() - self.started
         STAGE_SECONDS["engine"].observe(self.engine)
         STAGE_SECONDS["store"].observe(self.store)

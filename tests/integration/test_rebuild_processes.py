@@ -175,3 +175,29 @@ async def test_a_child_that_fails_fails_the_rebuild_and_drops_its_generation(kaf
         assert [g["generation"] for g in store.generations()] == before  # the attempt is gone
     finally:
         store.close()
+
+
+async def test_children_given_another_store_than_the_rebuilds_fail_it(kafka_settings, tmp_path):
+    """The children open the store their settings name: if that is not the store the rebuild
+    created its generation in, they refuse (their rows would go elsewhere, and the parent switch
+    to an empty generation; found by review)."""
+    settings = kafka_settings.model_copy(update={"data_dir": tmp_path / "named"})
+    other = kafka_settings.model_copy(update={"data_dir": tmp_path / "given"})
+    desk = Helpdesk(seed=4, customers=20, start=datetime(2026, 10, 20, tzinfo=UTC), days=10)
+    events = list(desk.history(30))
+    await project(settings, keyed(events), len(events))
+    store = open_store(other)  # not the store of ``settings``
+    try:
+        store.migrate()
+        with pytest.raises(RebuildChildFailed, match="is not the new rebuild generation"):
+            await rebuild(
+                settings,
+                store,
+                default_policy(),
+                log_source=WholeLogReader(settings),
+                processes=2,
+                open_store=open_store,
+            )
+        assert store.generations() == []  # the attempt is dropped
+    finally:
+        store.close()

@@ -51,3 +51,14 @@ def test_what_is_set_on_the_store_later_is_what_is_called():
     read = store.read  # bound early, as the projector's history caches bind it
     inner.read = lambda seconds: "patched"  # type: ignore[method-assign]
     assert read(0) == "patched" and store.read(0) == "patched"
+
+
+async def test_a_batch_closed_without_being_observed_is_current_no_more():
+    """A batch that ends early or fails is closed, not observed: the store's later calls in the
+    same context count for no batch (found by review: they went to the stale one)."""
+    store = TimedStore(SlowStore())  # type: ignore[arg-type]
+    stages = BatchStages()
+    stages.close()
+    store.read(0.01)
+    assert stages.store == 0.0
+    stages.close()  # twice: nothing more
