@@ -17,7 +17,7 @@ from projections.policy import Policy
 from projections.quarantine import quarantined_view
 from projections.story import story_of_log
 from projections.ticket import TicketState, evaluate, utc
-from projections.timeline import Recorded, TicketKey, dedupe, history, ticket_key, whole_second
+from projections.timeline import Recorded, TicketKey, by_ticket, dedupe, history, whole_second
 from projections.views import QuarantinedView, TicketView
 
 
@@ -81,18 +81,9 @@ def replay(
     rejected += len(deduped.conflicts)
     kept = deduped.kept
     as_of = whole_second(as_of) if as_of is not None else latest_instant(kept)
-    tickets: dict[TicketKey, list[Recorded]] = {}
-    accounts: dict[str, list[Recorded]] = {}
-    customers: set[str] = set()
-    for record in kept:
-        event = record.event
-        if as_of is not None and record.at <= as_of:
-            customers.add(event.customer_id)  # a customer appears once one of its events counts
-        key = ticket_key(event)
-        if key is None:
-            accounts.setdefault(event.customer_id, []).append(record)
-        else:
-            tickets.setdefault(key, []).append(record)
+    tickets, accounts = by_ticket(kept)
+    # A customer appears once one of its events counts.
+    customers = {r.event.customer_id for r in kept if as_of is not None and r.at <= as_of}
     extra: dict[str, Any] = {"breaches": []} if breaches else {}
     if as_of is None:
         empty: dict[str, Any] = {

@@ -66,7 +66,7 @@ from projections.contracts import (
 from projections.policy import PRIORITIES, ClockName, Policy
 from projections.quarantine import quarantined_view
 from projections.ticket import CLOCKS, TicketState, utc
-from projections.timeline import Recorded, history, opening, ticket_key, whole_second
+from projections.timeline import Recorded, by_ticket, history, opening, whole_second
 from projections.views import BillingRule, BillingStatus, ClockStatus, UtcInstant, View
 
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
@@ -330,22 +330,16 @@ def monthly_report(
     year, number = parse_month(month)
     contracts = contracts_of(source)
     mine = history(r for r in records if r.event.customer_id == customer_id)
-    tickets: dict[str, list[Recorded]] = {}
-    account: list[Recorded] = []
-    for record in mine:
-        key = ticket_key(record.event)
-        if key is None:
-            account.append(record)
-        else:
-            tickets.setdefault(key[1], []).append(record)
+    tickets, accounts = by_ticket(mine)
+    account = accounts.get(customer_id, [])
 
     calendar, start, end = report_calendar(contracts, account, year, number)
     latest = max((r.at for r in mine), default=None)
     as_of, basis = _as_of(start, end, latest, whole_second(now))
 
     found = _Found(contracts, as_of)
-    for ticket_id in sorted(tickets):
-        found.ticket(customer_id, ticket_id, tickets[ticket_id], account, month)
+    for key in sorted(tickets):  # one customer's: in ticket id order
+        found.ticket(customer_id, key[1], tickets[key], account, month)
     known_account = history(account, as_of)  # the account events that count: all of them are used
     versions = _versions(contracts, known_account, start, end, as_of, found.policies)
     return MonthlyReport(

@@ -53,7 +53,7 @@ from projections.contracts import PolicySource, contracts_of
 from projections.counting import Tally
 from projections.signals import Ledger, settle
 from projections.ticket import TicketState, evaluate
-from projections.timeline import Recorded, TicketKey, dedupe, ticket_key, whole_second
+from projections.timeline import Recorded, TicketKey, by_ticket, dedupe, ticket_key, whole_second
 
 # The account_until of a ticket any later account change can reach (open, resolved, pending):
 # the end of the instants the event contract accepts.
@@ -297,14 +297,8 @@ def story_of_log(records: Iterable[Recorded], policy: PolicySource, as_of: datet
     ledgers: dict[TicketKey, Ledger] = {}
     for customer in sorted(streams):
         stream = streams[customer]
-        tickets: dict[TicketKey, list[Recorded]] = {}
-        account: list[Recorded] = []
-        for record in stream:
-            key = ticket_key(record.event)
-            if key is None:
-                account.append(record)
-            else:
-                tickets.setdefault(key, []).append(record)
+        tickets, accounts = by_ticket(stream)
+        account = accounts.get(customer, [])
         found = walk(stream, None, as_of)
         standings: StandingCache = {}
         for ticket in sorted(tickets, key=lambda k: (k[1], k[0])):

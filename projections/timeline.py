@@ -109,6 +109,21 @@ def ticket_key(event: Event) -> TicketKey | None:
     return None if ticket_id is None else (event.customer_id, ticket_id)
 
 
+def by_ticket(
+    records: Iterable[Recorded],
+) -> tuple[dict[TicketKey, list[Recorded]], dict[str, list[Recorded]]]:
+    """Each ticket's events and each customer's account events, each in the order given."""
+    tickets: dict[TicketKey, list[Recorded]] = {}
+    accounts: dict[str, list[Recorded]] = {}
+    for record in records:
+        key = ticket_key(record.event)
+        if key is None:
+            accounts.setdefault(record.event.customer_id, []).append(record)
+        else:
+            tickets.setdefault(key, []).append(record)
+    return tickets, accounts
+
+
 def same_event(a: Event, b: Event) -> bool:
     """Two copies of one event: the same canonical bytes (key order and spacing do not matter)."""
     return a == b or encode_event(a) == encode_event(b)
