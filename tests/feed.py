@@ -2,7 +2,7 @@
 ``ConsumedBatch`` values), against a real store, without a broker: for tests of
 what the worker stores and signals, batch by batch."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,26 @@ def event(
     return document
 
 
+def appended(
+    log: dict[int, list[dict[str, Any]]],
+    partition: int,
+    events: Sequence[dict[str, Any]],
+    *,
+    lagging: bool = False,
+) -> ConsumedBatch:
+    """``events`` appended to ``partition`` of ``log``, as the consumer hands them over: one batch."""
+    mine = log.setdefault(partition, [])
+    start = len(mine)
+    valid = []
+    for i, document in enumerate(events):
+        raw = orjson.dumps(document)
+        valid.append(ConsumedEvent(decode_event(raw), partition, start + i, raw))
+    mine.extend(events)
+    return ConsumedBatch(
+        valid, {partition: (start, start + len(events))}, 0, {partition} if lagging else set()
+    )
+
+
 class Feed:
     """A worker's projector with a fixed clock, and the log it has read so far."""
 
@@ -70,18 +90,7 @@ class Feed:
 
     async def send(self, *events: dict[str, Any], partition: int = 0, lagging: bool = False) -> None:
         """One batch of these events, appended to the partition's log."""
-        log = self.log.setdefault(partition, [])
-        start = len(log)
-        valid = []
-        for i, document in enumerate(events):
-            raw = orjson.dumps(document)
-            valid.append(ConsumedEvent(decode_event(raw), partition, start + i, raw))
-        log.extend(events)
-        await self.projector.handle(
-            ConsumedBatch(
-                valid, {partition: (start, start + len(events))}, 0, {partition} if lagging else set()
-            )
-        )
+        await self.projector.handle(appended(self.log, partition, events, lagging=lagging))
 
     @property
     def generation(self) -> int:

@@ -23,6 +23,7 @@ from services.worker.histories import seq_of
 from services.worker.projector import Projector
 from tests.contracts_helpers import amended_text, published
 from tests.engine_helpers import ny
+from tests.feed import appended, event
 from tests.worker_helpers import ListPolicyLog
 
 TOPIC = "ticket-events"
@@ -31,17 +32,7 @@ CLOCK = ny("2026-11-20 12:00")
 
 
 def ev(event_id, type_, at, customer, ticket=None, **data):
-    d = {
-        "event_id": event_id,
-        "type": type_,
-        "schema_version": 1,
-        "occurred_at": at.isoformat(),
-        "customer_id": customer,
-        "data": data,
-    }
-    if ticket is not None:
-        d["ticket_id"] = ticket
-    return d
+    return event(event_id, type_, at.isoformat(), customer, ticket, **data)
 
 
 class Log:
@@ -49,14 +40,7 @@ class Log:
         self.partitions: dict[int, list[dict]] = {}
 
     def batch(self, partition, *events) -> ConsumedBatch:
-        log = self.partitions.setdefault(partition, [])
-        start = len(log)
-        valid = []
-        for i, d in enumerate(events):
-            raw = orjson.dumps(d)
-            valid.append(ConsumedEvent(decode_event(raw), partition, start + i, raw))
-        log.extend(events)
-        return ConsumedBatch(valid, {partition: (start, start + len(events))}, 0, set())
+        return appended(self.partitions, partition, events)
 
     def recorded(self):
         return [
