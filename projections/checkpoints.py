@@ -35,7 +35,7 @@ from projections.account import AccountStanding
 from projections.account import Interval as AccountInterval
 from projections.policy import Policy
 from projections.ticket import Step, TicketState, record_steps, step_key, suspension_steps
-from projections.timeline import Recorded, TicketKey, history, whole_second
+from projections.timeline import Recorded, TicketKey, first_copies, history, whole_second
 
 StepKey = tuple[datetime, int, int]
 
@@ -150,14 +150,9 @@ def reusable(kept: Checkpoint) -> bool:
 
 
 def _event_steps(records: Sequence[Recorded], as_of: datetime) -> list[Step]:
-    """The steps of ``history(records, as_of)``, sorted as they apply: the same events (first
-    copies, none after as_of), in one pass (the replay's history order is not needed here)."""
-    first: dict[str, Recorded] = {}
-    for record in records:
-        kept = first.get(record.event.event_id)
-        if kept is None or record.seq < kept.seq:
-            first[record.event.event_id] = record
-    steps = record_steps([r for r in first.values() if r.at <= as_of])
+    """The steps of ``history(records, as_of)``, sorted as they apply: the same events
+    (:func:`projections.timeline.first_copies`), sorted once, by the steps' order only."""
+    steps = record_steps(first_copies(records, as_of))
     steps.sort(key=step_key)
     return steps
 

@@ -75,15 +75,21 @@ def history(records: Iterable[Recorded], as_of: datetime | None = None) -> list[
     smallest ``seq``; events that occurred after ``as_of`` are left out (one
     exactly at ``as_of`` applies).
     """
+    kept_records = first_copies(records, as_of)
+    kept_records.sort(key=lambda r: (r.at, r.seq))
+    return kept_records
+
+
+def first_copies(records: Iterable[Recorded], as_of: datetime | None = None) -> list[Recorded]:
+    """The events of :func:`history`, not yet in order: the first copy of each ``event_id``
+    (the smallest ``seq``), none that occurred after ``as_of``."""
     first: dict[str, Recorded] = {}
     for record in records:
         kept = first.get(record.event.event_id)
         if kept is None or record.seq < kept.seq:
             first[record.event.event_id] = record
     cutoff = whole_second(as_of) if as_of is not None else None
-    kept_records = [r for r in first.values() if cutoff is None or r.at <= cutoff]
-    kept_records.sort(key=lambda r: (r.at, r.seq))
-    return kept_records
+    return [r for r in first.values() if cutoff is None or r.at <= cutoff]
 
 
 def is_opening(event: Event) -> TypeGuard[TicketOpened]:
