@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
@@ -692,19 +693,27 @@ class Projector:
         customers = set(streams) | set(due_customers)
         settling = {key for key, records in tickets.items() if any(settles(r) for r in records)}
         logged = {key: logged_work_ends(tickets[key]) for key in settling}
+        # Each history grown once by the batch's records (a new list: the cached one may be shared).
+        grown: dict[TicketKey | str, list[Recorded]] = {}
         for customer, records in streams.items():
             for record in records:
-                key = ticket_key(record.event)
-                if key is None:
-                    accounts[customer] = self._accounts[customer] = [*accounts[customer], record]
-                else:
-                    tickets[key] = self._tickets[key] = [*tickets[key], record]
+                grown.setdefault(ticket_key(record.event) or customer, []).append(record)
+        for key, new in grown.items():
+            if isinstance(key, str):
+                accounts[key] = self._accounts[key] = [*accounts[key], *new]
+            else:
+                tickets[key] = self._tickets[key] = [*tickets[key], *new]
 
         evaluated = {key: instant_of(row.evaluated_at) or now for key, row in previous.items()}
+        # What the walks need, by customer (one pass over each, not one per customer).
+        reaches = _by_customer({k: previous[k].account_until for k in reached if k in previous})
+        openings = _by_customer({k: row.opened_at for k, row in previous.items()})
+        evaluated_of = _by_customer(evaluated)
+        logged_of = _by_customer(logged)
+        settling_of = _by_customer(dict.fromkeys(settling))
         points: dict[TicketKey, list[Point]] = {}
         for customer, records in streams.items():
-            reach = {k: previous[k].account_until for k in reached if k[0] == customer and k in previous}
-            opened = {k: row.opened_at for k, row in previous.items() if k[0] == customer}
+            reach, opened = reaches.get(customer, {}), openings.get(customer, {})
 
             def reached_by(
                 r: Recorded, reach: dict[TicketKey, int] = reach, opened: dict[TicketKey, int] = opened
@@ -719,9 +728,9 @@ class Projector:
                 instant_of(rows[customer].log_time) if customer in rows else None,
                 now,
                 reached=reached_by,
-                evaluated={k: at for k, at in evaluated.items() if k[0] == customer},
-                settling=[k for k in settling if k[0] == customer],
-                work_ends={k: v for k, v in logged.items() if k[0] == customer},
+                evaluated=evaluated_of.get(customer, {}),
+                settling=list(settling_of.get(customer, {})),
+                work_ends=logged_of.get(customer, {}),
             )
             points.update(found.points)
         for key in set(recompute) - set(points):  # told again as of when it was (new policy versions)
@@ -732,6 +741,7 @@ class Projector:
 
         tally = Tally()
         standings: StandingCache = {}
+        because = _Because(streams)
         for key in sorted(affected):
             records = tickets[key]
             if not records:
@@ -747,7 +757,7 @@ class Projector:
                 tally,
                 standings=standings,
                 checkpoints=self._checkpoints,
-                because=[r for r in streams.get(key[0], []) if ticket_key(r.event) in (key, None)],
+                because=because(key),
             )
             bound(self._checkpoints, CHECKPOINT_TICKETS)
             at = points[key][-1].at
@@ -883,6 +893,35 @@ def _streams(events: Sequence[ConsumedEvent], write: BatchWrite) -> dict[str, li
         )
         streams.setdefault(item.event.customer_id, []).append(record)
     return streams
+
+
+V = TypeVar("V")
+
+
+def _by_customer(values: dict[TicketKey, V]) -> dict[str, dict[TicketKey, V]]:
+    """``values`` split by the tickets' customers (each keeping the order it had)."""
+    split: dict[str, dict[TicketKey, V]] = {}
+    for key, value in values.items():
+        split.setdefault(key[0], {})[key] = value
+    return split
+
+
+class _Because:
+    """For each ticket, its customer's new events that are its own or its account's, in recording
+    order: what a revocation with no late input of its own names."""
+
+    def __init__(self, streams: dict[str, list[Recorded]]):
+        self._streams = streams
+        self._split: dict[str, dict[TicketKey | None, list[Recorded]]] = {}
+
+    def __call__(self, key: TicketKey) -> list[Recorded]:
+        split = self._split.get(key[0])
+        if split is None:
+            split = self._split[key[0]] = {}
+            for record in self._streams.get(key[0], []):
+                split.setdefault(ticket_key(record.event), []).append(record)
+        own, account = split.get(key, []), split.get(None, [])
+        return sorted([*own, *account], key=lambda r: r.seq) if own and account else own or account
 
 
 def _latest(row: CustomerRow | None, records: list[Recorded]) -> datetime:
