@@ -183,6 +183,13 @@ class Settings(BaseSettings):
         10_000, ge=3_000, description="Consumer session timeout: how soon a dead worker's partitions move."
     )
     consumer_max_records: int = Field(500, ge=1, le=100_000, description="Records per consumer batch.")
+    rebuild_batch_records: int = Field(
+        20_000,
+        ge=1,
+        le=1_000_000,
+        description="Records per batch of `slatrack rebuild` (one transaction each; fewer batches, "
+        "fewer stories of each ticket told).",
+    )
     rebuild_processes: int = Field(
         0,
         ge=0,
@@ -444,7 +451,7 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
     "producer": ("kafka_enable_idempotence",),
     "group": ("kafka_group_id", "kafka_session_timeout_ms"),
     "batches": ("consumer_max_records",),
-    "rebuild": ("rebuild_processes",),
+    "rebuild": ("rebuild_processes", "rebuild_batch_records"),
     "worker": ("policy_poll_s",),
     # The log: the events, and the policy versions they are measured with.
     "log": ("topic_events", "topic_policies"),

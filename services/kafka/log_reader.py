@@ -359,20 +359,46 @@ class WholeLogReader:
         progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> None:
         """Hand every record up to the end of the log as the fetches see it to ``handle``, in
-        batches (at least one fetch); ``progress(records read, end of the log)`` after each."""
+        batches of ``SLATRACK_REBUILD_BATCH_RECORDS`` (fewer at the end); ``progress(records
+        read, end of the log)`` after each."""
         settings, consumer = self.settings, self.consumer
         while True:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=settings.consumer_max_records)
+            batch = await self._fetch(settings.rebuild_batch_records)
             if batch:
                 valid, rejected = validate_records(batch, settings.max_event_bytes)
                 offsets = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in batch.items()}
                 await handle(ConsumedBatch(valid, offsets, len(rejected), lagging=behind(consumer, batch)))
                 self.done += sum(len(rs) for rs in batch.values())
-            # The end of the log is the high watermark seen by fetches (the
-            # embedded broker's ListOffsets cannot be trusted for it).
             ends = [consumer.highwater(tp) for tp in self.tps]
-            positions = [await consumer.position(tp) for tp in self.tps]
             if all(end is not None for end in ends):
                 progress(self.done, sum(e for e in ends if e is not None))
-                if all(pos >= end for pos, end in zip(positions, ends, strict=True) if end is not None):
+                if await self._at_end():
                     return
+
+    async def _fetch(self, records: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Up to ``records`` records, fetch after fetch (a fetch gives about a megabyte a
+        partition): a rebuild's batch is larger than a worker's, as each batch costs a story
+        of every ticket it touches and a transaction. Fewer if the log ends first."""
+        merged: dict[TopicPartition, list[ConsumerRecord]] = {}
+        count = 0
+        while count < records:
+            fetched = await self.consumer.getmany(
+                timeout_ms=100 if merged else 1000, max_records=records - count
+            )
+            if not fetched:
+                break
+            for tp, rs in fetched.items():
+                merged.setdefault(tp, []).extend(rs)
+                count += len(rs)
+            if await self._at_end():
+                break
+        return merged
+
+    async def _at_end(self) -> bool:
+        """Whether every partition is read up to the end of the log as the fetches see it (the
+        high watermark: the embedded broker's ListOffsets cannot be trusted for it)."""
+        for tp in self.tps:
+            end = self.consumer.highwater(tp)
+            if end is None or await self.consumer.position(tp) < end:
+                return False
+        return True

@@ -14,10 +14,12 @@ from projections.policy import default_policy
 from services.dev.simulator import Helpdesk
 from services.kafka.log_reader import WholeLogReader
 from services.store import open_store, sqlite_path
+from services.worker.batches import ConsumedBatch
 from services.worker.ports import TicketQuery
 from services.worker.rebuild import RebuildChildFailed, rebuild
 from tests.contracts_helpers import amended_text, published
 from tests.integration.test_projector import keyed, project
+from tests.kafka_helpers import produce
 from tests.worker_helpers import ListPolicyLog, throwaway_database
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
@@ -94,7 +96,7 @@ async def test_a_rebuild_in_two_processes_writes_the_rows_of_one(store_settings)
     # batch holds, hence the log time a ticket touched there is evaluated at (its evaluated_at),
     # with one process as with several; so two one-process rebuilds agree byte for byte only
     # with batches of one record. (The views they give are the same with any batches.)
-    settings = store_settings.model_copy(update={"consumer_max_records": 1})
+    settings = store_settings.model_copy(update={"consumer_max_records": 1, "rebuild_batch_records": 1})
     desk = Helpdesk(seed=21, customers=24, start=START, days=25)
     events = list(desk.history(60))
     await project(settings, keyed(events), len(events))
@@ -201,3 +203,29 @@ async def test_children_given_another_store_than_the_rebuilds_fail_it(kafka_sett
         assert store.generations() == []  # the attempt is dropped
     finally:
         store.close()
+
+
+async def test_a_rebuild_reads_the_log_in_batches_of_its_own_size(kafka_settings, tmp_path):
+    """A rebuild's batches are SLATRACK_REBUILD_BATCH_RECORDS records, fetch after fetch, not a
+    worker's SLATRACK_CONSUMER_MAX_RECORDS: each batch tells the story of every ticket it touches."""
+    settings = kafka_settings.model_copy(
+        update={"data_dir": tmp_path, "consumer_max_records": 100, "rebuild_batch_records": 700}
+    )
+    events = list(Helpdesk(seed=5, customers=12, start=START, days=20).history(160))
+    assert len(events) > 1400
+    await produce(settings, keyed(events))
+    sizes: list[int] = []
+    seen: dict[int, list[int]] = {}
+
+    async def handle(batch: ConsumedBatch) -> None:
+        sizes.append(len(batch.valid) + batch.rejected)
+        for item in batch.valid:
+            seen.setdefault(item.partition, []).append(item.offset)
+        for partition, (first, end) in batch.offsets.items():
+            assert [o for o in seen[partition] if o >= first] == list(range(first, end))
+
+    async with WholeLogReader(settings) as reader:
+        await reader.read_to_end(handle)
+    assert sum(sizes) == len(events)
+    assert max(sizes) == 700 and all(size <= 700 for size in sizes)
+    assert all(offsets == list(range(len(offsets))) for offsets in seen.values())  # each once, in order
