@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from events.models import EVENT_ADAPTER
 from projections.ticket import utc
 from services import metrics
-from services.api import intake, queries
+from services.api import console, intake, queries
 from services.api.auth import AUTH_RESPONSES, ApiError, Authenticator, error, refuse_scoped_tokens, require
 from services.api.state import ApiState, RebuildJob, api_state, read_models, services
 from services.bootstrap import Services
@@ -122,6 +122,7 @@ def create_app(wired: Services, *, api: bool = True) -> FastAPI:
     if api and wired.store is not None:
         app.include_router(queries.router)
         app.include_router(admin)
+        console.install(app)  # the web console at /ui/, over the same read models and tokens
 
     operations = APIRouter(
         # About the whole service: never for a token limited to customers (403), whatever its roles.

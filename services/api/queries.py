@@ -189,10 +189,10 @@ _STORE_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _policy(request: Request, store: ReadModelStore, generation: int) -> Contracts:
     """The contracts the generation's rows are computed with (its policy and the versions it has
     read): recomputations use them too."""
-    return await _read(generation_contracts, store, generation, services(request.app).policy)
+    return await store_call(generation_contracts, store, generation, services(request.app).policy)
 
 
-async def _read(function: Callable[..., T], *args: Any) -> T:
+async def store_call(function: Callable[..., T], *args: Any) -> T:
     """A store call in a thread; a store that cannot answer is a 503, not a 500.
 
     Only slatrack's own errors are caught: the stores translate their drivers' errors once,
@@ -213,9 +213,9 @@ async def _read(function: Callable[..., T], *args: Any) -> T:
         raise ApiError(503, "store_unavailable", detail) from None
 
 
-async def _generation(request: Request) -> tuple[ReadModelStore, int]:
+async def active_generation(request: Request) -> tuple[ReadModelStore, int]:
     store = read_models(request.app)
-    generation = await _read(store.active_generation)
+    generation = await store_call(store.active_generation)
     if generation is None:
         raise ApiError(503, "no_read_models", "no read models yet: no active generation")
     return store, generation
@@ -257,17 +257,17 @@ async def _ticket_row(
     """The ticket's row, among the customers the principal sees (as if there were no other)."""
     if customer_id is not None and not principal.sees(customer_id):
         raise no_ticket(ticket_id)  # before the store: as an id that exists nowhere, in any state
-    store, generation = await _generation(request)
+    store, generation = await active_generation(request)
     if not _storable(ticket_id) or (customer_id is not None and not _storable(customer_id)):
         raise no_ticket(ticket_id)
     try:
-        key = await _read(find_ticket, store, generation, ticket_id, customer_id, principal.customers)
+        key = await store_call(find_ticket, store, generation, ticket_id, customer_id, principal.customers)
     except UnknownTicket:
         raise no_ticket(ticket_id) from None
     except AmbiguousTicket as exc:
         detail = f"ticket {ticket_id!r} exists under {len(exc.customers)} customers: add ?customer_id="
         raise ApiError(409, "ambiguous_ticket", detail) from None
-    row = await _read(store.ticket, generation, key)
+    row = await store_call(store.ticket, generation, key)
     if row is None:  # gone between the two reads (a rebuild switched)
         raise no_ticket(ticket_id)
     return store, generation, row
@@ -279,8 +279,8 @@ async def customer_row(request: Request, customer_id: str) -> tuple[ReadModelSto
     The one lookup of every ``/v1/customers/{customer_id}...`` endpoint (whose path parameter is
     a :data:`services.api.scope.VisibleCustomerId`: a customer the token does not see got this
     same 404 before the store was read)."""
-    store, generation = await _generation(request)
-    row = await _read(store.customer, generation, customer_id) if _storable(customer_id) else None
+    store, generation = await active_generation(request)
+    row = await store_call(store.customer, generation, customer_id) if _storable(customer_id) else None
     if row is None:
         raise no_customer(customer_id)
     return store, generation, row
@@ -387,7 +387,7 @@ async def list_tickets(
     that does not exist)."""
     after = decode_cursor(cursor, _cursor_key(request)) if cursor is not None else None
     due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
-    store, generation = await _generation(request)
+    store, generation = await active_generation(request)
     if customer_id is not None and not _storable(customer_id):
         return _json({"items": [], "next_cursor": None})
     filters = TicketQuery(
@@ -402,7 +402,7 @@ async def list_tickets(
         after=after,
         limit=limit + 1,
     )
-    rows = await _read(store.list_tickets, generation, visible_tickets(filters, principal))
+    rows = await store_call(store.list_tickets, generation, visible_tickets(filters, principal))
     more = len(rows) > limit
     rows = rows[:limit]
     items = b",".join(
@@ -446,7 +446,7 @@ async def get_ticket(
             row.view, media_type="application/json", headers={EVALUATED_AT: _stamp(row.evaluated_at)}
         )
     policy = await _policy(request, store, generation)
-    view = await _read(view_as_of, store, generation, policy, row.key, instant)
+    view = await store_call(view_as_of, store, generation, policy, row.key, instant)
     if view is None:
         raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {utc(instant)}")
     return _json(view, headers={EVALUATED_AT: utc(instant) or ""})
@@ -489,7 +489,7 @@ async def get_timeline(
         records, account = stored_histories(store, generation, row.key)
         return explain(records, account, policy, instant)
 
-    document = await _read(trail)
+    document = await store_call(trail)
     if document is None:
         raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {utc(instant)}")
     return _json(document, headers={EVALUATED_AT: utc(instant) or ""})
@@ -537,7 +537,7 @@ async def get_customer(customer_id: VisibleCustomerId, request: Request, princip
     after = None
     while True:
         query = visible_tickets(TicketQuery(customer_id=customer_id, after=after, limit=PAGE), principal)
-        page = await _read(store.list_tickets, generation, query)
+        page = await store_call(store.list_tickets, generation, query)
         for ticket in page:
             if ticket.billing_month is not None:
                 month = months.setdefault(ticket.billing_month, {"amount_cents": 0, "billable_seconds": 0})
@@ -572,7 +572,7 @@ async def get_billing(
     """The tickets charged in `month` (the month of dispatch in the policy's month calendar, see
     docs/sla-semantics.md), as their stored views have it; a month with no charge has no lines."""
     store, generation, _ = await customer_row(request, customer_id)
-    rows = await _read(store.billing, generation, customer_id, month)
+    rows = await store_call(store.billing, generation, customer_id, month)
     contracts = await _policy(request, store, generation)
     lines = [_billing_line(row, contracts) for row in rows]
     total = {
@@ -633,7 +633,7 @@ async def get_report(
         records = customer_history(store, generation, customer_id)
         return monthly_report(records, contracts, customer_id, month, datetime.now(UTC))
 
-    report = await _read(compute)
+    report = await store_call(compute)
     headers = {EVALUATED_AT: report.as_of, "Vary": "Accept"}
     if chosen == "csv":
         headers["Content-Disposition"] = f'attachment; filename="slatrack-report-{month}.csv"'
