@@ -97,3 +97,46 @@ def _union(intervals: list[Interval]) -> list[Interval]:
         else:
             merged.append((start, end))
     return merged
+
+
+@dataclass(frozen=True)
+class Owing:
+    """An invoice counting against the customer at an instant (why it is delinquent or
+    dashboard-suspended, or will be): :func:`owing_invoices`."""
+
+    invoice_id: str
+    due_at: datetime
+    since: datetime  # when the event that made it due at ``due_at`` occurred
+    overdue_seconds: int  # as of the instant asked about, since ``due_at`` (negative: not due yet)
+    delinquent: bool  # it makes the customer delinquent (more than N days past due)
+    dashboard_suspended: bool  # it suspends the customer's dashboard (M days or more)
+
+
+def owing_invoices(history: Iterable[Recorded], policy: Policy, as_of: datetime) -> list[Owing]:
+    """The invoices not settled at ``as_of`` (from account events already in order and cut at
+    ``as_of``, as :func:`account_standing` takes them), by due date then invoice id. The
+    standing's flags are exactly ``any`` of theirs: the same stretches, the same comparisons."""
+    rules = policy.suspension
+    by_invoice: dict[str, list[Recorded]] = {}
+    for record in history:
+        invoice_id = getattr(record.event.data, "invoice_id", None)
+        if invoice_id is not None:
+            by_invoice.setdefault(invoice_id, []).append(record)
+    delinquent_after = timedelta(seconds=rules.delinquent_after_seconds)
+    suspended_at = timedelta(seconds=rules.dashboard_suspended_at_seconds)
+    found: list[Owing] = []
+    for invoice_id, records in by_invoice.items():
+        for start, end, due in _owing(records, rules.disputed_invoices_exempt):
+            if as_of < start or (end is not None and as_of >= end):
+                continue  # not the stretch in force at as_of
+            found.append(
+                Owing(
+                    invoice_id=invoice_id,
+                    due_at=due,
+                    since=start,
+                    overdue_seconds=int((as_of - due).total_seconds()),
+                    delinquent=as_of - due > delinquent_after,
+                    dashboard_suspended=as_of - due >= suspended_at,
+                )
+            )
+    return sorted(found, key=lambda owing: (owing.due_at, owing.invoice_id))

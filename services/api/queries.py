@@ -5,6 +5,7 @@
   computes it;
 - ``GET /v1/tickets``: filtered, keyset-paginated (``cursor``, ``limit``);
 - ``GET /v1/tickets/{id}/timeline``: the audit trail (``projections.explain``);
+- ``GET /v1/customers``: customers and their standing, keyset-paginated (``cursor``, ``limit``);
 - ``GET /v1/customers/{id}``: standing and billing by month;
 - ``GET /v1/customers/{id}/billing?month=YYYY-MM``: per-ticket lines and the total;
 - ``GET /v1/customers/{id}/report?month=YYYY-MM``: the monthly compliance report
@@ -27,6 +28,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -45,7 +47,15 @@ from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
 from projections.views import StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, Principal, error
-from services.api.scope import READER, Reader, VisibleCustomerId, no_customer, no_ticket, visible_tickets
+from services.api.scope import (
+    READER,
+    Reader,
+    VisibleCustomerId,
+    no_customer,
+    no_ticket,
+    visible_customers,
+    visible_tickets,
+)
 from services.api.state import read_models, services
 from services.worker.histories import (
     AmbiguousTicket,
@@ -57,6 +67,8 @@ from services.worker.histories import (
 )
 from services.worker.ports import (
     CALL_TIMEOUT,
+    CustomerListing,
+    CustomerQuery,
     CustomerRow,
     GenerationChanged,
     ReadModelStore,
@@ -140,6 +152,24 @@ class CustomerView(BaseModel):
     dashboard_suspended: bool
     billing: dict[str, dict[str, int]] = Field(
         description="YYYY-MM -> {amount_cents, billable_seconds}, over the customer's tickets"
+    )
+
+
+class CustomerItem(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    customer_id: str
+    delinquent: bool
+    dashboard_suspended: bool
+    evaluated_at: str = Field(description="The instant the standing is as of (RFC 3339, UTC)")
+    open_tickets: int = Field(description="The customer's tickets in state `open`")
+    breached_open_tickets: int = Field(description="Of those, the ones with a breached clock (any cycle)")
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerItem]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page (opaque)"
     )
 
 
@@ -327,6 +357,30 @@ def _b64(raw: bytes) -> str:
 def _cursor_key(request: Request) -> bytes:
     configured = services(request.app).settings.cursor_key
     return configured.get_secret_value().encode() if configured is not None else _PROCESS_CURSOR_KEY
+
+
+def encode_customer_cursor(after: str, key: bytes) -> str:
+    """A customer list's cursor: the page's last customer id, signed (another domain than the
+    ticket list's, so that neither is taken for the other)."""
+    payload = _b64(orjson.dumps(after))
+    return f"{payload}.{_b64(_customer_cursor_mac(key, payload))}"
+
+
+def decode_customer_cursor(cursor: str, key: bytes) -> str:
+    """The customer a customer list's cursor continues after; 400 ``bad_cursor`` for anything else."""
+    payload, _, mac = cursor.rpartition(".")
+    if not hmac.compare_digest(mac.encode(), _b64(_customer_cursor_mac(key, payload)).encode()):
+        raise ApiError(
+            400,
+            "bad_cursor",
+            "cursor: not a cursor this API gave (altered, from another deployment or list, or from "
+            "before a restart without SLATRACK_CURSOR_KEY); start again without it",
+        )
+    return str(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def _customer_cursor_mac(key: bytes, payload: str) -> bytes:
+    return hmac.digest(key, b"slatrack customer cursor v1:" + payload.encode(), "sha256")[:CURSOR_MAC_BYTES]
 
 
 # -- tickets --------------------------------------------------------------------
@@ -521,6 +575,75 @@ def _billing_line(row: TicketRow, contracts: Contracts) -> dict[str, Any]:
 
 
 @router.get(
+    "/v1/customers",
+    summary="Customers and their standing, a page at a time",
+    response_model=CustomerPage,
+    responses={
+        400: error("`bad_cursor`: not a cursor this API gave, or altered"),
+        422: error("A parameter is not valid"),
+        **_STORE_RESPONSES,
+    },
+)
+async def list_customers(
+    request: Request,
+    principal: Reader,
+    delinquent: Annotated[bool | None, Query(description="The customer is delinquent")] = None,
+    dashboard_suspended: Annotated[
+        bool | None, Query(description="The customer's dashboard is suspended")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=2048, description="`next_cursor` of the previous page"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Customers per page")] = 100,
+) -> Response:
+    """Customers matching every given filter, ordered by customer id: each one's stored standing
+    (as of its `evaluated_at`) and how many of its tickets are open, and of those breached. Walk
+    the pages with `cursor` = the previous page's `next_cursor` until it is null. A token limited
+    to customers lists only theirs."""
+    after = decode_customer_cursor(cursor, _cursor_key(request)) if cursor is not None else None
+    page = await customer_page(
+        request,
+        principal,
+        CustomerQuery(delinquent=delinquent, dashboard_suspended=dashboard_suspended, after=after),
+        limit,
+    )
+    return _json(page)
+
+
+async def customer_page(
+    request: Request, principal: Principal, query: CustomerQuery, limit: int
+) -> dict[str, Any]:
+    """A page of ``GET /v1/customers`` (the console's customer list reads it too): ``{"items",
+    "next_cursor"}``, among the customers the principal sees."""
+    store, generation = await active_generation(request)
+    if query.after is not None and not _storable(query.after):
+        return {"items": [], "next_cursor": None}  # no cursor of ours holds one
+    narrowed = visible_customers(replace(query, limit=limit + 1), principal)
+    listings = await store_call(store.list_customers, generation, narrowed)
+    more = len(listings) > limit
+    listings = listings[:limit]
+    items = [customer_item(listing) for listing in listings]
+    last = listings[-1].row.customer_id if listings else None
+    next_cursor = encode_customer_cursor(last, _cursor_key(request)) if more and last is not None else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def customer_item(listing: CustomerListing) -> dict[str, Any]:
+    """An item of the customer list: the stored customer view, as of when, and its ticket counts."""
+    row = listing.row
+    return {
+        **orjson.loads(row.view),
+        "customer_id": row.customer_id,
+        "delinquent": row.delinquent,
+        "dashboard_suspended": row.dashboard_suspended,
+        "evaluated_at": _stamp(row.evaluated_at),
+        "open_tickets": listing.open_tickets,
+        "breached_open_tickets": listing.breached_open_tickets,
+    }
+
+
+@router.get(
     "/v1/customers/{customer_id}",
     summary="A customer's standing and billing by month",
     response_model=CustomerView,
@@ -625,7 +748,21 @@ async def get_report(
         parse_month(month)
     except MonthError as exc:  # the pattern let it through: the two disagree (a bug), still a 422
         raise ApiError(422, "invalid_parameter", f"month: {exc}") from None
+    return report_response(await customer_report(request, customer_id, month), chosen)
+
+
+async def customer_report(request: Request, customer_id: str, month: str) -> MonthlyReport:
+    """The customer's report of ``month`` from the active generation: what
+    ``GET /v1/customers/{id}/report`` answers, and what the console's customer page shows (one
+    computation for both). The 404 of an unknown customer; the caller has checked the scope."""
     store, generation, _ = await customer_row(request, customer_id)
+    return await generation_report(request, store, generation, customer_id, month)
+
+
+async def generation_report(
+    request: Request, store: ReadModelStore, generation: int, customer_id: str, month: str
+) -> MonthlyReport:
+    """The report of ``month`` of a customer found in ``generation`` (:func:`customer_row`)."""
     configured = services(request.app).policy
 
     def compute() -> MonthlyReport:
@@ -633,13 +770,20 @@ async def get_report(
         records = customer_history(store, generation, customer_id)
         return monthly_report(records, contracts, customer_id, month, datetime.now(UTC))
 
-    report = await store_call(compute)
+    return await store_call(compute)
+
+
+REPORT_PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'"  # no script, no external asset
+
+
+def report_response(report: MonthlyReport, form: ReportFormat) -> Response:
+    """The report in ``form``, with the API's headers (the console's downloads answer these too)."""
     headers = {EVALUATED_AT: report.as_of, "Vary": "Accept"}
-    if chosen == "csv":
-        headers["Content-Disposition"] = f'attachment; filename="slatrack-report-{month}.csv"'
-    if chosen == "html":  # no script, no external asset: nothing else may load
-        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
-    return Response(render(report, chosen), media_type=MEDIA_TYPES[chosen], headers=headers)
+    if form == "csv":
+        headers["Content-Disposition"] = f'attachment; filename="slatrack-report-{report.month}.csv"'
+    if form == "html":  # nothing else may load
+        headers["Content-Security-Policy"] = REPORT_PAGE_CSP
+    return Response(render(report, form), media_type=MEDIA_TYPES[form], headers=headers)
 
 
 _OFFERED: dict[str, ReportFormat] = {"application/json": "json", "text/csv": "csv", "text/html": "html"}

@@ -18,6 +18,7 @@ The pieces, for every endpoint that reads a customer's data:
   customer and one that never existed are answered alike whatever the store's state;
 - :func:`no_customer`, :func:`no_ticket`: the one 404 of each kind, for the unknown-id path too;
 - :func:`visible_tickets`: a ``TicketQuery`` narrowed to the token's customers;
+- :func:`visible_customers`: a ``CustomerQuery`` (the customer list) narrowed likewise;
 - :func:`check_customer`: the 404 for a customer id the token does not see (for ids that are
   not a path parameter, e.g. ``?customer_id=`` of a ticket).
 """
@@ -28,7 +29,7 @@ from typing import Annotated
 from fastapi import Depends, Path
 
 from services.api.auth import ApiError, Principal, require
-from services.worker.ports import TicketQuery
+from services.worker.ports import CustomerQuery, TicketQuery
 
 MAX_ID = 128  # as the event contract's ids
 
@@ -75,6 +76,15 @@ def visible_tickets(query: TicketQuery, principal: Principal) -> TicketQuery:
     The store applies it in its query (an empty answer for a ``customer_id`` filter of another
     customer, as for one that does not exist); never filter a page afterwards, which would end
     pages early and let a cursor stand on another customer's rows."""
+    if principal.customers is None:
+        return query
+    among = principal.customers if query.customer_ids is None else principal.customers & query.customer_ids
+    return replace(query, customer_ids=among)
+
+
+def visible_customers(query: CustomerQuery, principal: Principal) -> CustomerQuery:
+    """``query`` among the principal's customers only, applied in the store's query, as
+    :func:`visible_tickets` (unchanged for one that sees every customer)."""
     if principal.customers is None:
         return query
     among = principal.customers if query.customer_ids is None else principal.customers & query.customer_ids

@@ -30,6 +30,8 @@ from projections.quarantine import QUARANTINED
 from services.store import migrations
 from services.worker.ports import (
     BatchWrite,
+    CustomerListing,
+    CustomerQuery,
     CustomerRow,
     EventKey,
     GenerationBehind,
@@ -738,6 +740,49 @@ class SqlStore(ReadModelStore):
             )
         )
         return None if row is None else customer_row(row)
+
+    def list_customers(self, generation: int, query: CustomerQuery) -> list[CustomerListing]:
+        if query.customer_ids is not None and not query.customer_ids:
+            return []  # among no customers (and an empty array has no type in PostgreSQL)
+        terms: list[str] = []
+        params: list[object] = [generation]
+        # Booleans as literals, as in ticket_filter.
+        if query.delinquent is not None:
+            terms.append("delinquent" if query.delinquent else "NOT delinquent")
+        if query.dashboard_suspended is not None:
+            terms.append("dashboard_suspended" if query.dashboard_suspended else "NOT dashboard_suspended")
+        if query.customer_ids is not None:
+            among, param = self._in("customer_id", sorted(query.customer_ids))
+            terms.append(among)
+            params.append(param)
+        if query.after is not None:
+            terms.append("customer_id > ?")
+            params.append(query.after)
+        where = "".join(" AND " + t for t in terms)
+        page = (
+            f"SELECT {CUSTOMERS} FROM customers WHERE generation = ?{where} "  # noqa: S608
+            "ORDER BY customer_id LIMIT ?"
+        )
+        params.append(max(0, query.limit))
+
+        def read(tx: Tx) -> tuple[list[tuple], list[tuple]]:
+            rows = tx.all(page, params)
+            if not rows:
+                return rows, []
+            # The page's customers' open tickets, counted through the primary key's range of each
+            # customer (generation, customer_id, ...): a page costs its customers' tickets, not the
+            # whole generation's.
+            among, param = self._in("customer_id", [row[0] for row in rows])
+            counts = tx.all(
+                "SELECT customer_id, count(*), sum(CASE WHEN breached THEN 1 ELSE 0 END) "  # noqa: S608
+                f"FROM tickets WHERE generation = ? AND {among} AND state = 'open' GROUP BY customer_id",
+                (generation, param),
+            )
+            return rows, counts
+
+        rows, counts = self._read(read)
+        counted = {customer: (int(n), int(breached or 0)) for customer, n, breached in counts}
+        return [CustomerListing(customer_row(row), *counted.get(row[0], (0, 0))) for row in rows]
 
     def billing(self, generation: int, customer_id: str, month: str) -> list[TicketRow]:
         rows = self._read(

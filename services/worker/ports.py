@@ -219,6 +219,29 @@ class TicketQuery:
     limit: int = 100
 
 
+@dataclass(frozen=True)
+class CustomerQuery:
+    """Filters for :meth:`QueryStore.list_customers` (all optional, combined with AND)."""
+
+    delinquent: bool | None = None
+    dashboard_suspended: bool | None = None
+    # The customer is one of these (None: any customer; empty: none): the scope of a token limited
+    # to customers (services.api.scope), applied in the query, as TicketQuery.customer_ids.
+    customer_ids: frozenset[str] | None = None
+    after: str | None = None  # keyset pagination: customer_id > after
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerListing:
+    """A customer's row and how many of its tickets are open (state ``open``), and of those how
+    many have a breached clock (any clock, any cycle)."""
+
+    row: CustomerRow
+    open_tickets: int
+    breached_open_tickets: int
+
+
 class GenerationInfo(TypedDict):
     """One generation, as :meth:`GenerationStore.generations` lists it."""
 
@@ -419,6 +442,11 @@ class QueryStore(ABC):
 
     @abstractmethod
     def customer(self, generation: int, customer_id: str) -> CustomerRow | None: ...
+
+    @abstractmethod
+    def list_customers(self, generation: int, query: CustomerQuery) -> list[CustomerListing]:
+        """Customers matching ``query``, ordered by customer_id, at most ``query.limit``, each with
+        its open and breached open tickets counted."""
 
     @abstractmethod
     def billing(self, generation: int, customer_id: str, month: str) -> list[TicketRow]:
