@@ -17,7 +17,8 @@ def ids(listings) -> list[str]:
 
 
 def every_page(store: ReadModelStore, generation: int, query: CustomerQuery) -> list[list[str]]:
-    pages, after = [], None
+    pages: list[list[str]] = []
+    after: str | None = None
     while True:
         page = ids(store.list_customers(generation, replace(query, after=after)))
         assert len(page) <= query.limit
