@@ -146,12 +146,20 @@ async def measure(
             response = await client.get(path, headers={"authorization": f"Bearer {READER}"})
             times.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, (path, response.status_code, response.text[:300])
-    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
+    # The first request decodes the customer's history (the API keeps it decoded for the next).
+    return {
+        "first_ms": round(times[0], 1),
+        "median_ms": round(statistics.median(times), 1),
+        "max_ms": round(max(times), 1),
+    }
 
 
 @contextlib.contextmanager
-def a_store(postgres: str | None, tickets: int) -> Iterator[tuple[Settings, ReadModelStore]]:
-    with tempfile.TemporaryDirectory() as directory:
+def a_store(
+    postgres: str | None, tickets: int, data_dir: str | None = None
+) -> Iterator[tuple[Settings, ReadModelStore]]:
+    with contextlib.ExitStack() as stack:
+        directory = data_dir or stack.enter_context(tempfile.TemporaryDirectory())
         tokens = [
             {"name": "bench", "token": READER, "roles": ["reader"]},
             {
@@ -186,10 +194,18 @@ def main() -> None:
     parser.add_argument("--tickets", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--postgres", default=None, help="a PostgreSQL DSN (default: SQLite)")
+    parser.add_argument("--data-dir", default=None, help="SQLite: keep the store there (filled once)")
     args = parser.parse_args()
-    with a_store(args.postgres, args.tickets) as (settings, store):
+    with a_store(args.postgres, args.tickets, args.data_dir) as (settings, store):
         started = time.perf_counter()
-        per_customer = fill(store, args.tickets)
+        if store.active_generation() is None:
+            per_customer = fill(store, args.tickets)
+        else:  # kept from an earlier run (--data-dir)
+            generation = store.active_generation() or 0
+            keys = store.ticket_keys(generation)
+            per_customer = {}
+            for customer, _ in keys:
+                per_customer[customer] = per_customer.get(customer, 0) + 1
         filled = time.perf_counter() - started
         app = create_app(Services(settings, default_policy(), None, store))  # type: ignore[arg-type]
         biggest = max(per_customer, key=lambda c: per_customer[c])

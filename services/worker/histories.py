@@ -121,10 +121,23 @@ def stored_histories(
 
 
 def customer_history(
-    store: ReadModelStore, generation: int, customer_id: str, page: int = 500
+    store: ReadModelStore,
+    generation: int,
+    customer_id: str,
+    page: int = 500,
+    decode: Callable[[list[StoredEvent]], list[Recorded]] | None = None,
 ) -> list[Recorded]:
     """Every stored event of a customer, its tickets' and its account's, in recording order (the
-    monthly report's input, projections.report)."""
+    monthly report's input, projections.report). ``decode``: how stored events become records
+    (default :func:`decode_stored`; the API passes a cached one)."""
+    into = decode or decode_stored
+
+    def read_decoded(
+        read: Callable[[int, list[K]], dict[K, list[StoredEvent]]], keys: list[K]
+    ) -> dict[K, list[Recorded]]:
+        stored = read(generation, keys)
+        return {key: into(stored.get(key, [])) for key in keys}
+
     keys: list[TicketKey] = []
     after: TicketKey | None = None
     while True:
@@ -135,9 +148,9 @@ def customer_history(
         after = rows[-1].key
     records: list[Recorded] = []
     for start in range(0, len(keys), page):
-        for events in decoded(store.events_of_tickets, generation, keys[start : start + page]).values():
+        for events in read_decoded(store.events_of_tickets, keys[start : start + page]).values():
             records += events
-    records += decoded(store.account_events_of, generation, [customer_id])[customer_id]
+    records += read_decoded(store.account_events_of, [customer_id])[customer_id]
     return sorted(records, key=lambda r: r.seq)
 
 
