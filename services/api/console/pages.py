@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.api.auth import Principal
+from services.api.console import ticket_page
 from services.api.console.access import (
     COOKIE,
     NotAllowed,
@@ -32,6 +33,7 @@ Viewer = Annotated[Principal, Depends(console_reader)]
 def install(app: FastAPI) -> None:
     """Serve the console at /ui/ on ``app`` (an API process with read models)."""
     app.include_router(router)
+    app.include_router(ticket_page.router)
 
     @app.exception_handler(SignInNeeded)
     async def sign_in_needed(request: Request, exc: SignInNeeded) -> Response:
