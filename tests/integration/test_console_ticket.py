@@ -115,7 +115,7 @@ def drawn(
                     int(r.get("data-start") or 0),
                     int(r.get("data-end") or 0),
                     r.get("data-kind"),
-                    r.get("data-reason"),
+                    r.get("data-reason") or None,
                 )
                 for r in g.findall(f"{SVG}rect[@class='stretch']")
             ],

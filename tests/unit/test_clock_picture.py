@@ -314,7 +314,7 @@ def test_the_svg_dom():
                 int(r.get("data-start") or 0),
                 int(r.get("data-end") or 0),
                 r.get("data-kind"),
-                r.get("data-reason"),
+                r.get("data-reason") or None,
             )
             for r in rects
         ]

@@ -10,7 +10,7 @@ The DOM is a contract (the browser tests and the docs' screenshot read it, never
         <line class="mark" data-kind="due|warning|breach|event|priority-change" data-at="EPOCH"
               [data-type="EVENT TYPE" data-event-id="ID"] [data-projected="true"]><title>...</title></line>
 
-``data-reason`` is absent for running stretches; for paused ones the holds, space-separated
+``data-reason`` is empty for running stretches; for paused ones the holds, space-separated
 (``pending_customer``, ``suspension``, ``closed_hours``); for stopped ones what stopped the
 clock. Every ``<title>`` gives the instants in the policy's time zone and in UTC (shown on
 hover). Colours keep at least 4.5:1 against the white background, and each kind also has its own
@@ -40,6 +40,9 @@ MARK_STYLE: dict[str, tuple[str, int, str | None, str]] = {
     "priority-change": (PRIORITY, 2, "1 2", "P"),
     "event": (INK, 1, None, ""),
 }
+
+# A breach is one second after its due instant: its letter beside the due's, not on it.
+LETTER_SHIFT = {"breach": 9, "warning": -9}
 
 DEFS = "".join(
     [
@@ -99,7 +102,7 @@ def _stretch(stretch: Stretch, scale: _Scale, top: int, zone: str) -> str:
         f"{what}, {duration_text(stretch.end - stretch.start)}, from {_instant(stretch.start, zone)} "
         f"to {_instant(stretch.end, zone)}"
     )
-    reason = f' data-reason="{escape(stretch.reason)}"' if stretch.reason is not None else ""
+    reason = f' data-reason="{escape(stretch.reason or "")}"'
     return (
         f'<rect class="stretch" data-kind="{escape(stretch.kind)}"{reason} data-start="{stretch.start}" '
         f'data-end="{stretch.end}" x="{x0}" y="{y}" width="{max(round(x1 - x0, 2), 0.5)}" height="{height}" '
@@ -130,8 +133,9 @@ def _mark(mark: Mark, scale: _Scale, top: int, zone: str) -> str:
     )
     if letter:
         line += (
-            f'<text class="mark-label" x="{x}" y="{top + 12}" text-anchor="middle" font-size="11" '
-            f'font-weight="700" fill="{stroke}" aria-hidden="true">{letter}</text>'
+            f'<text class="mark-label" x="{x + LETTER_SHIFT.get(mark.kind, 0)}" y="{top + 12}" '
+            f'text-anchor="middle" font-size="11" font-weight="700" fill="{stroke}" aria-hidden="true">'
+            f"{letter}</text>"
         )
     return line
 
