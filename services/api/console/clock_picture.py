@@ -230,7 +230,7 @@ _THRESHOLDS: dict[str, MarkKind] = {
     "clock_due": "due",
     "clock_breached": "breach",
 }
-_LABELS: dict[MarkKind, str] = {"warning": "warning (75 %)", "due": "due", "breach": "breach"}
+_LABELS: dict[MarkKind, str] = {"warning": "at risk (warning)", "due": "due", "breach": "breach"}
 
 
 def _marks(document: dict[str, Any], cycles: dict[tuple[str, int], CyclePicture], as_of: int) -> None:

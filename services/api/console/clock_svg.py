@@ -19,6 +19,7 @@ CSP forbids inline styles): presentation attributes only. Every text is escaped.
 """
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
@@ -27,7 +28,7 @@ from services.api.console.render import duration_text, local_text, utc_text
 
 WIDTH, LEFT, RIGHT, TOP = 960, 190, 24, 34
 ROW, BAR_Y, BAR_H = 54, 16, 20
-LEGEND_H = 64
+LEGEND_H = 84
 INK, MUTED, WHITE = "#1b1f24", "#4a5560", "#ffffff"
 RUNNING, STATUS_PAUSE, SUSPENDED, CLOSED_LINE = "#1a6b34", "#5b4b8a", "#8a5300", "#4a5560"
 DUE, WARNING, BREACH, PRIORITY = "#0b5cad", "#8a5300", "#a4161a", "#5b4b8a"
@@ -160,13 +161,13 @@ def _row(cycle: CyclePicture, scale: _Scale, top: int, zone: str, cycles_of_cloc
 
 def _axis(picture: Picture, scale: _Scale, bottom: int) -> str:
     parts = ['<g class="axis">']
-    ticks = 5
+    ticks = 4
     for i in range(ticks + 1):
         at = picture.start + (picture.end - picture.start) * i // ticks
         x = scale.x(at)
         moment = datetime.fromtimestamp(at, UTC)
         anchor = "start" if i == 0 else "end" if i == ticks else "middle"
-        text = local_text(moment, picture.time_zone).rsplit(" ", 1)[0][:-3]  # "Mon 2026-11-09 14:00"
+        text = moment.astimezone(ZoneInfo(picture.time_zone)).strftime("%a %d %b %H:%M")  # Mon 09 Nov 14:00
         parts.append(
             f'<line x1="{x}" y1="{TOP - 6}" x2="{x}" y2="{bottom}" stroke="#d0d7de" stroke-width="1"/>'
             f'<text x="{x}" y="{TOP - 12}" font-size="11" fill="{MUTED}" text-anchor="{anchor}">'
@@ -184,7 +185,7 @@ def _axis(picture: Picture, scale: _Scale, bottom: int) -> str:
 
 LEGEND = (
     ("rect", RUNNING, "running (counting)"),
-    ("rect", "url(#p-status)", "paused: status (e.g. pending customer)"),
+    ("rect", "url(#p-status)", "paused: status (pending)"),
     ("rect", "url(#p-suspension)", "paused: suspension"),
     ("rect", "url(#p-closed)", "closed hours (not counting)"),
     ("bar", INK, "stopped"),
@@ -198,7 +199,7 @@ LEGEND = (
 
 def _legend(top: int) -> str:
     parts = [f'<g class="legend" transform="translate(8 {top})">']
-    per_row, width = 5, (WIDTH - 16) // 5
+    per_row, width = 4, (WIDTH - 16) // 4
     for i, (shape, colour, text) in enumerate(LEGEND):
         x, y = (i % per_row) * width, (i // per_row) * 26
         if shape == "rect":

@@ -26,7 +26,6 @@ from fastapi.responses import Response
 
 from projections.as_of import policy_of
 from projections.explain import explain
-from projections.policy import default_policy
 from projections.timeline import parse_instant
 from services.api.auth import ApiError, Principal
 from services.api.console.access import console_reader
@@ -116,7 +115,8 @@ async def _ticket_page(
     if document is None:
         stamp = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
         raise ApiError(404, "not_found", f"the ticket {ticket_id!r} was not opened as of {stamp}")
-    context = _context(document, zone, instant, configured.digest != default_policy().digest)
+    # A configured policy file (SLATRACK_POLICY_FILE) is not in the log: an auditor needs it too.
+    context = _context(document, zone, instant, services(request.app).settings.policy_file is not None)
     title = f"Ticket {ticket_id}"
     return page(request, "ticket.html", title=title, principal=principal, as_of_param=as_of, **context)
 
@@ -191,19 +191,20 @@ def replay_commands(document: dict[str, Any], other_policy: bool) -> str:
     """The commands that recompute this page from the log (services/cli/commands.py)."""
     customer, ticket = shlex.quote(document["customer_id"]), shlex.quote(document["ticket_id"])
     as_of = document["as_of"]
-    policy = " --policy POLICY.toml" if other_policy else ""
     lines = [
         "# 1. the log, policy versions first (run by the operator; hand the file over)",
         f"slatrack export --customer {customer} --out log.jsonl",
         "# 2. this ticket's audit trail as of this page's instant: the digest must be",
         f"#    {document.get('digest', '')}",
-        f"slatrack explain {ticket} --customer {customer} --events log.jsonl --as-of {as_of}{policy} "
-        "--format json",
+        f"slatrack explain {ticket} --customer {customer} --events log.jsonl --as-of {as_of} --format json",
         "# 3. every view of the log at that instant (this ticket's among them)",
-        f"slatrack replay --events log.jsonl --as-of {as_of}{policy}",
+        f"slatrack replay --events log.jsonl --as-of {as_of}",
     ]
     if other_policy:
-        lines.append("# POLICY.toml: the provider's configured policy file (not the packaged default)")
+        lines.append(
+            "# run 2 and 3 with SLATRACK_POLICY_FILE=POLICY.toml, the provider's configured policy "
+            "(it measures where the default contract has no published version; not in the log)"
+        )
     return "\n".join(lines)
 
 
