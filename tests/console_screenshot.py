@@ -1,6 +1,6 @@
 """Write the docs' screenshot of the console's ticket page: docs/images/console-ticket.png.
 
-``.venv/bin/python -m tests.console_screenshot [OUT.png]``: the page of the explain tests' story
+``.venv/bin/python -m tests.console_screenshot [OUT.png [HEIGHT]]``: the page of the explain tests' story
 (acme's T-1: a suspension, priority changes, a pending stretch, breaches, a close) served over a
 SQLite store filled by the projector (tests.feed), saved with its stylesheet beside it, and shot
 with headless Chromium (``chromium`` on the PATH, or SLATRACK_CHROMIUM).
@@ -49,6 +49,7 @@ async def page_html(data: Path) -> str:
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images/console-ticket.png").resolve()
+    height = sys.argv[2] if len(sys.argv) > 2 else "2200"
     browser = os.environ.get("SLATRACK_CHROMIUM") or shutil.which("chromium") or "chromium"
     with tempfile.TemporaryDirectory() as work:
         root = Path(work)
@@ -65,7 +66,7 @@ def main() -> None:
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1280,2200",
+            f"--window-size=1280,{height}",
             f"--screenshot={out}",
             (root / "page.html").as_uri(),
         ]
