@@ -98,6 +98,8 @@ def _explained(
         ),
         "view": state.view().document(),
         "billing": billing_explained(state, policy),
+        "time_zone": policy.calendar(policy.billing.month_calendar).tz.key,
+        "cycles": cycles_explained(state),
     }
 
 
@@ -197,6 +199,76 @@ def _duplicates(
             reason += ", and it occurred after the as-of instant"
         entry["effects"].append({"effect": "ignored", "reason": reason})
         found.append((record, entry))
+    return found
+
+
+# -- the cycles ---------------------------------------------------------------------
+
+
+def cycles_explained(state: TicketState) -> list[dict[str, Any]]:
+    """Each cycle of each clock: when it ran, and when its calendar was closed while it ran.
+
+    ``counting`` is where the clock counted, read from the effects (a clock runs from a
+    ``clock_started``, ``cycle_restarted`` or ``clock_resumed`` whose status is running until a
+    ``clock_paused``, a ``clock_stopped``, the next cycle or the as-of instant); ``closed`` the
+    parts of those stretches where the cycle's calendar is closed (projections.calendar): the
+    clock ran but did not count. Their open seconds add up to the cycle's elapsed seconds.
+    """
+    spans: dict[tuple[str, int], list[list[datetime]]] = {}
+    running: dict[str, tuple[int, datetime] | None] = {}
+    ends: dict[tuple[str, int], datetime] = {}
+    current: dict[str, int] = {}  # the cycle each clock is in, as the effects go
+
+    def halt(clock: str, at: datetime) -> None:
+        since = running.get(clock)
+        if since is not None:
+            if at > since[1]:
+                spans.setdefault((clock, since[0]), []).append([since[1], at])
+            running[clock] = None
+
+    for effect in state.effects:
+        detail, at = effect.detail, effect.at
+        clock = detail.get("clock")
+        if not isinstance(clock, str):
+            continue
+        if effect.kind in ("clock_started", "cycle_restarted"):
+            halt(clock, at)
+            if effect.kind == "cycle_restarted":
+                ends[(clock, detail["cycle"] - 1)] = at
+            current[clock] = detail["cycle"]
+            running[clock] = (detail["cycle"], at) if detail["status"] == "running" else None
+        elif effect.kind == "clock_resumed" and detail.get("status", "running") == "running":
+            halt(clock, at)
+            running[clock] = (current[clock], at)
+        elif effect.kind in ("clock_paused", "clock_stopped"):
+            halt(clock, at)
+    for clock in list(running):
+        halt(clock, state.as_of)
+    found: list[dict[str, Any]] = []
+    for name, clock_state in state.clocks.items():
+        for number, cycle in enumerate(clock_state.cycles, start=1):
+            counting = spans.get((name, number), [])
+            closed = [
+                [start, end]
+                for begin, stop in counting
+                for start, end, is_open in cycle.calendar.parts(begin, stop)
+                if not is_open
+            ]
+            found.append(
+                {
+                    "clock": name,
+                    "cycle": number,
+                    "priority": cycle.priority,
+                    "target_seconds": cycle.target,
+                    "calendar": cycle.calendar_name,
+                    "time_zone": cycle.calendar.tz.key,
+                    "started_at": utc(cycle.started_at),
+                    "ended_at": utc(ends.get((name, number))),
+                    "elapsed_seconds": cycle.elapsed,
+                    "counting": [[utc(a), utc(b)] for a, b in counting],
+                    "closed": [[utc(a), utc(b)] for a, b in closed],
+                }
+            )
     return found
 
 

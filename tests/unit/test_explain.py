@@ -356,3 +356,32 @@ def test_cli_policy_option(events_file, tmp_path):
     policy.write_text(default_policy_text().replace('version = "default-2026.1"', 'version = "mine"'))
     result = run("explain", "T-1", "--events", str(events_file), "--policy", str(policy), "--format", "json")
     assert orjson.loads(result.stdout)["policy_version"] == "mine"
+
+
+def test_cycles_say_when_each_clock_counted():
+    """Per cycle, the stretches it ran less the calendar's closed parts add up to its elapsed time."""
+    document = explained(everything().records)
+    policy = default_policy()
+
+    def instant(text: str):
+        return utc(text.removesuffix("Z").replace("T", " "))
+
+    cycles = [(c["clock"], c["cycle"], c["priority"], c["ended_at"]) for c in document["cycles"]]
+    assert cycles == [
+        ("response", 1, "urgent", None),
+        ("resolution", 1, "urgent", "2026-11-09T14:00:00Z"),
+        ("resolution", 2, "medium", "2026-11-11T16:00:00Z"),
+        ("resolution", 3, "low", None),
+    ]
+    assert document["time_zone"] == "America/New_York"
+    for cycle in document["cycles"]:
+        ran = sum((instant(b) - instant(a)).total_seconds() for a, b in cycle["counting"])
+        closed = sum((instant(b) - instant(a)).total_seconds() for a, b in cycle["closed"])
+        assert ran - closed == cycle["elapsed_seconds"], cycle
+        calendar = policy.calendar(cycle["calendar"])
+        assert all(not calendar.is_open(instant(a)) for a, _ in cycle["closed"])
+    # The response clock paused for the suspension (03:40-04:10Z) and stopped at the answer.
+    assert document["cycles"][0]["counting"] == [
+        ["2026-11-08T03:00:00Z", "2026-11-08T03:40:00Z"],
+        ["2026-11-08T04:10:00Z", "2026-11-08T05:10:00Z"],
+    ]

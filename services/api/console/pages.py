@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.api.auth import Principal
-from services.api.console import customers
+from services.api.console import customers, ticket_page
 from services.api.console.access import (
     COOKIE,
     NotAllowed,
@@ -34,6 +34,7 @@ def install(app: FastAPI) -> None:
     """Serve the console at /ui/ on ``app`` (an API process with read models)."""
     app.include_router(router)
     app.include_router(customers.router)  # the customer pages (services.api.console.customers)
+    app.include_router(ticket_page.router)  # a ticket's page (services.api.console.ticket_page)
 
     @app.exception_handler(SignInNeeded)
     async def sign_in_needed(request: Request, exc: SignInNeeded) -> Response:
