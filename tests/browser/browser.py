@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -104,9 +105,20 @@ def sign_in(driver: webdriver.Chrome, base_url: str, token: str) -> webdriver.Ch
     field.clear()
     field.send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.sign-in button[type=submit]").click()
-    WebDriverWait(driver, WAIT_S).until(expected_conditions.staleness_of(field))
-    loaded(driver)
+    left(driver, field)
     return driver
+
+
+def left(driver: webdriver.Chrome, element: WebElement) -> None:
+    """Wait until the browser has left the page of ``element`` (it is stale) and loaded the next.
+
+    While the page is being replaced chromedriver may answer a question about the element with
+    an "unhandled inspector error" (Node ... does not belong to the document) rather than a stale
+    element: that is asked again, not taken for an answer."""
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=[WebDriverException]).until(
+        expected_conditions.staleness_of(element)
+    )
+    loaded(driver)
 
 
 def loaded(driver: webdriver.Chrome) -> None:
@@ -179,8 +191,7 @@ def submit(driver: webdriver.Chrome, form: WebElement) -> None:
         buttons[0].click()
     else:
         form.submit()
-    WebDriverWait(driver, WAIT_S).until(expected_conditions.staleness_of(form))
-    loaded(driver)
+    left(driver, form)
 
 
 def instant(value: str | None) -> int | None:

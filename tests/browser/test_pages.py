@@ -38,7 +38,7 @@ from tests.browser.browser import (
     console_errors,
     fill,
     instant,
-    loaded,
+    left,
     no_horizontal_scroll,
     path_of,
     requested_urls,
@@ -166,8 +166,9 @@ def test_a_customer_filter_of_no_ticket_shows_an_empty_queue(console, browser):
 @QUEUE_NOT_BUILT
 def test_clicking_a_ticket_opens_its_page(console, browser):
     rows = {row["ticket"]: row for row in open_queue(browser, console)}
-    rows["A-OVERDUE"]["element"].find_element(By.CSS_SELECTOR, "a.ticket").click()
-    loaded(browser)
+    link = rows["A-OVERDUE"]["element"].find_element(By.CSS_SELECTOR, "a.ticket")
+    link.click()
+    left(browser, link)
     assert path_of(browser, console.url) == ticket_path("A-OVERDUE")
     browser.find_element(By.CSS_SELECTOR, "svg#clocks")
     assert "A-OVERDUE" in browser.find_element(By.TAG_NAME, "h1").text
@@ -322,8 +323,9 @@ def test_the_customer_page_downloads_and_pages_through_months(console, browser):
     previous = browser.find_element(By.CSS_SELECTOR, "a[rel=prev]").get_attribute("href") or ""
     following = browser.find_element(By.CSS_SELECTOR, "a[rel=next]").get_attribute("href") or ""
     assert "month=2026-10" in previous and "month=2026-12" in following
-    browser.find_element(By.CSS_SELECTOR, "a[rel=prev]").click()
-    loaded(browser)
+    link = browser.find_element(By.CSS_SELECTOR, "a[rel=prev]")
+    link.click()
+    left(browser, link)
     assert path_of(browser, console.url) == customer_path(scenario.ACME, "2026-10")
 
 

@@ -5,16 +5,13 @@ page carries its CSP, and the browser reports no error (a CSP violation would be
 import httpx
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.wait import WebDriverWait
 
 from services.api.console.access import COOKIE
 from services.api.console.render import CSP
 from tests.browser import scenario
 from tests.browser.browser import (
-    WAIT_S,
     console_errors,
-    loaded,
+    left,
     no_horizontal_scroll,
     path_of,
     requested_urls,
@@ -63,8 +60,7 @@ def test_the_signed_in_token_names_its_holder_and_signs_out(console, browser):
     assert browser.find_element(By.CSS_SELECTOR, "form.sign-out .who").text == "ops-reader"
     button = browser.find_element(By.CSS_SELECTOR, "form.sign-out button[type=submit]")
     button.click()
-    WebDriverWait(browser, WAIT_S).until(expected_conditions.staleness_of(button))
-    loaded(browser)
+    left(browser, button)
     browser.find_element(By.CSS_SELECTOR, "form.sign-in")  # back on the sign-in page
     assert path_of(browser, console.url) == "/ui/sign-in"
     assert the_cookie(browser) is None
@@ -174,8 +170,7 @@ def test_a_sign_in_posted_from_another_origin_is_refused(console, browser):
     browser.get("data:text/html," + form)
     button = browser.find_element(By.TAG_NAME, "button")
     button.click()
-    WebDriverWait(browser, WAIT_S).until(expected_conditions.staleness_of(button))
-    loaded(browser)
+    left(browser, button)
     assert path_of(browser, console.url) == "/ui/sign-in"
     assert browser.find_element(By.CSS_SELECTOR, "p.error[role=alert]").text == (
         "Sign in from this console's own page."
