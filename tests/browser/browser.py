@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urljoin
 
 import orjson
 from selenium import webdriver
@@ -155,9 +156,11 @@ def requested_urls(driver: webdriver.Chrome) -> list[str]:
             params = message["params"]
             urls.append(params["request"]["url"])
             redirect = params.get("redirectResponse")
-            if redirect is not None:
+            if redirect is not None:  # where it was sent from, and the Location it was given
                 urls.append(redirect["url"])
-                urls.append(redirect.get("headers", {}).get("location", ""))
+                headers = {name.lower(): value for name, value in redirect.get("headers", {}).items()}
+                if "location" in headers:
+                    urls.append(urljoin(redirect["url"], headers["location"]))
     return urls
 
 
@@ -170,7 +173,11 @@ def fill(form: WebElement, values: dict[str, str]) -> None:
         first = fields[0]
         kind = (first.get_attribute("type") or "").lower()
         if first.tag_name == "select":
-            Select(first).select_by_value(value)
+            # By the option's value, given or implied by its text (select_by_value needs the attribute).
+            options = Select(first).options
+            [option] = [o for o in options if o.get_attribute("value") == value]
+            if not option.is_selected():
+                option.click()
         elif kind == "checkbox":
             if first.is_selected() != (value in ("true", "1", "on", "yes")):
                 first.click()
