@@ -40,9 +40,13 @@ def find_chromium() -> Chromium | str:
     """The browser and its driver, or why not (a sentence saying how to get them)."""
     browser = os.environ.get("SLATRACK_TEST_CHROMIUM") or shutil.which("chromium")
     driver = os.environ.get("SLATRACK_TEST_CHROMEDRIVER") or shutil.which("chromedriver")
-    if browser and driver:
+    if browser and driver and os.access(browser, os.X_OK) and os.access(driver, os.X_OK):
         return Chromium(browser, driver)
-    missing = [name for name, path in (("chromium", browser), ("chromedriver", driver)) if not path]
+    missing = [
+        name
+        for name, path in (("chromium", browser), ("chromedriver", driver))
+        if not path or not os.access(path, os.X_OK)
+    ]
     return (
         f"{' and '.join(missing)} not found: apt-get install chromium chromium-driver (.ci/run does), "
         "or set SLATRACK_TEST_CHROMIUM and SLATRACK_TEST_CHROMEDRIVER"
