@@ -30,9 +30,11 @@ test: install
 # Benchmarks, not timed tests: they print what they measured.
 # bench/projector.py's defaults keep it within 15 minutes on 2 cores (its docstring says how);
 # it uses PostgreSQL at SLATRACK_TEST_DATABASE_URL (default 127.0.0.1:5432) if it answers.
+# bench/console.py: the console's pages over 100,000 tickets (about 1.5 minutes).
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/projector.py
+	$(BIN)/python bench/console.py
 
 # mypy reads its settings (and what to check) from pyproject.toml.
 lint: install
