@@ -49,8 +49,6 @@ from tests.browser.browser import (
 pytestmark = pytest.mark.browser
 
 QUEUE_NOT_BUILT = pytest.mark.xfail(strict=False, reason="page not built yet: the queue (table#queue)")
-TICKET_NOT_BUILT = pytest.mark.xfail(strict=False, reason="page not built yet: the ticket page (svg#clocks)")
-CUSTOMERS_NOT_BUILT = pytest.mark.xfail(strict=False, reason="page not built yet: the customers pages")
 
 NOW = int(scenario.NOW.timestamp())
 BEARER = {"authorization": f"Bearer {scenario.READER_TOKEN}"}
@@ -178,7 +176,6 @@ def test_clicking_a_ticket_opens_its_page(console, browser):
 # -- a ticket ----------------------------------------------------------------------------------
 
 
-@TICKET_NOT_BUILT
 @pytest.mark.parametrize("ticket", sorted(scenario.CLOCK_CYCLES))
 def test_the_ticket_svg_draws_its_clocks_and_cycles(console, browser, ticket):
     sign_in(browser, console.url, scenario.READER_TOKEN)
@@ -203,7 +200,6 @@ def test_the_ticket_svg_draws_its_clocks_and_cycles(console, browser, ticket):
     assert console_errors(browser) == []
 
 
-@TICKET_NOT_BUILT
 @pytest.mark.parametrize("ticket", sorted(scenario.MARKS))
 def test_the_ticket_svg_marks_the_thresholds(console, browser, ticket):
     sign_in(browser, console.url, scenario.READER_TOKEN)
@@ -220,7 +216,6 @@ def test_the_ticket_svg_marks_the_thresholds(console, browser, ticket):
         assert all((instant(m.get_attribute("data-at")) or 0) > NOW for m in marks)
 
 
-@TICKET_NOT_BUILT
 @pytest.mark.parametrize("ticket", sorted(scenario.PAUSES))
 def test_the_ticket_svg_shows_the_pauses(console, browser, ticket):
     sign_in(browser, console.url, scenario.READER_TOKEN)
@@ -242,7 +237,6 @@ def test_the_ticket_svg_shows_the_pauses(console, browser, ticket):
         )
 
 
-@TICKET_NOT_BUILT
 def test_a_priority_change_ends_a_cycle_and_starts_the_next(console, browser):
     sign_in(browser, console.url, scenario.READER_TOKEN)
     browser.get(console.url + ticket_path("A-PRIO"))
@@ -261,7 +255,6 @@ def test_a_priority_change_ends_a_cycle_and_starts_the_next(console, browser):
     assert svg.find_elements(By.CSS_SELECTOR, 'g.clock[data-clock="response"][data-cycle="2"]') == []
 
 
-@TICKET_NOT_BUILT
 def test_the_ticket_page_has_its_events_billing_provenance_and_replay(console, browser):
     sign_in(browser, console.url, scenario.READER_TOKEN)
     browser.get(console.url + ticket_path("A-PRIO"))
@@ -279,7 +272,6 @@ def test_the_ticket_page_has_its_events_billing_provenance_and_replay(console, b
 # -- the customers -----------------------------------------------------------------------------
 
 
-@CUSTOMERS_NOT_BUILT
 def test_the_customers_page_lists_every_customer(console, browser):
     sign_in(browser, console.url, scenario.READER_TOKEN)
     browser.get(f"{console.url}/ui/customers")
@@ -290,7 +282,6 @@ def test_the_customers_page_lists_every_customer(console, browser):
     assert console_errors(browser) == []
 
 
-@CUSTOMERS_NOT_BUILT
 @pytest.mark.parametrize("customer", scenario.CUSTOMERS)
 def test_the_customer_pages_total_is_the_reports(console, browser, customer):
     with console.client() as client:
@@ -309,7 +300,6 @@ def test_the_customer_pages_total_is_the_reports(console, browser, customer):
     assert console_errors(browser) == []
 
 
-@CUSTOMERS_NOT_BUILT
 def test_the_customer_page_downloads_and_pages_through_months(console, browser):
     sign_in(browser, console.url, scenario.READER_TOKEN)
     browser.get(console.url + customer_path(scenario.ACME))
@@ -342,7 +332,6 @@ def test_a_scoped_tokens_queue_holds_only_its_customer(console, browser):
     assert queue_rows(browser) == []
 
 
-@CUSTOMERS_NOT_BUILT
 def test_a_scoped_token_lists_only_its_customer(console, browser):
     sign_in(browser, console.url, scenario.GLOBEX_TOKEN)
     browser.get(f"{console.url}/ui/customers")
@@ -357,14 +346,12 @@ def test_a_scoped_token_lists_only_its_customer(console, browser):
             ticket_path("G-LOW"),
             ticket_path("A-OVERDUE"),
             "/ui/customers/nobody-at-all/tickets/A-OVERDUE",
-            marks=TICKET_NOT_BUILT,
             id="ticket",
         ),
         pytest.param(
             customer_path(scenario.GLOBEX),
             customer_path(scenario.ACME),
             customer_path("nobody-at-all"),
-            marks=CUSTOMERS_NOT_BUILT,
             id="customer",
         ),
     ],
@@ -388,9 +375,9 @@ def test_a_scoped_token_gets_the_not_found_page_for_another_customer(console, br
 
 PAGES = [
     pytest.param("/ui/", "table#queue", marks=QUEUE_NOT_BUILT, id="queue"),
-    pytest.param(ticket_path("A-PRIO"), "svg#clocks", marks=TICKET_NOT_BUILT, id="ticket"),
-    pytest.param("/ui/customers", "table#customers", marks=CUSTOMERS_NOT_BUILT, id="customers"),
-    pytest.param(customer_path(scenario.ACME), "td#total-amount", marks=CUSTOMERS_NOT_BUILT, id="customer"),
+    pytest.param(ticket_path("A-PRIO"), "svg#clocks", id="ticket"),
+    pytest.param("/ui/customers", "table#customers", id="customers"),
+    pytest.param(customer_path(scenario.ACME), "td#total-amount", id="customer"),
 ]
 
 
@@ -419,9 +406,7 @@ def test_every_page_fits_a_phone(console, phone, path, part):
 @pytest.mark.parametrize(
     ("path", "part", "name"),
     [
-        pytest.param(
-            ticket_path("A-PRIO"), "svg#clocks", "console-ticket.png", marks=TICKET_NOT_BUILT, id="ticket"
-        ),
+        pytest.param(ticket_path("A-PRIO"), "svg#clocks", "console-ticket.png", id="ticket"),
         pytest.param("/ui/", "table#queue", "console-queue.png", marks=QUEUE_NOT_BUILT, id="queue"),
     ],
 )
