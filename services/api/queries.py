@@ -388,7 +388,7 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _cursor_key(request: Request) -> bytes:
+def cursor_key(request: Request) -> bytes:
     configured = services(request.app).settings.cursor_key
     return configured.get_secret_value().encode() if configured is not None else _PROCESS_CURSOR_KEY
 
@@ -476,7 +476,7 @@ async def list_tickets(
     repeated (a ticket that changes meanwhile is seen as it is when its page is read). Each item
     has its `due_at` and `remaining_seconds` as of the request. A token limited to customers lists
     only theirs (`customer_id` of another customer: no item, as of one that does not exist)."""
-    key = _cursor_key(request)
+    key = cursor_key(request)
     after, after_due = None, None
     if cursor is not None and sort == "due":
         after_due = decode_due_cursor(cursor, key)
