@@ -255,7 +255,7 @@ def now(request: Request) -> datetime:
 def _as_of(value: str, request: Request) -> datetime:
     """``now``, or an instant not in the future; one ahead of now by at most
     SLATRACK_API_CLOCK_SKEW_S (the client's clock ahead of ours) is now."""
-    current = now(request)
+    current = now(request).replace(microsecond=0)  # the views' instants are whole seconds
     if value == "now":
         return current
     instant = _instant(value, "as_of")
