@@ -43,7 +43,7 @@ from projections.report import MonthError, MonthlyReport, monthly_report, parse_
 from projections.report_render import MEDIA_TYPES, render
 from projections.ticket import utc
 from projections.timeline import TicketKey, parse_instant
-from projections.views import StoredTicketView
+from projections.views import BillingStatus, StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, Principal, error
 from services.api.scope import READER, Reader, VisibleCustomerId, no_customer, no_ticket, visible_tickets
 from services.api.state import read_models, services
@@ -117,7 +117,7 @@ AsOf = Annotated[
         "ahead of ours) is taken as now; further ahead it is a 422.",
     ),
 ]
-BillingStatusFilter = Literal["none", "billable", "pending_review", "waived"]  # projections.views
+BillingStatusFilter = BillingStatus  # the statuses the engine gives (projections.billing)
 
 
 # -- documentation models (the handlers answer JSON bytes as stored) ------------
