@@ -70,6 +70,7 @@ def _ticket_row(event: dict[str, Any], partition: int, rng: random.Random) -> Ti
         response_due_at=None,
         resolution_due_at=None,
         next_due_at=None,
+        queue_due_at=None,
         next_change_at=None,
         billing_rule=None,
         billing_status="none",

@@ -11,7 +11,9 @@ imported when :func:`wire` runs, not with this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,11 @@ def configured_policy(settings: Settings) -> Policy:
     return policy_from(settings.policy_file)
 
 
+def wall_clock() -> datetime:
+    """Now, in UTC: what the API measures "now" with (remaining seconds, overdue, as_of=now)."""
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     """The projector worker of a process: the projector, and the consumer that feeds it."""
@@ -60,6 +67,9 @@ class Services:
     lag: Lag | None = None  # the worker's lag per partition (None: no worker in this process)
     problems: Problems | None = None  # why the worker's partitions do not go on
     worker: Worker | None = None
+    # The API's now (the queue's remaining seconds and overdue filter, as_of=now and its clamp);
+    # tests fix it, as they fix the projector's.
+    clock: Callable[[], datetime] = wall_clock
 
 
 def wire(

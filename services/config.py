@@ -276,6 +276,13 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = Field(
         None, description="A file holding the same JSON as SLATRACK_API_TOKENS (both may be given)."
     )
+    api_clock_skew_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="How far in the future an as_of may be (a client's clock ahead of ours): such an "
+        "as_of is taken as now; further ahead it is a 422.",
+    )
     cursor_key: SecretStr | None = Field(
         None,
         min_length=16,
@@ -478,6 +485,7 @@ SETTING_PARTS: dict[str, tuple[str, ...]] = {
         "ready_stall_s",
         "intake_body_timeout_s",
         "api_store_timeout_s",
+        "api_clock_skew_s",
         "cursor_key",
     ),
     "stop": ("stop_timeout_s",),

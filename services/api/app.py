@@ -62,7 +62,14 @@ an event of another customer is a 403 naming its index, and sends nothing.
 **As of.** A stored view is as of the instant the worker evaluated it, given
 in the `X-Slatrack-Evaluated-At` header (RFC 3339, UTC), or per item in list
 answers (`evaluated_at`). `?as_of=` recomputes a ticket's view (or its audit
-trail) at an earlier instant from the stored events.
+trail) at an earlier instant from the stored events; `as_of=now` at the
+request's instant, and an instant ahead of ours by at most
+`SLATRACK_API_CLOCK_SKEW_S` (a client's clock running fast) is taken as now.
+
+**The queue.** `GET /v1/tickets?sort=due` lists tickets by their next due
+instant, soonest first, so the overdue ones (past their due instant, breached
+or not) first; each item has its `due_at` and `remaining_seconds` (negative
+when overdue); `overdue` and `billing_status` filter it.
 """
 
 

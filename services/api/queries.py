@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -47,7 +47,7 @@ from projections.report import MonthError, MonthlyReport, monthly_report, parse_
 from projections.report_render import MEDIA_TYPES, render
 from projections.ticket import utc
 from projections.timeline import Recorded, TicketKey, parse_instant
-from projections.views import StoredTicketView
+from projections.views import BillingStatus, StoredTicketView
 from services.api.auth import AUTH_RESPONSES, ApiError, Principal, error
 from services.api.scope import (
     READER,
@@ -120,15 +120,20 @@ OfCustomer = Annotated[
 # YYYY-MM, years 1970 to 2999 (those of the event contract's instants).
 MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
 ReportFormat = Literal["json", "csv", "html"]
+# `now`, or an instant as RFC3339_PATTERN has one.
+AS_OF_PATTERN = r"^(now|" + RFC3339_PATTERN.removeprefix("^").removesuffix("$") + r")$"
 AsOf = Annotated[
     str | None,
     Query(
         max_length=40,
-        pattern=RFC3339_PATTERN,
-        description="An earlier instant, RFC 3339 with an offset (e.g. `2026-11-02T10:00:00-05:00`); "
-        "not in the future. The view is recomputed from the stored events as of then.",
+        pattern=AS_OF_PATTERN,
+        description="`now`, or an earlier instant, RFC 3339 with an offset (e.g. "
+        "`2026-11-02T10:00:00-05:00`). The view is recomputed from the stored events as of then. An "
+        "instant in the future by at most `SLATRACK_API_CLOCK_SKEW_S` (default 30 s: a client's clock "
+        "ahead of ours) is taken as now; further ahead it is a 422.",
     ),
 ]
+BillingStatusFilter = BillingStatus  # the statuses the engine gives (projections.billing)
 
 
 # -- documentation models (the handlers answer JSON bytes as stored) ------------
@@ -138,6 +143,14 @@ AsOf = Annotated[
 
 class TicketItem(BaseModel):
     evaluated_at: str = Field(description="The instant the view is as of (RFC 3339, UTC)")
+    due_at: str | None = Field(
+        description="The earliest due instant of a running clock, reached already (overdue) or not "
+        "(RFC 3339, UTC); null when no clock with a target runs (paused, stopped, no target)"
+    )
+    remaining_seconds: int | None = Field(
+        description="`due_at` minus the request's now, in wall-clock seconds: negative when overdue; "
+        "null with `due_at`"
+    )
     view: StoredTicketView
 
 
@@ -268,11 +281,23 @@ def _instant(value: str, name: str) -> datetime:
         raise ApiError(422, "invalid_parameter", f"{name}: {exc}") from None
 
 
-def _as_of(value: str) -> datetime:
+def now(request: Request) -> datetime:
+    """The request's now (the app's clock: services.bootstrap.Services.clock)."""
+    return services(request.app).clock()
+
+
+def _as_of(value: str, request: Request) -> datetime:
+    """``now``, or an instant not in the future; one ahead of now by at most
+    SLATRACK_API_CLOCK_SKEW_S (the client's clock ahead of ours) is now."""
+    current = now(request).replace(microsecond=0)  # the views' instants are whole seconds
+    if value == "now":
+        return current
     instant = _instant(value, "as_of")
-    if instant > datetime.now(UTC):
-        raise ApiError(422, "invalid_parameter", "as_of: must not be in the future")
-    return instant
+    skew = services(request.app).settings.api_clock_skew_s
+    if instant > current + timedelta(seconds=skew):
+        detail = f"as_of: must not be in the future (by more than {skew:g} s: SLATRACK_API_CLOCK_SKEW_S)"
+        raise ApiError(422, "invalid_parameter", detail)
+    return min(instant, current)
 
 
 def _stamp(epoch: int) -> str:
@@ -328,6 +353,9 @@ def view_as_of(
     return view_at(ticket, records, account, policy, as_of)
 
 
+DueKey = tuple[int | None, str, str]  # (queue_due_at, ticket_id, customer_id): the queue's order
+
+
 def encode_cursor(after: TicketKey, key: bytes) -> str:
     """``payload.mac``: the last ticket of the page, signed, so that a client cannot alter it."""
     customer, ticket = after
@@ -335,8 +363,43 @@ def encode_cursor(after: TicketKey, key: bytes) -> str:
     return f"{payload}.{_b64(_cursor_mac(key, payload))}"
 
 
+def encode_due_cursor(after: DueKey, key: bytes) -> str:
+    """The cursor of a page in the queue's order (``sort=due``): its last row's sort key, signed.
+    Its payload has a form of its own (``["due", due, ticket, customer]``), so that a cursor of
+    one sort is never taken for the other."""
+    due, ticket, customer = after
+    payload = _b64(orjson.dumps(["due", due, ticket, customer]))
+    return f"{payload}.{_b64(_cursor_mac(key, payload))}"
+
+
 def decode_cursor(cursor: str, key: bytes) -> TicketKey:
-    """The ticket a cursor of ours continues after; 400 for anything else (altered, foreign, stale key)."""
+    """The ticket a cursor of ours (``sort=ticket``) continues after; 400 for anything else (altered,
+    foreign, stale key, or a cursor of ``sort=due``)."""
+    found = _decode(cursor, key)
+    if len(found) != 2:
+        raise _other_sort("due", "ticket")
+    ticket, customer = found
+    return str(customer), str(ticket)
+
+
+def decode_due_cursor(cursor: str, key: bytes) -> DueKey:
+    """The sort key a cursor of ``sort=due`` continues after; 400 for anything else."""
+    found = _decode(cursor, key)
+    if len(found) != 4 or found[0] != "due":
+        raise _other_sort("ticket", "due")
+    _, due, ticket, customer = found
+    return (None if due is None else int(due)), str(ticket), str(customer)
+
+
+def _other_sort(given: str, asked: str) -> ApiError:
+    return ApiError(
+        400,
+        "bad_cursor",
+        f"cursor: a cursor of sort={given}, not of sort={asked}: pass the sort of the page that gave it",
+    )
+
+
+def _decode(cursor: str, key: bytes) -> list[Any]:
     payload, _, mac = cursor.rpartition(".")
     # Constant time: the answer must not tell how much of a forged MAC was right.
     if not hmac.compare_digest(mac.encode(), _b64(_cursor_mac(key, payload)).encode()):
@@ -346,8 +409,9 @@ def decode_cursor(cursor: str, key: bytes) -> TicketKey:
             "cursor: not a cursor this API gave (altered, from another deployment, or from before a "
             "restart without SLATRACK_CURSOR_KEY); start again without it",
         )
-    ticket, customer = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return str(customer), str(ticket)
+    found = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert isinstance(found, list)  # signed by us: one of the two forms above
+    return found
 
 
 def _cursor_mac(key: bytes, payload: str) -> bytes:
@@ -358,7 +422,7 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _cursor_key(request: Request) -> bytes:
+def cursor_key(request: Request) -> bytes:
     configured = services(request.app).settings.cursor_key
     return configured.get_secret_value().encode() if configured is not None else _PROCESS_CURSOR_KEY
 
@@ -422,8 +486,21 @@ async def list_tickets(
         Query(
             max_length=40,
             pattern=RFC3339_PATTERN,
-            description="A running clock falls due at or before this instant (RFC 3339 with an offset)",
+            description="A running clock falls due at or before this instant (RFC 3339 with an offset), "
+            "whether it has reached its due instant already (overdue, breached or not) or not: the "
+            "item's `due_at` is at or before it",
         ),
+    ] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(
+            description="true: a running clock is past its due instant as of now (breached or not: "
+            "`remaining_seconds` <= 0); false: none is"
+        ),
+    ] = None,
+    billing_status: Annotated[
+        BillingStatusFilter | None,
+        Query(description="The billing status (`pending_review`: a charge waiting for someone's review)"),
     ] = None,
     customer_id: Annotated[
         str | None, Query(min_length=1, max_length=MAX_ID, description="The ticket's customer")
@@ -431,20 +508,40 @@ async def list_tickets(
     min_escalation_level: Annotated[
         int | None, Query(ge=0, le=1000, description="The escalation level is at least this")
     ] = None,
+    sort: Annotated[
+        Literal["ticket", "due"],
+        Query(
+            description="`ticket`: by ticket id, then customer; `due`: by `due_at`, soonest first (so "
+            "the most overdue first), then ticket id and customer, the tickets with no running clock "
+            "last (by ticket id, then customer)"
+        ),
+    ] = "ticket",
     cursor: Annotated[
         str | None,
         # Long enough for two ids of 128 four-byte characters, base64, and the MAC.
-        Query(min_length=1, max_length=2048, description="`next_cursor` of the previous page"),
+        Query(
+            min_length=1,
+            max_length=2048,
+            description="`next_cursor` of the previous page, with the same `sort` (a cursor of the other "
+            "sort is a 400 `bad_cursor`)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Tickets per page")] = 100,
 ) -> Response:
-    """Tickets matching every given filter, ordered by ticket id (then customer). Walk the pages with
+    """Tickets matching every given filter, ordered by ticket id (then customer), or with `sort=due`
+    as a queue: by their next due instant, overdue ones first. Walk the pages with
     `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
-    repeated (a ticket that changes meanwhile is seen as it is when its page is read). A token
-    limited to customers lists only theirs (`customer_id` of another customer: no item, as of one
-    that does not exist)."""
-    after = decode_cursor(cursor, _cursor_key(request)) if cursor is not None else None
+    repeated (a ticket that changes meanwhile is seen as it is when its page is read). Each item
+    has its `due_at` and `remaining_seconds` as of the request. A token limited to customers lists
+    only theirs (`customer_id` of another customer: no item, as of one that does not exist)."""
+    key = cursor_key(request)
+    after, after_due = None, None
+    if cursor is not None and sort == "due":
+        after_due = decode_due_cursor(cursor, key)
+    elif cursor is not None:
+        after = decode_cursor(cursor, key)
     due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
+    current = int(now(request).timestamp())
     store, generation = await active_generation(request)
     if customer_id is not None and not _storable(customer_id):
         return _json({"items": [], "next_cursor": None})
@@ -455,21 +552,47 @@ async def list_tickets(
         breached=breached,
         at_risk=at_risk,
         due_before=due,
+        overdue=current if overdue is True else None,
+        not_overdue=current if overdue is False else None,
+        billing_status=billing_status,
         customer_id=customer_id,
         escalation_level=min_escalation_level,
         after=after,
+        sort=sort,
+        after_due=after_due,
         limit=limit + 1,
     )
     rows = await store_call(store.list_tickets, generation, visible_tickets(filters, principal))
     more = len(rows) > limit
     rows = rows[:limit]
-    items = b",".join(
-        b'{"evaluated_at":' + orjson.dumps(_stamp(row.evaluated_at)) + b',"view":' + row.view + b"}"
-        for row in rows
-    )
-    next_cursor = encode_cursor(rows[-1].key, _cursor_key(request)) if more else None
+    items = b",".join(_item(row, current) for row in rows)
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = (
+            encode_due_cursor((last.queue_due_at, last.ticket_id, last.customer_id), key)
+            if sort == "due"
+            else encode_cursor(last.key, key)
+        )
     body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
     return Response(body, media_type="application/json")
+
+
+def remaining(row: TicketRow, current: int) -> int | None:
+    """Wall-clock seconds from ``current`` to the row's queue due instant (negative: overdue)."""
+    return None if row.queue_due_at is None else row.queue_due_at - current
+
+
+def _item(row: TicketRow, current: int) -> bytes:
+    due = None if row.queue_due_at is None else _stamp(row.queue_due_at)
+    head = orjson.dumps(
+        {
+            "evaluated_at": _stamp(row.evaluated_at),
+            "due_at": due,
+            "remaining_seconds": remaining(row, current),
+        }
+    )
+    return head[:-1] + b',"view":' + row.view + b"}"
 
 
 @router.get(
@@ -497,7 +620,7 @@ async def get_ticket(
     """The stored view, as of the instant in `X-Slatrack-Evaluated-At`. With `as_of`, the view
     recomputed from the stored events as of that instant, with the policy the read models are
     computed with: the same as `slatrack replay --as-of` over the same events."""
-    instant = _as_of(as_of) if as_of is not None else None
+    instant = _as_of(as_of, request) if as_of is not None else None
     store, generation, row = await _ticket_row(request, principal, ticket_id, customer_id)
     if instant is None:
         return Response(
@@ -537,7 +660,7 @@ async def get_timeline(
 ) -> Response:
     """The audit trail up to `as_of`; by default as of the instant the stored view is
     (`X-Slatrack-Evaluated-At`), so that it explains exactly that view."""
-    instant = _as_of(as_of) if as_of is not None else None
+    instant = _as_of(as_of, request) if as_of is not None else None
     store, generation, row = await _ticket_row(request, principal, ticket_id, customer_id)
     if instant is None:
         instant = datetime.fromtimestamp(row.evaluated_at, UTC)
@@ -605,7 +728,7 @@ async def list_customers(
     (as of its `evaluated_at`) and how many of its tickets are open, and of those breached. Walk
     the pages with `cursor` = the previous page's `next_cursor` until it is null. A token limited
     to customers lists only theirs."""
-    after = decode_customer_cursor(cursor, _cursor_key(request)) if cursor is not None else None
+    after = decode_customer_cursor(cursor, cursor_key(request)) if cursor is not None else None
     page = await customer_page(
         request,
         principal,
@@ -629,7 +752,7 @@ async def customer_page(
     listings = listings[:limit]
     items = [customer_item(listing) for listing in listings]
     last = listings[-1].row.customer_id if listings else None
-    next_cursor = encode_customer_cursor(last, _cursor_key(request)) if more and last is not None else None
+    next_cursor = encode_customer_cursor(last, cursor_key(request)) if more and last is not None else None
     return {"items": items, "next_cursor": next_cursor}
 
 

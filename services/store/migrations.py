@@ -440,6 +440,29 @@ CREATE TABLE policy_versions (
 """
 
 
+# The queue (issue 15): each ticket's earliest due instant of a running clock, reached or not
+# (next_due_at counts only those not reached yet, so an overdue ticket had none), filled in from
+# the columns every row has, and the index of the queue's order over open tickets (keyset pages
+# of (queue_due_at, ticket_id, customer_id); the rows without one, last, by ticket id).
+_RUNNING_DUE = "CASE WHEN {clock}_status = 'running' THEN {clock}_due_at END"
+_QUEUE_DUE_6 = (
+    "CASE WHEN ({r}) IS NULL THEN ({s}) WHEN ({s}) IS NULL THEN ({r}) "
+    "WHEN ({r}) < ({s}) THEN ({r}) ELSE ({s}) END"
+).format(r=_RUNNING_DUE.format(clock="response"), s=_RUNNING_DUE.format(clock="resolution"))
+_QUEUE_6 = f"""
+UPDATE tickets SET queue_due_at = {_QUEUE_DUE_6}
+    WHERE response_status = 'running' OR resolution_status = 'running';
+CREATE INDEX tickets_queue ON tickets (generation, queue_due_at, ticket_id, customer_id)
+    WHERE state = 'open';
+-- due_before compares queue_due_at now (an overdue ticket is due before any later instant):
+-- its index replaces next_due_at's, which no query reads any more.
+DROP INDEX tickets_by_due;
+CREATE INDEX tickets_by_queue_due ON tickets (generation, queue_due_at) WHERE queue_due_at IS NOT NULL;
+"""  # noqa: S608
+SQLITE_6 = "ALTER TABLE tickets ADD COLUMN queue_due_at INTEGER;" + _QUEUE_6
+POSTGRES_6 = "ALTER TABLE tickets ADD COLUMN queue_due_at BIGINT;" + _QUEUE_6
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -459,6 +482,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         4, "identity per customer, account reach, log time, policy of a generation", SQLITE_4, POSTGRES_4
     ),
     Migration(5, "the policy versions of a generation", SQLITE_5, POSTGRES_5),
+    Migration(6, "the queue: each ticket's earliest due instant of a running clock", SQLITE_6, POSTGRES_6),
 )
 
 CREATE_VERSIONS_TABLE = """

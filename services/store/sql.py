@@ -724,6 +724,8 @@ class SqlStore(ReadModelStore):
     def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
         if query.customer_ids is not None and not query.customer_ids:
             return []  # among no customers (and an empty array has no type in PostgreSQL)
+        if query.sort == "due":
+            return self._tickets_by_due(generation, query)
         where, params = ticket_filter(query, self._in)
         sql = (
             f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} "  # noqa: S608
@@ -731,6 +733,52 @@ class SqlStore(ReadModelStore):
         )
         rows = self._read(lambda tx: tx.all(sql, (generation, *params, max(0, query.limit))))
         return [ticket_row(row) for row in rows]
+
+    def _tickets_by_due(self, generation: int, query: TicketQuery) -> list[TicketRow]:
+        """The queue's order: (queue_due_at, ticket_id, customer_id), then the tickets with no
+        running clock by (ticket_id, customer_id). Two statements, one per part, each an index
+        range in its order (tickets_queue, for open tickets): the dialects sort nulls apart
+        (SQLite first, PostgreSQL last), and an ORDER BY on an expression would sort the whole
+        generation for each page."""
+        if query.after is not None:
+            raise TypeError("TicketQuery.after pages sort='ticket'; sort='due' pages with after_due")
+        where, params = ticket_filter(query, self._in)
+        limit = max(0, query.limit)
+        after = query.after_due
+        if after is not None and (not isinstance(after, tuple) or len(after) != 3):
+            raise TypeError(f"TicketQuery.after_due is (queue_due_at, ticket_id, customer_id), not {after!r}")
+        dated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND queue_due_at IS NOT NULL"  # noqa: S608
+        undated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND queue_due_at IS NULL"  # noqa: S608
+
+        def read(tx: Tx) -> list[tuple]:
+            rows: list[tuple] = []
+            if after is None or after[0] is not None:
+                keyset, values = "", []
+                if after is not None:
+                    due, ticket, customer = after
+                    # queue_due_at >= ?: the start of the index range; the OR: strictly after the row.
+                    keyset = (
+                        " AND queue_due_at >= ? AND (queue_due_at > ? OR (queue_due_at = ? AND "
+                        "(ticket_id > ? OR (ticket_id = ? AND customer_id > ?))))"
+                    )
+                    values = [due, due, due, ticket, ticket, customer]
+                rows = tx.all(
+                    dated + keyset + " ORDER BY queue_due_at, ticket_id, customer_id LIMIT ?",
+                    (generation, *params, *values, limit),
+                )
+            if len(rows) < limit:
+                keyset, values = "", []
+                if after is not None and after[0] is None:
+                    _, ticket, customer = after
+                    keyset = " AND ticket_id >= ? AND (ticket_id > ? OR (ticket_id = ? AND customer_id > ?))"
+                    values = [ticket, ticket, ticket, customer]
+                rows += tx.all(
+                    undated + keyset + " ORDER BY ticket_id, customer_id LIMIT ?",
+                    (generation, *params, *values, limit - len(rows)),
+                )
+            return rows
+
+        return [ticket_row(row) for row in self._read(read)]
 
     def customer(self, generation: int, customer_id: str) -> CustomerRow | None:
         row = self._read(
@@ -864,7 +912,9 @@ def ticket_filter(
         terms.append(sql)
         params.extend(values)
 
-    if query.state is not None:
+    if query.state == "open":
+        term("state = 'open'")  # the queue's partial index's own predicate, so it is used
+    elif query.state is not None:
         term("state = ?", query.state)
     if query.priority is not None:
         term("priority = ?", query.priority)
@@ -877,7 +927,13 @@ def ticket_filter(
     if query.at_risk is not None:
         term("at_risk" if query.at_risk else "NOT at_risk")
     if query.due_before is not None:
-        term("next_due_at <= ?", query.due_before)
+        term("queue_due_at <= ?", query.due_before)
+    if query.overdue is not None:
+        term("queue_due_at <= ?", query.overdue)
+    if query.not_overdue is not None:
+        term("(queue_due_at IS NULL OR queue_due_at > ?)", query.not_overdue)
+    if query.billing_status is not None:
+        term("billing_status = ?", query.billing_status)
     if query.customer_id is not None:
         term("customer_id = ?", query.customer_id)
     if query.customer_ids is not None:

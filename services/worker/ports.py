@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import Any, Literal, Protocol, TypedDict, TypeVar
 
 T = TypeVar("T")
 
@@ -123,6 +123,9 @@ class TicketRow:
     response_due_at: int | None
     resolution_due_at: int | None
     next_due_at: int | None  # the earliest due_at of a running clock not yet reached
+    # The earliest due_at of a running clock, reached (overdue, breached) or not: the queue's
+    # order and what ``due_before`` and ``overdue`` compare (None: no running clock with a target).
+    queue_due_at: int | None
     next_change_at: int | None  # when the view changes with no new event (timers)
     billing_rule: str | None
     billing_status: str
@@ -207,7 +210,14 @@ class TicketQuery:
     clock_status: str | None = None  # either clock has this status
     breached: bool | None = None
     at_risk: bool | None = None
-    due_before: int | None = None  # next_due_at <= this
+    # A running clock falls due at or before this: queue_due_at <= this (reached or not, so a
+    # due-soon query includes the overdue tickets).
+    due_before: int | None = None
+    # A running clock is past its due instant (breached or not): queue_due_at <= this (the
+    # caller's now); ``not_overdue``: none is (queue_due_at is null or after this).
+    overdue: int | None = None
+    not_overdue: int | None = None
+    billing_status: str | None = None  # none | billable | pending_review | waived
     customer_id: str | None = None
     # The ticket's customer is one of these (None: any customer; empty: none). The API's scope of a
     # token limited to customers (services.api.scope), applied in the query itself, so that a page
@@ -216,6 +226,11 @@ class TicketQuery:
     escalation_level: int | None = None  # at least this level
     ticket_id: str | None = None  # this ticket id (under any customer)
     after: TicketKey | None = None  # keyset pagination: (ticket_id, customer_id) > (after[1], after[0])
+    # "ticket": by (ticket_id, customer_id), paged with ``after``; "due": by (queue_due_at,
+    # ticket_id, customer_id), tickets without a running clock last (by ticket_id, customer_id),
+    # paged with ``after_due`` = (queue_due_at, ticket_id, customer_id) of the last row.
+    sort: Literal["ticket", "due"] = "ticket"
+    after_due: tuple[int | None, str, str] | None = None
     limit: int = 100
 
 
@@ -438,7 +453,9 @@ class QueryStore(ABC):
 
     @abstractmethod
     def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
-        """Tickets matching ``query``, ordered by (ticket_id, customer_id), at most ``query.limit``."""
+        """Tickets matching ``query``, at most ``query.limit``, ordered by (ticket_id, customer_id), or
+        with ``sort="due"`` by (queue_due_at, ticket_id, customer_id), those with no running clock
+        last."""
 
     @abstractmethod
     def customer(self, generation: int, customer_id: str) -> CustomerRow | None: ...

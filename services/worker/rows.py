@@ -67,9 +67,8 @@ def _ticket_row(
     clocks, billing = view.clocks, view.billing
     named = clocks.named()
     dues = {name: schedule.dues.get(name) for name in named}
-    pending_dues = [
-        due for name, due in dues.items() if due is not None and due > at and named[name].status == "running"
-    ]
+    running_dues = [due for name, due in dues.items() if due is not None and named[name].status == "running"]
+    pending_dues = [due for due in running_dues if due > at]
     upcoming = [schedule.next_change] if schedule.next_change is not None else []
     reach = schedule.reach
     return TicketRow(
@@ -88,6 +87,7 @@ def _ticket_row(
         response_due_at=epoch(dues["response"]),
         resolution_due_at=epoch(dues["resolution"]),
         next_due_at=epoch(min(pending_dues, default=None)),
+        queue_due_at=epoch(min(running_dues, default=None)),
         next_change_at=epoch(min(upcoming, default=None)),
         billing_rule=billing.rule,
         billing_status=billing.status,
@@ -180,6 +180,7 @@ def _row_without_state(
         response_due_at=None,
         resolution_due_at=None,
         next_due_at=None,
+        queue_due_at=None,
         next_change_at=next_change_at,
         billing_rule=None,
         billing_status="none",

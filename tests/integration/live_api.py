@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,8 +101,10 @@ class LiveApi:
         lag: Lag | None = None,
         worker: bool = True,
         policies: bool = False,
+        api_clock: Callable[[], datetime] | None = None,
     ):
         self.settings = settings
+        self.api_clock = api_clock  # the API's now (None: the wall clock)
         self.with_policies = policies  # the worker follows the policy topic, as serve's does
         self.clock = clock
         self.custom_lag = lag
@@ -137,7 +140,10 @@ class LiveApi:
         )
         self.consumer = ValidatingConsumer(self.settings, self.publisher, self.projector)
         lag = self.custom_lag or (self.consumer.lag if self.with_worker else None)
-        self.app = create_app(Services(self.settings, default_policy(), self.publisher, self.store, lag=lag))
+        wired = Services(self.settings, default_policy(), self.publisher, self.store, lag=lag)
+        if self.api_clock is not None:
+            wired = replace(wired, clock=self.api_clock)
+        self.app = create_app(wired)
         sock = free_socket()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.server = _Server(uvicorn.Config(self.app, log_config=None, access_log=True, lifespan="off"))

@@ -290,10 +290,11 @@ FILTERS: list[tuple[dict[str, Any], Any]] = [
     *[
         (
             {"due_before": stamp},
+            # Reached already (overdue) or not: a running clock's due instant at or before it.
             lambda v, stamp=stamp: any(
                 c["status"] == "running"
                 and (due := due_at(c)) is not None
-                and v["_at"] < due <= datetime.fromisoformat(stamp)
+                and due <= datetime.fromisoformat(stamp)
                 for c in clocks(v)
             ),
         )
@@ -316,7 +317,40 @@ FILTERS: list[tuple[dict[str, Any], Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("params", "keep"), FILTERS, ids=[orjson.dumps(p).decode() for p, _ in FILTERS])
+def queue_due(view: dict) -> datetime | None:
+    """The earliest due instant of a running clock, reached or not (the row's queue_due_at)."""
+    return min((d for c in clocks(view) if c["status"] == "running" and (d := due_at(c))), default=None)
+
+
+def billing_status(view: dict) -> str:
+    return view.get("billing", {"status": "none"})["status"]  # pending: no billing, "none"
+
+
+QUEUE_FILTERS: list[tuple[dict[str, Any], Any]] = [
+    *[
+        ({"billing_status": s}, lambda v, s=s: billing_status(v) == s)
+        for s in ("none", "billable", "pending_review", "waived")
+    ],
+    # As of the request's now: the wall clock (the worker's is AS_OF).
+    ({"overdue": "true"}, lambda v: (d := queue_due(v)) is not None and d <= datetime.now(UTC)),
+    ({"overdue": "false"}, lambda v: (d := queue_due(v)) is None or d > datetime.now(UTC)),
+    (
+        {"overdue": "true", "state": "open", "billing_status": "pending_review"},
+        lambda v: (
+            (d := queue_due(v)) is not None
+            and d <= datetime.now(UTC)
+            and v["state"] == "open"
+            and billing_status(v) == "pending_review"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("params", "keep"),
+    FILTERS + QUEUE_FILTERS,
+    ids=[orjson.dumps(p).decode() for p, _ in FILTERS + QUEUE_FILTERS],
+)
 def test_filters(world, params, keep):
     items = walk(world.client, {**params, "limit": 17}, READER)
     assert ticket_ids(items) == expected_ids(world, keep)
@@ -330,6 +364,46 @@ def test_every_filter_value_selects_something(world):
     for params, keep in FILTERS:
         if params not in ({"customer_id": "cust-none"}, {"state": "pending"}):
             assert expected_ids(world, keep), params
+
+
+def test_the_queue_filters_select_something(world):
+    for params in ({"billing_status": "none"}, {"billing_status": "pending_review"}, {"overdue": "true"}):
+        keep = next(k for p, k in QUEUE_FILTERS if p == params)
+        assert expected_ids(world, keep), params
+
+
+@pytest.mark.parametrize("limit", [1, 7, 150, 500])
+@pytest.mark.parametrize("state", [None, "open"])
+def test_sort_due_walks_the_queue_once_with_due_at_and_remaining_seconds(world, limit, state):
+    before = int(time.time())
+    items = walk(world.client, {"sort": "due", "limit": limit, **({"state": state} if state else {})}, READER)
+    after = int(time.time()) + 1
+    views = [i["view"] for i in items if i["view"]["ticket_id"] != "T-role"]
+
+    def order(view: dict) -> tuple:
+        due = queue_due(view)
+        return (due is None, due or AS_OF, view["ticket_id"], view["customer_id"])
+
+    expected = sorted((v for v in world.views.values() if state is None or v["state"] == state), key=order)
+    assert [v["ticket_id"] for v in views] == [v["ticket_id"] for v in expected]
+    for item in items:
+        due = queue_due(item["view"])
+        assert item["due_at"] == (None if due is None else due.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if due is None:
+            assert item["remaining_seconds"] is None
+        else:  # wall-clock seconds from the request's now to the due instant
+            assert int(due.timestamp()) - after <= item["remaining_seconds"] <= int(due.timestamp()) - before
+    assert any(i["due_at"] for i in items) and any(i["due_at"] is None for i in items)
+
+
+def test_a_cursor_of_one_sort_is_a_400_for_the_other(world):
+    by_due = world.client.get("/v1/tickets", params={"sort": "due", "limit": 2}, headers=READER).json()
+    by_id = world.client.get("/v1/tickets", params={"limit": 2}, headers=READER).json()
+    for sort, cursor in (("ticket", by_due["next_cursor"]), ("due", by_id["next_cursor"])):
+        response = world.client.get("/v1/tickets", params={"sort": sort, "cursor": cursor}, headers=READER)
+        assert response.status_code == 400 and response.json()["error"] == "bad_cursor", response.text
+    response = world.client.get("/v1/tickets", params={"cursor": by_due["next_cursor"]}, headers=READER)
+    assert response.status_code == 400  # sort=ticket is the default
 
 
 @pytest.mark.parametrize("limit", [1, 7, 100, 149, 150, 500])
@@ -387,6 +461,10 @@ def test_default_page_and_bounds(world):
         {"min_escalation_level": 10**20},
         {"customer_id": ""},
         {"customer_id": "c" * 129},
+        {"overdue": "soon"},
+        {"billing_status": "pending"},
+        {"billing_status": ""},
+        {"sort": "breach"},
     ],
 )
 def test_bad_filters_are_422(world, params):
@@ -720,6 +798,9 @@ def test_openapi_describes_the_security_and_the_responses(world):
         "due_before",
         "customer_id",
         "min_escalation_level",
+        "overdue",
+        "billing_status",
+        "sort",
         "cursor",
         "limit",
     }

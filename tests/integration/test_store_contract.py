@@ -117,6 +117,7 @@ def ticket(ticket_id: str, **changes: Any) -> TicketRow:
         response_due_at=T0 + 3600,
         resolution_due_at=T0 + 86400,
         next_due_at=T0 + 3600,
+        queue_due_at=T0 + 3600,
         next_change_at=T0 + 2880,
         billing_rule="standard",
         billing_status="pending",
@@ -128,7 +129,12 @@ def ticket(ticket_id: str, **changes: Any) -> TicketRow:
         view=f'{{"ticket_id":"{ticket_id}"}}'.encode(),
         signals=b'["sig-1"]',
     )
-    return replace(row, **changes)
+    row = replace(row, **changes)
+    if "queue_due_at" not in changes:  # as the row mapping has it, and migration 6 fills it in
+        clocks = ((row.response_status, row.response_due_at), (row.resolution_status, row.resolution_due_at))
+        running = [due for status, due in clocks if status == "running" and due is not None]
+        row = replace(row, queue_due_at=min(running, default=None))
+    return row
 
 
 def customer(customer_id: str, **changes: Any) -> CustomerRow:
@@ -1276,7 +1282,7 @@ class StoreContract:
             batch(
                 {0: (0, 1)},
                 tickets=[
-                    ticket("a1", priority="P1", at_risk=True, next_due_at=T0 + 100),
+                    ticket("a1", priority="P1", at_risk=True, next_due_at=T0 + 100, queue_due_at=T0 + 100),
                     ticket(
                         "a2",
                         customer_id="c2",
@@ -1295,6 +1301,7 @@ class StoreContract:
                         breached=True,
                         next_due_at=None,
                         escalation_level=2,
+                        billing_status="pending_review",
                     ),
                     ticket(
                         "a4",
@@ -1311,14 +1318,17 @@ class StoreContract:
                         priority="P1",
                         resolution_status="paused",
                         next_due_at=T0 + 300,
+                        queue_due_at=T0 + 300,
                     ),
                     ticket(
                         "a6",
                         priority="P1",
                         response_status="paused",
                         at_risk=True,
-                        next_due_at=T0 + 200,
+                        next_due_at=None,  # reached already (overdue): only queue_due_at has it
+                        queue_due_at=T0 + 200,
                         escalation_level=3,
+                        billing_status="pending_review",
                     ),
                 ],
             ),
@@ -1359,6 +1369,26 @@ class StoreContract:
             (TicketQuery(limit=2), ["a1", "a2"]),
             (TicketQuery(limit=0), []),
             (TicketQuery(state="closed", breached=True), []),
+            # The queue (issue 15): due_before and overdue compare queue_due_at, reached or not.
+            (TicketQuery(overdue=T0 + 200), ["a1", "a6"]),
+            (TicketQuery(overdue=T0 + 99), []),
+            (TicketQuery(not_overdue=T0 + 200), ["a2", "a3", "a4", "a5"]),
+            (TicketQuery(overdue=T0 + 1000, state="open", priority="P1"), ["a1", "a5", "a6"]),
+            (TicketQuery(billing_status="pending_review"), ["a3", "a6"]),
+            (TicketQuery(billing_status="pending"), ["a1", "a2", "a4", "a5"]),
+            (TicketQuery(billing_status="waived"), []),
+            (TicketQuery(sort="due"), ["a1", "a6", "a5", "a2", "a3", "a4"]),
+            (TicketQuery(sort="due", state="open"), ["a1", "a6", "a5", "a2"]),
+            (TicketQuery(sort="due", limit=2), ["a1", "a6"]),
+            (TicketQuery(sort="due", limit=4), ["a1", "a6", "a5", "a2"]),
+            (TicketQuery(sort="due", after_due=(T0 + 200, "a6", "c1")), ["a5", "a2", "a3", "a4"]),
+            (TicketQuery(sort="due", after_due=(T0 + 300, "a5", "c3")), ["a2", "a3", "a4"]),
+            (TicketQuery(sort="due", after_due=(None, "a2", "c2")), ["a3", "a4"]),
+            (TicketQuery(sort="due", after_due=(None, "a4", "c2")), []),
+            (TicketQuery(sort="due", customer_ids=frozenset({"c1", "c3"})), ["a1", "a6", "a5", "a3"]),
+            (TicketQuery(sort="due", customer_ids=frozenset()), []),
+            (TicketQuery(sort="due", billing_status="pending_review", state="open"), ["a6"]),
+            (TicketQuery(sort="due", overdue=T0 + 250, state="open"), ["a1", "a6"]),
         ],
     )
     def test_list_tickets_filters(self, store, desk, query, expected):
@@ -1376,6 +1406,99 @@ class StoreContract:
             (TicketQuery(priority="P1", limit=2), [t.key for t in tickets if t.priority == "P1"]),
         ]:
             assert pages_of(store, gen, query) == expected
+
+    def test_the_queue_order_pages_by_keyset(self, store, gen):
+        """sort="due": (queue_due_at, ticket_id, customer_id), ties and one ticket id under two
+        customers included, then the tickets with no running clock by (ticket_id, customer_id);
+        every page from the last row's key, nothing skipped or repeated, on both backends."""
+        tickets = []
+        for i in range(23):
+            paused = i % 5 == 0
+            tickets.append(
+                ticket(
+                    f"q{i % 9:02d}",
+                    customer_id=f"c{i % 3}",
+                    response_status="paused" if paused else "running",
+                    resolution_status="paused" if paused else "running",
+                    queue_due_at=None if paused else T0 + (i % 4) * 60,
+                    state="open" if i % 7 else "resolved",
+                )
+            )
+        tickets = list({t.key: t for t in tickets}.values())
+        store.commit_batch(gen, batch({0: (0, 1)}, tickets=tickets))
+
+        def order(t: TicketRow) -> tuple:
+            return (t.queue_due_at is None, t.queue_due_at or 0, t.ticket_id, t.customer_id)
+
+        for query in (
+            TicketQuery(sort="due", limit=3),
+            TicketQuery(sort="due", limit=1, state="open"),
+            TicketQuery(sort="due", limit=4, customer_ids=frozenset({"c0", "c2"})),
+        ):
+            expected = [
+                t.key
+                for t in sorted(tickets, key=order)
+                if (query.state is None or t.state == query.state)
+                and (query.customer_ids is None or t.customer_id in query.customer_ids)
+            ]
+            seen: list[TicketKey] = []
+            after = None
+            while True:
+                page = store.list_tickets(gen, replace(query, after_due=after))
+                assert len(page) <= query.limit
+                if not page:
+                    break
+                seen += keys(page)
+                last = page[-1]
+                after = (last.queue_due_at, last.ticket_id, last.customer_id)
+            assert seen == expected, query
+        with pytest.raises(TypeError):
+            store.list_tickets(gen, TicketQuery(sort="due", after=("c1", "q01")))
+
+    def test_migration_6_fills_in_the_queue_due_instant(self, new_store, monkeypatch):
+        """Rows of schema 5 get queue_due_at from their clocks' columns: the earliest due
+        instant of a running clock, reached or not, as the row mapping computes it."""
+        old = new_store()
+        with monkeypatch.context() as m:
+            m.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:5])
+            old.migrate()
+            assert old.schema_versions() == [1, 2, 3, 4, 5]
+        rows = [
+            ticket("m1", response_due_at=T0 + 10, resolution_due_at=T0 + 5),
+            ticket("m2", response_due_at=None, resolution_due_at=T0 + 7),
+            ticket("m3", response_status="paused", response_due_at=T0 + 1, resolution_due_at=T0 + 9),
+            ticket("m4", response_status="stopped", resolution_status="stopped", state="closed"),
+            ticket("m5", response_due_at=T0 + 3, resolution_status="paused", resolution_due_at=T0 + 2),
+            ticket(
+                "m6", state="pending", response_status="", resolution_status="", response_due_at=None,
+                resolution_due_at=None, next_due_at=None,
+            ),
+            ticket("m7", response_due_at=T0 - 50, next_due_at=None),  # overdue: reached, still running
+        ]  # fmt: skip
+        assert [r.queue_due_at for r in rows] == [T0 + 5, T0 + 7, T0 + 9, None, T0 + 3, None, T0 - 50]
+        columns = [*V3_TICKET_COLUMNS, "account_until"]
+
+        def fill(tx) -> int:
+            (generation,) = tx.one(
+                "INSERT INTO generations (reason, created_at) VALUES (?, ?) RETURNING generation", ("g", T0)
+            )
+            tx.run("INSERT INTO active_generation (id, generation) VALUES (1, ?)", (generation,))
+            tx.many(
+                f"INSERT INTO tickets ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [v3_values(generation, r, tuple(columns)) for r in rows],
+            )
+            return generation
+
+        generation = old._write(fill)
+        old.close()
+        store = new_store()
+        store.migrate()
+        assert store.schema_versions() == list(range(1, latest_version() + 1))
+        assert store.list_tickets(generation, TicketQuery()) == rows
+        assert ids(store.list_tickets(generation, TicketQuery(sort="due"))) == [
+            "m7", "m5", "m1", "m2", "m3", "m4", "m6",
+        ]  # fmt: skip
+        assert ids(store.list_tickets(generation, TicketQuery(due_before=T0 + 5))) == ["m1", "m5", "m7"]
 
     def test_billing_by_customer_and_month(self, store, gen):
         store.commit_batch(

@@ -120,7 +120,7 @@ async def customers(
         filters = {"delinquent": late, "dashboard_suspended": suspended}
         if cursor is not None and len(cursor) > 2048:
             raise ApiError(400, "bad_cursor", "cursor: too long")
-        after = queries.decode_customer_cursor(cursor, queries._cursor_key(request)) if cursor else None
+        after = queries.decode_customer_cursor(cursor, queries.cursor_key(request)) if cursor else None
         query = CustomerQuery(delinquent=late, dashboard_suspended=suspended, after=after)
         found = await queries.customer_page(request, principal, query, CUSTOMERS_PER_PAGE)
     except ApiError as exc:

@@ -7,12 +7,17 @@ customers (:func:`services.api.scope.visible_tickets`; another customer's page i
 that does not exist).
 """
 
-from typing import Annotated
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, get_args
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.api.auth import Principal
+from events.models import Priority
+from services.api import queries
+from services.api.auth import ApiError, Principal
 from services.api.console import customers, ticket_page
 from services.api.console.access import (
     COOKIE,
@@ -25,6 +30,8 @@ from services.api.console.access import (
     same_origin,
 )
 from services.api.console.render import page, static
+from services.api.scope import visible_tickets
+from services.worker.ports import TicketQuery, TicketRow
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 Viewer = Annotated[Principal, Depends(console_reader)]
@@ -88,7 +95,133 @@ async def sign_out(request: Request) -> Response:
     return response
 
 
+QUEUE_PAGE = 50  # tickets per page of the queue
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+BILLING_STATUSES: tuple[str, ...] = get_args(queries.BillingStatusFilter)
+YES_NO = {"true": True, "false": False}
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    """The queue's filters as the form sends them; a value that is none of the choices is "any"."""
+
+    customer: str = ""
+    priority: str = ""
+    breached: str = ""
+    at_risk: str = ""
+    billing_status: str = ""
+
+    @staticmethod
+    def of(request: Request) -> "QueueFilters":
+        params = request.query_params
+        customer = params.get("customer", "").strip()
+        if len(customer) > queries.MAX_ID or "\x00" in customer:
+            customer = ""
+        return QueueFilters(
+            customer=customer,
+            priority=_choice(params.get("priority"), PRIORITIES),
+            breached=_choice(params.get("breached"), tuple(YES_NO)),
+            at_risk=_choice(params.get("at_risk"), tuple(YES_NO)),
+            billing_status=_choice(params.get("billing_status"), BILLING_STATUSES),
+        )
+
+    def query(self, after: queries.DueKey | None, limit: int) -> TicketQuery:
+        return TicketQuery(
+            state="open",
+            customer_id=self.customer or None,
+            priority=self.priority or None,
+            breached=YES_NO.get(self.breached),
+            at_risk=YES_NO.get(self.at_risk),
+            billing_status=self.billing_status or None,
+            sort="due",
+            after_due=after,
+            limit=limit,
+        )
+
+    def params(self) -> dict[str, str]:
+        """The filters given, as query parameters (the next page's link keeps them)."""
+        return {name: value for name, value in vars(self).items() if value}
+
+
+def _choice(value: str | None, choices: tuple[str, ...]) -> str:
+    return value if value in choices else ""
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A row of the queue's table, from a ticket row and the request's now."""
+
+    ticket_id: str
+    customer_id: str
+    href: str
+    priority: str
+    clock: str  # the clock that falls due first: response, resolution, or "" (none runs)
+    due: int | None
+    due_text: str
+    remaining: int | None
+    escalation_level: int
+    breached: bool
+    at_risk: bool
+    paused: bool
+
+    @staticmethod
+    def of(row: TicketRow, now: int) -> "QueueRow":
+        due = row.queue_due_at
+        clock = ""
+        if due is not None:
+            if row.response_status == "running" and row.response_due_at == due:
+                clock = "response"
+            elif row.resolution_status == "running" and row.resolution_due_at == due:
+                clock = "resolution"
+        return QueueRow(
+            ticket_id=row.ticket_id,
+            customer_id=row.customer_id,
+            href=f"/ui/customers/{quote(row.customer_id, safe='')}/tickets/{quote(row.ticket_id, safe='')}",
+            priority=row.priority,
+            clock=clock,
+            due=due,
+            due_text="" if due is None else datetime.fromtimestamp(due, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            remaining=queries.remaining(row, now),
+            escalation_level=row.escalation_level,
+            breached=row.breached,
+            at_risk=row.at_risk,
+            paused="paused" in (row.response_status, row.resolution_status),
+        )
+
+
 @router.get("/")
 async def queue(request: Request, principal: Viewer) -> Response:
-    """The queue: open tickets by their next breach (built on the list query)."""
-    return page(request, "queue.html", title="Queue", principal=principal)
+    """The queue: open tickets by their next breach, soonest first (the overdue ones, breached or
+    not, at the top), through the list query's own store call (``sort="due"``), scoped to the
+    principal's customers; filters in the query string, pages by a signed cursor."""
+    filters = QueueFilters.of(request)
+    key = queries.cursor_key(request)
+    cursor = request.query_params.get("cursor") or None
+    try:
+        after = queries.decode_due_cursor(cursor, key) if cursor is not None else None
+        store, generation = await queries.active_generation(request)
+        current = int(queries.now(request).timestamp())
+        query = visible_tickets(filters.query(after, QUEUE_PAGE + 1), principal)
+        rows = await queries.store_call(store.list_tickets, generation, query)
+    except ApiError as exc:
+        status, message = exc.status_code, str(exc.detail)
+        return page(request, "error.html", status, title="Queue", message=message, principal=principal)
+    more = len(rows) > QUEUE_PAGE
+    rows = rows[:QUEUE_PAGE]
+    next_page = None
+    if more:
+        last = rows[-1]
+        next_cursor = queries.encode_due_cursor((last.queue_due_at, last.ticket_id, last.customer_id), key)
+        next_page = "/ui/?" + urlencode({**filters.params(), "cursor": next_cursor})
+    return page(
+        request,
+        "queue.html",
+        title="Queue",
+        principal=principal,
+        filters=filters,
+        priorities=PRIORITIES,
+        billing_statuses=BILLING_STATUSES,
+        rows=[QueueRow.of(row, current) for row in rows],
+        next_page=next_page,
+        first_page="/ui/?" + urlencode(filters.params()) if cursor is not None else None,
+    )
