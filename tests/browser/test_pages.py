@@ -21,8 +21,6 @@ Instants in data attributes may be epoch seconds or RFC 3339 (:func:`tests.brows
 A due is "the earliest due_at of a clock that is not stopped" (scenario.QUEUE_DUE; test_scenario.py
 checks it against the stored views).
 
-Tests of pages that are not built yet on this branch are marked xfail (not strict): remove the mark
-once the page is merged.
 """
 
 import itertools
