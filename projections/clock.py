@@ -164,6 +164,18 @@ class Clock:
             return None
         return cycle.calendar.add_open_seconds(as_of, cycle.target - cycle.elapsed)
 
+    def breach_at(self, as_of: datetime) -> datetime | None:
+        """When elapsed passes the target: past if breached, projected if running, else unknown
+        (one open second after the due instant: for business hours, the next opening's first)."""
+        cycle = self.current if self.cycles else None
+        if cycle is None or cycle.target is None or BREACH not in cycle.thresholds:
+            return None
+        if BREACH in cycle.reached:
+            return cycle.reached[BREACH]
+        if self.status != "running":
+            return None
+        return cycle.calendar.add_open_seconds(as_of, cycle.thresholds[BREACH] - cycle.elapsed)
+
     def next_threshold_at(self, as_of: datetime) -> datetime | None:
         """The next instant a threshold of the running cycle will be reached, with no new event."""
         if self.status != "running" or not self.cycles:

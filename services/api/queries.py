@@ -147,6 +147,11 @@ class TicketItem(BaseModel):
         description="The earliest due instant of a running clock, reached already (overdue) or not "
         "(RFC 3339, UTC); null when no clock with a target runs (paused, stopped, no target)"
     )
+    breach_at: str | None = Field(
+        description="The earliest breach instant of a running clock: past (breached, still running) "
+        "or when it will breach with no new event (for business hours, the next opening's first "
+        "second after `due_at`; RFC 3339, UTC); null when no clock with a target runs"
+    )
     remaining_seconds: int | None = Field(
         description="`due_at` minus the request's now, in wall-clock seconds: negative when overdue; "
         "null with `due_at`"
@@ -353,7 +358,8 @@ def view_as_of(
     return view_at(ticket, records, account, policy, as_of)
 
 
-DueKey = tuple[int | None, str, str]  # (queue_due_at, ticket_id, customer_id): the queue's order
+# (queue_due_at or queue_breach_at, ticket_id, customer_id): the order of sort=due or sort=breach.
+DueKey = tuple[int | None, str, str]
 
 
 def encode_cursor(after: TicketKey, key: bytes) -> str:
@@ -363,12 +369,12 @@ def encode_cursor(after: TicketKey, key: bytes) -> str:
     return f"{payload}.{_b64(_cursor_mac(key, payload))}"
 
 
-def encode_due_cursor(after: DueKey, key: bytes) -> str:
-    """The cursor of a page in the queue's order (``sort=due``): its last row's sort key, signed.
-    Its payload has a form of its own (``["due", due, ticket, customer]``), so that a cursor of
-    one sort is never taken for the other."""
+def encode_due_cursor(after: DueKey, key: bytes, sort: str = "due") -> str:
+    """The cursor of a page in a queue's order (``sort=due`` or ``sort=breach``): its last row's
+    sort key, signed. Its payload has a form of its own (``[sort, instant, ticket, customer]``),
+    so that a cursor of one sort is never taken for another."""
     due, ticket, customer = after
-    payload = _b64(orjson.dumps(["due", due, ticket, customer]))
+    payload = _b64(orjson.dumps([sort, due, ticket, customer]))
     return f"{payload}.{_b64(_cursor_mac(key, payload))}"
 
 
@@ -377,16 +383,17 @@ def decode_cursor(cursor: str, key: bytes) -> TicketKey:
     foreign, stale key, or a cursor of ``sort=due``)."""
     found = _decode(cursor, key)
     if len(found) != 2:
-        raise _other_sort("due", "ticket")
+        raise _other_sort(str(found[0]), "ticket")
     ticket, customer = found
     return str(customer), str(ticket)
 
 
-def decode_due_cursor(cursor: str, key: bytes) -> DueKey:
-    """The sort key a cursor of ``sort=due`` continues after; 400 for anything else."""
+def decode_due_cursor(cursor: str, key: bytes, sort: str = "due") -> DueKey:
+    """The sort key a cursor of ``sort`` (``due`` or ``breach``) continues after; 400 for anything
+    else."""
     found = _decode(cursor, key)
-    if len(found) != 4 or found[0] != "due":
-        raise _other_sort("ticket", "due")
+    if len(found) != 4 or found[0] != sort:
+        raise _other_sort("ticket" if len(found) == 2 else str(found[0]), sort)
     _, due, ticket, customer = found
     return (None if due is None else int(due)), str(ticket), str(customer)
 
@@ -509,11 +516,12 @@ async def list_tickets(
         int | None, Query(ge=0, le=1000, description="The escalation level is at least this")
     ] = None,
     sort: Annotated[
-        Literal["ticket", "due"],
+        Literal["ticket", "due", "breach"],
         Query(
             description="`ticket`: by ticket id, then customer; `due`: by `due_at`, soonest first (so "
             "the most overdue first), then ticket id and customer, the tickets with no running clock "
-            "last (by ticket id, then customer)"
+            "last (by ticket id, then customer); `breach`: the same by `breach_at` (the console's "
+            "queue: breached and still running first, then the soonest to breach)"
         ),
     ] = "ticket",
     cursor: Annotated[
@@ -536,8 +544,8 @@ async def list_tickets(
     only theirs (`customer_id` of another customer: no item, as of one that does not exist)."""
     key = cursor_key(request)
     after, after_due = None, None
-    if cursor is not None and sort == "due":
-        after_due = decode_due_cursor(cursor, key)
+    if cursor is not None and sort != "ticket":
+        after_due = decode_due_cursor(cursor, key, sort)
     elif cursor is not None:
         after = decode_cursor(cursor, key)
     due = int(_instant(due_before, "due_before").timestamp()) if due_before is not None else None
@@ -569,11 +577,11 @@ async def list_tickets(
     next_cursor = None
     if more:
         last = rows[-1]
-        next_cursor = (
-            encode_due_cursor((last.queue_due_at, last.ticket_id, last.customer_id), key)
-            if sort == "due"
-            else encode_cursor(last.key, key)
-        )
+        if sort == "ticket":
+            next_cursor = encode_cursor(last.key, key)
+        else:
+            instant = last.queue_due_at if sort == "due" else last.queue_breach_at
+            next_cursor = encode_due_cursor((instant, last.ticket_id, last.customer_id), key, sort)
     body = b'{"items":[' + items + b'],"next_cursor":' + orjson.dumps(next_cursor) + b"}"
     return Response(body, media_type="application/json")
 
@@ -585,10 +593,12 @@ def remaining(row: TicketRow, current: int) -> int | None:
 
 def _item(row: TicketRow, current: int) -> bytes:
     due = None if row.queue_due_at is None else _stamp(row.queue_due_at)
+    breach = None if row.queue_breach_at is None else _stamp(row.queue_breach_at)
     head = orjson.dumps(
         {
             "evaluated_at": _stamp(row.evaluated_at),
             "due_at": due,
+            "breach_at": breach,
             "remaining_seconds": remaining(row, current),
         }
     )

@@ -459,8 +459,24 @@ CREATE INDEX tickets_queue ON tickets (generation, queue_due_at, ticket_id, cust
 DROP INDEX tickets_by_due;
 CREATE INDEX tickets_by_queue_due ON tickets (generation, queue_due_at) WHERE queue_due_at IS NOT NULL;
 """  # noqa: S608
-SQLITE_6 = "ALTER TABLE tickets ADD COLUMN queue_due_at INTEGER;" + _QUEUE_6
-POSTGRES_6 = "ALTER TABLE tickets ADD COLUMN queue_due_at BIGINT;" + _QUEUE_6
+# The console's queue is in the order of the next breach (queue_breach_at: the earliest breach
+# instant of a running clock, past or projected). The rows have no column to compute it from (a
+# business-hours clock breaches at the next opening's first second): it is filled in with the due
+# instant, at or before it, and each row gets its own when it is next written (a new event, a
+# timer at its next change); `slatrack rebuild` writes them all at once.
+_QUEUE_BREACH_6 = """
+UPDATE tickets SET queue_breach_at = queue_due_at WHERE queue_due_at IS NOT NULL;
+CREATE INDEX tickets_queue_breach ON tickets (generation, queue_breach_at, ticket_id, customer_id)
+    WHERE state = 'open';
+"""
+SQLITE_6 = (
+    "ALTER TABLE tickets ADD COLUMN queue_due_at INTEGER;\n"
+    "ALTER TABLE tickets ADD COLUMN queue_breach_at INTEGER;" + _QUEUE_6 + _QUEUE_BREACH_6
+)
+POSTGRES_6 = (
+    "ALTER TABLE tickets ADD COLUMN queue_due_at BIGINT;\n"
+    "ALTER TABLE tickets ADD COLUMN queue_breach_at BIGINT;" + _QUEUE_6 + _QUEUE_BREACH_6
+)
 
 
 @dataclass(frozen=True)

@@ -724,8 +724,9 @@ class SqlStore(ReadModelStore):
     def list_tickets(self, generation: int, query: TicketQuery) -> list[TicketRow]:
         if query.customer_ids is not None and not query.customer_ids:
             return []  # among no customers (and an empty array has no type in PostgreSQL)
-        if query.sort == "due":
-            return self._tickets_by_due(generation, query)
+        if query.sort in ("due", "breach"):
+            column = "queue_due_at" if query.sort == "due" else "queue_breach_at"
+            return self._tickets_by_due(generation, query, column)
         where, params = ticket_filter(query, self._in)
         sql = (
             f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} "  # noqa: S608
@@ -734,10 +735,11 @@ class SqlStore(ReadModelStore):
         rows = self._read(lambda tx: tx.all(sql, (generation, *params, max(0, query.limit))))
         return [ticket_row(row) for row in rows]
 
-    def _tickets_by_due(self, generation: int, query: TicketQuery) -> list[TicketRow]:
-        """The queue's order: (queue_due_at, ticket_id, customer_id), then the tickets with no
-        running clock by (ticket_id, customer_id). Two statements, one per part, each an index
-        range in its order (tickets_queue, for open tickets): the dialects sort nulls apart
+    def _tickets_by_due(self, generation: int, query: TicketQuery, column: str) -> list[TicketRow]:
+        """The queue's order: (``column``, ticket_id, customer_id), ``column`` queue_due_at or
+        queue_breach_at, then the tickets with no running clock by (ticket_id, customer_id). Two
+        statements, one per part, each an index range in its order (tickets_queue and
+        tickets_queue_breach, for open tickets): the dialects sort nulls apart
         (SQLite first, PostgreSQL last), and an ORDER BY on an expression would sort the whole
         generation for each page."""
         if query.after is not None:
@@ -746,9 +748,9 @@ class SqlStore(ReadModelStore):
         limit = max(0, query.limit)
         after = query.after_due
         if after is not None and (not isinstance(after, tuple) or len(after) != 3):
-            raise TypeError(f"TicketQuery.after_due is (queue_due_at, ticket_id, customer_id), not {after!r}")
-        dated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND queue_due_at IS NOT NULL"  # noqa: S608
-        undated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND queue_due_at IS NULL"  # noqa: S608
+            raise TypeError(f"TicketQuery.after_due is ({column}, ticket_id, customer_id), not {after!r}")
+        dated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND {column} IS NOT NULL"  # noqa: S608
+        undated = f"SELECT {TICKETS} FROM tickets WHERE generation = ?{where} AND {column} IS NULL"  # noqa: S608
 
         def read(tx: Tx) -> list[tuple]:
             rows: list[tuple] = []
@@ -756,14 +758,14 @@ class SqlStore(ReadModelStore):
                 keyset, values = "", []
                 if after is not None:
                     due, ticket, customer = after
-                    # queue_due_at >= ?: the start of the index range; the OR: strictly after the row.
+                    # column >= ?: the start of the index range; the OR: strictly after the row.
                     keyset = (
-                        " AND queue_due_at >= ? AND (queue_due_at > ? OR (queue_due_at = ? AND "
+                        f" AND {column} >= ? AND ({column} > ? OR ({column} = ? AND "
                         "(ticket_id > ? OR (ticket_id = ? AND customer_id > ?))))"
                     )
                     values = [due, due, due, ticket, ticket, customer]
                 rows = tx.all(
-                    dated + keyset + " ORDER BY queue_due_at, ticket_id, customer_id LIMIT ?",
+                    dated + keyset + f" ORDER BY {column}, ticket_id, customer_id LIMIT ?",
                     (generation, *params, *values, limit),
                 )
             if len(rows) < limit:

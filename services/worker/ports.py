@@ -147,6 +147,10 @@ class TicketRow:
     # The latest instant at which an account event can change this view: FOREVER (open,
     # resolved, not opened yet), the instant it closed, or NEVER (projections.ticket).
     account_until: int = FOREVER
+    # The earliest breach instant of a running clock, past (breached and still running) or
+    # projected: the console's queue is in this order (an overdue business-hours clock breaches
+    # only at the next opening, after a 24x7 one due later may have).
+    queue_breach_at: int | None = None
 
     @property
     def key(self) -> TicketKey:
@@ -228,8 +232,9 @@ class TicketQuery:
     after: TicketKey | None = None  # keyset pagination: (ticket_id, customer_id) > (after[1], after[0])
     # "ticket": by (ticket_id, customer_id), paged with ``after``; "due": by (queue_due_at,
     # ticket_id, customer_id), tickets without a running clock last (by ticket_id, customer_id),
-    # paged with ``after_due`` = (queue_due_at, ticket_id, customer_id) of the last row.
-    sort: Literal["ticket", "due"] = "ticket"
+    # paged with ``after_due`` = (queue_due_at, ticket_id, customer_id) of the last row;
+    # "breach": the same with queue_breach_at (``after_due`` holds it then).
+    sort: Literal["ticket", "due", "breach"] = "ticket"
     after_due: tuple[int | None, str, str] | None = None
     limit: int = 100
 

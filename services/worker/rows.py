@@ -41,18 +41,21 @@ class _Schedule:
     dues: dict[ClockName, datetime | None]
     next_change: datetime | None
     reach: datetime | None  # account_until
+    # Each clock's breach instant: past if breached, projected if running (the queue's order).
+    breaches: dict[ClockName, datetime | None]
 
     @staticmethod
     def of(state: TicketState, records: list[Recorded], at: datetime) -> "_Schedule":
         future_events = [r.at for r in records if r.at > at]
         upcoming = [t for t in (state.next_change_at(), min(future_events, default=None)) if t is not None]
         dues = {name: state.clocks[name].due_at(at) for name in state.clocks}
-        return _Schedule(dues, min(upcoming, default=None), state.account_until(FOREVER))
+        breaches = {name: state.clocks[name].breach_at(at) for name in state.clocks}
+        return _Schedule(dues, min(upcoming, default=None), state.account_until(FOREVER), breaches)
 
     @staticmethod
     def unknown(at: datetime) -> "_Schedule":
         """The engine raised working it out: look again soon, and let any account change reach it."""
-        return _Schedule({}, at + timedelta(seconds=QUARANTINE_RETRY_S), FOREVER)
+        return _Schedule({}, at + timedelta(seconds=QUARANTINE_RETRY_S), FOREVER, {})
 
 
 def _ticket_row(
@@ -69,6 +72,11 @@ def _ticket_row(
     dues = {name: schedule.dues.get(name) for name in named}
     running_dues = [due for name, due in dues.items() if due is not None and named[name].status == "running"]
     pending_dues = [due for due in running_dues if due > at]
+    running_breaches = [
+        breach
+        for name, breach in schedule.breaches.items()
+        if breach is not None and name in named and named[name].status == "running"
+    ]
     upcoming = [schedule.next_change] if schedule.next_change is not None else []
     reach = schedule.reach
     return TicketRow(
@@ -104,6 +112,7 @@ def _ticket_row(
         resolution_breached=clocks.resolution.breached,
         marks=marks or b"{}",
         account_until=NEVER if reach is None else epoch(reach) or 0,
+        queue_breach_at=epoch(min(running_breaches, default=None)),
     )
 
 

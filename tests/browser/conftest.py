@@ -64,8 +64,8 @@ def phone(browser: webdriver.Chrome) -> webdriver.Chrome:
 
 @pytest.fixture
 def screenshots(tmp_path) -> Path:
-    """Where screenshots go: docs/ with SLATRACK_WRITE_SCREENSHOTS=1 (to refresh the docs' images),
-    else this test's tmp directory (so that a test run never changes the checkout)."""
-    if os.environ.get("SLATRACK_WRITE_SCREENSHOTS", "") in {"1", "true", "yes"}:
-        return REPOSITORY / "docs"
+    """Where screenshots go: docs/images/ with SLATRACK_TEST_WRITE_SCREENSHOTS=1 (to refresh the
+    docs' images), else this test's tmp directory (a test run never changes the checkout)."""
+    if os.environ.get("SLATRACK_TEST_WRITE_SCREENSHOTS", "") in {"1", "true", "yes"}:
+        return REPOSITORY / "docs" / "images"
     return tmp_path

@@ -464,7 +464,7 @@ def test_default_page_and_bounds(world):
         {"overdue": "soon"},
         {"billing_status": "pending"},
         {"billing_status": ""},
-        {"sort": "breach"},
+        {"sort": "soonest"},
     ],
 )
 def test_bad_filters_are_422(world, params):

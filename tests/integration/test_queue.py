@@ -73,21 +73,27 @@ class Expected:
     priority: str
     due: str | None  # the queue's due instant
     clock: str  # the clock due first ("" for none running)
+    breach: str | None  # the earliest breach instant of a running clock (the console's order)
 
 
 # In the queue's order: by due instant, those with no running clock last.
 QUEUE = [
-    Expected("acme", "T-over", "medium", OVER_DUE, "response"),
+    Expected("acme", "T-over", "medium", OVER_DUE, "response", OVER_BREACH),
     # urgent, opened Mon 17:30 EST: response due 1 h later (24x7), breached a second after that.
-    Expected("globex", "T-breached", "urgent", "2026-11-16T23:30:00Z", "response"),
+    Expected("globex", "T-breached", "urgent", "2026-11-16T23:30:00Z", "response", "2026-11-16T23:30:01Z"),
     # urgent, opened Mon 19:30 EST: due 20:30 EST, 30 minutes ahead of NOW.
-    Expected("globex", "T urgent/1", "urgent", "2026-11-17T01:30:00Z", "response"),
+    Expected("globex", "T urgent/1", "urgent", "2026-11-17T01:30:00Z", "response", "2026-11-17T01:30:01Z"),
     # high, opened Mon 16:00 EST: 1 business hour Monday, the second Tuesday 09:00-10:00 EST.
-    Expected("acme", "T-soon", "high", "2026-11-17T15:00:00Z", "response"),
+    Expected("acme", "T-soon", "high", "2026-11-17T15:00:00Z", "response", "2026-11-17T15:00:01Z"),
     # low, responded, then pending_customer: response stopped, resolution paused.
-    Expected("acme", "T-paused", "low", None, ""),
+    Expected("acme", "T-paused", "low", None, "", None),
 ]
 ORDER = [e.ticket for e in QUEUE]
+# The next breach's order (sort=breach, the console's queue): T-over is overdue since Monday
+# 17:00 EST but breaches only at Tuesday's opening, after the urgent 24x7 one due at 20:30 EST.
+BY_BREACH = sorted(QUEUE, key=lambda e: (e.breach is None, e.breach or "", e.ticket))
+BREACH_ORDER = [e.ticket for e in BY_BREACH]
+assert BREACH_ORDER == ["T-breached", "T urgent/1", "T-over", "T-soon", "T-paused"]
 PENDING = "pending_customer"  # a resolution pause status of the default policy
 
 
@@ -202,6 +208,7 @@ def test_the_worker_stores_the_queue_due_instant(live):
         row = store.ticket(generation, (expected.customer, expected.ticket))
         assert row is not None
         assert row.queue_due_at == (epoch(expected.due) if expected.due else None), expected
+        assert row.queue_breach_at == (epoch(expected.breach) if expected.breach else None), expected
     over = store.ticket(generation, ("acme", "T-over"))
     assert over is not None and over.next_due_at == epoch(OVER_RESOLUTION_DUE)  # reached dues left out
 
@@ -225,10 +232,27 @@ def test_sort_due_pages_with_its_cursor(live, limit):
     assert tickets(listed(live, sort="due", limit=limit)) == ORDER
 
 
+def test_sort_breach_is_the_next_breach_order_with_breach_at(live):
+    items = listed(live, sort="breach", state="open")
+    assert tickets(items) == BREACH_ORDER
+    assert [item["breach_at"] for item in items] == [e.breach for e in BY_BREACH]
+    assert [item["due_at"] for item in items] == [e.due for e in BY_BREACH]
+    for limit in (1, 2, 3):
+        assert tickets(listed(live, sort="breach", limit=limit)) == BREACH_ORDER
+
+
 def test_a_cursor_of_one_sort_is_refused_by_the_other(live):
     due = live.client.get("/v1/tickets", params={"sort": "due", "limit": 1}, headers=READER).json()
     by_id = live.client.get("/v1/tickets", params={"limit": 1}, headers=READER).json()
-    for sort, cursor in (("ticket", due["next_cursor"]), ("due", by_id["next_cursor"])):
+    breach = live.client.get("/v1/tickets", params={"sort": "breach", "limit": 1}, headers=READER).json()
+    for sort, cursor in (
+        ("ticket", due["next_cursor"]),
+        ("due", by_id["next_cursor"]),
+        ("breach", due["next_cursor"]),
+        ("due", breach["next_cursor"]),
+        ("ticket", breach["next_cursor"]),
+        ("breach", by_id["next_cursor"]),
+    ):
         response = live.client.get("/v1/tickets", params={"sort": sort, "cursor": cursor}, headers=READER)
         assert response.status_code == 400, response.text
         assert response.json()["error"] == "bad_cursor"
@@ -416,11 +440,12 @@ def test_the_queue_page_needs_a_sign_in(live):
 
 def test_the_queue_page_lists_open_tickets_in_the_queue_order(live):
     found = queue_page(live, signed_in(live, TOKENS["reader"]))
-    assert found.order == ORDER
-    for row, expected in zip(found.rows, QUEUE, strict=True):
+    assert found.order == BREACH_ORDER
+    for row, expected in zip(found.rows, BY_BREACH, strict=True):
         attrs = row["attrs"]
         assert attrs["data-customer"] == expected.customer
         assert attrs["data-due"] == (str(epoch(expected.due)) if expected.due else "")
+        assert attrs["data-breach"] == (str(epoch(expected.breach)) if expected.breach else "")
         [link] = row["links"]
         assert link.startswith(f"/ui/customers/{expected.customer}/tickets/")
         if expected.due is None:
@@ -453,11 +478,11 @@ def test_the_queue_page_lists_open_tickets_in_the_queue_order(live):
         ({"customer": "nobody"}, []),
         ({"priority": "urgent"}, ["T-breached", "T urgent/1"]),
         ({"breached": "true"}, ["T-breached"]),
-        ({"breached": "false"}, ["T-over", "T urgent/1", "T-soon", "T-paused"]),
+        ({"breached": "false"}, ["T urgent/1", "T-over", "T-soon", "T-paused"]),
         ({"at_risk": "true"}, ["T-over"]),
         ({"billing_status": "pending_review"}, ["T-breached", "T urgent/1"]),
         ({"billing_status": "none", "customer": "acme"}, ["T-over", "T-soon", "T-paused"]),
-        ({"priority": "bogus"}, ORDER),  # not a choice: any
+        ({"priority": "bogus"}, BREACH_ORDER),  # not a choice: any
     ],
 )
 def test_the_queue_page_filters(live, params, expected):

@@ -133,7 +133,7 @@ class QueueFilters:
             breached=YES_NO.get(self.breached),
             at_risk=YES_NO.get(self.at_risk),
             billing_status=self.billing_status or None,
-            sort="due",
+            sort="breach",
             after_due=after,
             limit=limit,
         )
@@ -158,6 +158,8 @@ class QueueRow:
     clock: str  # the clock that falls due first: response, resolution, or "" (none runs)
     due: int | None
     due_text: str
+    breach: int | None  # the order of the queue (TicketRow.queue_breach_at)
+    breach_text: str
     remaining: int | None
     escalation_level: int
     breached: bool
@@ -180,7 +182,9 @@ class QueueRow:
             priority=row.priority,
             clock=clock,
             due=due,
-            due_text="" if due is None else datetime.fromtimestamp(due, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            due_text=_utc(due),
+            breach=row.queue_breach_at,
+            breach_text=_utc(row.queue_breach_at),
             remaining=queries.remaining(row, now),
             escalation_level=row.escalation_level,
             breached=row.breached,
@@ -189,16 +193,20 @@ class QueueRow:
         )
 
 
+def _utc(epoch: int | None) -> str:
+    return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @router.get("/")
 async def queue(request: Request, principal: Viewer) -> Response:
     """The queue: open tickets by their next breach, soonest first (the overdue ones, breached or
-    not, at the top), through the list query's own store call (``sort="due"``), scoped to the
+    not, at the top), through the list query's own store call (``sort="breach"``), scoped to the
     principal's customers; filters in the query string, pages by a signed cursor."""
     filters = QueueFilters.of(request)
     key = queries.cursor_key(request)
     cursor = request.query_params.get("cursor") or None
     try:
-        after = queries.decode_due_cursor(cursor, key) if cursor is not None else None
+        after = queries.decode_due_cursor(cursor, key, "breach") if cursor is not None else None
         store, generation = await queries.active_generation(request)
         current = int(queries.now(request).timestamp())
         query = visible_tickets(filters.query(after, QUEUE_PAGE + 1), principal)
@@ -211,7 +219,9 @@ async def queue(request: Request, principal: Viewer) -> Response:
     next_page = None
     if more:
         last = rows[-1]
-        next_cursor = queries.encode_due_cursor((last.queue_due_at, last.ticket_id, last.customer_id), key)
+        next_cursor = queries.encode_due_cursor(
+            (last.queue_breach_at, last.ticket_id, last.customer_id), key, "breach"
+        )
         next_page = "/ui/?" + urlencode({**filters.params(), "cursor": next_cursor})
     return page(
         request,
