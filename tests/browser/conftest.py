@@ -22,11 +22,13 @@ REPOSITORY = Path(__file__).parents[2]
 
 @pytest.fixture(scope="session")
 def console(tmp_path_factory) -> Iterator[ServedApp]:
-    """The console over the scenario's store (as of ``scenario.NOW``), with its tokens."""
+    """The console over the scenario's store (as of ``scenario.NOW``, the API's now too), with its
+    tokens."""
     with served_console(
         tmp_path_factory.mktemp("console"),
         scenario.TOKENS,
         lambda store: projected(store, scenario.NOW, scenario.events()),
+        lambda: scenario.NOW,
     ) as served:
         yield served
 

@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,18 @@ def console_settings(data_dir: Path, tokens: list[dict[str, Any]]) -> Settings:
 class ServedApp:
     """``create_app`` over ``store`` on a real socket; ``url`` is its base."""
 
-    def __init__(self, settings: Settings, store: ReadModelStore):
+    def __init__(
+        self, settings: Settings, store: ReadModelStore, clock: Callable[[], datetime] | None = None
+    ):
         self.settings = settings
         self.store = store
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="console-app", daemon=True)
         self.thread.start()
-        self.app = create_app(Services(settings, default_policy(), EventPublisher(settings), store))
+        wired = Services(settings, default_policy(), EventPublisher(settings), store)
+        if clock is not None:  # the API's now (the queue's countdowns, as_of=now, the skew)
+            wired = replace(wired, clock=clock)
+        self.app = create_app(wired)
         sock = free_socket()
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         # No access log: a test of what is logged would look at the app's own lines.
@@ -91,13 +97,15 @@ def served_console(
     data_dir: Path,
     tokens: list[dict[str, Any]],
     fill: Callable[[ReadModelStore], None],
+    clock: Callable[[], datetime] | None = None,
 ) -> Iterator[ServedApp]:
-    """The console over a fresh SQLite store in ``data_dir``, filled by ``fill``."""
+    """The console over a fresh SQLite store in ``data_dir``, filled by ``fill``; ``clock``: the
+    API's now (None: the wall clock)."""
     settings = console_settings(data_dir, tokens)
     store = open_store(settings)
     try:
         fill(store)
-        served = ServedApp(settings, store)
+        served = ServedApp(settings, store, clock)
         try:
             yield served
         finally:

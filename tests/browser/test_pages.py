@@ -24,6 +24,7 @@ checks it against the stored views).
 """
 
 import itertools
+import time
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -122,6 +123,22 @@ def test_the_queue_lists_open_tickets_in_next_breach_order(console, browser):
             assert instant(remaining.get_attribute("data-due")) == row["due"]
             assert remaining.text.strip()
     assert console_errors(browser) == []
+
+
+def test_the_countdowns_count_on_from_the_servers_now_not_the_browsers_clock(console, browser):
+    """The store and the server are as of scenario.NOW (Friday 2026-11-20 18:30 EST); this
+    browser's clock is days later. The script counts on from table#queue's data-now."""
+    rows = {row["ticket"]: row for row in open_queue(browser, console)}
+    assert instant(browser.find_element(By.CSS_SELECTOR, "table#queue").get_attribute("data-now")) == NOW
+    time.sleep(1.5)  # at least one tick of the script
+
+    def shown(ticket: str) -> str:
+        return rows[ticket]["element"].find_element(By.CSS_SELECTOR, "time.remaining").text.strip()
+
+    # A-RISK is due Monday 10:00 EST: 2 days 15 h 30 min after NOW, give or take the seconds passed.
+    assert shown("A-RISK").startswith("2d 15h 29m") or shown("A-RISK").startswith("2d 15h 30m")
+    assert shown("A-RISK").endswith("left")
+    assert shown("A-OVERDUE").startswith("overdue 1h 30m")  # due Friday 17:00 EST
 
 
 def test_the_overdue_ticket_is_in_the_queue(console, browser):

@@ -232,6 +232,7 @@ async def queue(request: Request, principal: Viewer) -> Response:
         priorities=PRIORITIES,
         billing_statuses=BILLING_STATUSES,
         rows=[QueueRow.of(row, current) for row in rows],
+        now=current,
         next_page=next_page,
         first_page="/ui/?" + urlencode(filters.params()) if cursor is not None else None,
     )

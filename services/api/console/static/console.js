@@ -2,9 +2,14 @@
 "use strict";
 
 // The queue's countdowns: each <time class="remaining" data-due="EPOCH"> shows the time left to
-// its due instant, or how long it is overdue, updated every second from this browser's clock
-// (the server rendered the same text as of the request).
+// its due instant, or how long it is overdue, updated every second. The server rendered the same
+// text as of its now (table#queue's data-now): the countdown goes on from there by this browser's
+// elapsed time, so a browser whose clock is off still counts from the server's instant.
 (function () {
+  var table = document.getElementById("queue");
+  var served = table ? parseInt(table.getAttribute("data-now"), 10) : NaN;
+  var offset = isNaN(served) ? 0 : served - Date.now() / 1000;
+
   function duration(seconds) {
     var rest = Math.abs(Math.trunc(seconds));
     var days = Math.floor(rest / 86400); rest -= days * 86400;
@@ -17,7 +22,7 @@
   }
 
   function tick() {
-    var now = Math.floor(Date.now() / 1000);
+    var now = Math.floor(Date.now() / 1000 + offset);
     var clocks = document.querySelectorAll("time.remaining[data-due]");
     for (var i = 0; i < clocks.length; i++) {
       var due = parseInt(clocks[i].getAttribute("data-due"), 10);
