@@ -17,7 +17,7 @@ go back is its first occurrence). Default: the instant the stored view is as of.
 """
 
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -33,6 +33,7 @@ from services.api.console.clock_picture import epoch, picture
 from services.api.console.clock_svg import clocks_svg
 from services.api.console.render import page
 from services.api.queries import active_generation, store_call
+from services.api.queries import now as queries_now
 from services.api.scope import MAX_ID, no_ticket
 from services.api.state import services
 from services.worker.histories import UnknownTicket, find_ticket, generation_contracts, stored_histories
@@ -45,9 +46,14 @@ class BadInstant(ValueError):
     """An ``as_of`` that is neither RFC 3339 nor a local wall time, or is in the future."""
 
 
-def parse_as_of(value: str, zone: str, now: datetime) -> datetime:
-    """``value`` as an instant: RFC 3339 with an offset, else a wall time of ``zone``."""
+def parse_as_of(value: str, zone: str, now: datetime, skew_s: float = 0) -> datetime:
+    """``value`` as an instant: ``now``, RFC 3339 with an offset, else a wall time of ``zone``;
+    ahead of ``now`` by at most ``skew_s`` (a browser's clock ahead of ours) it is now, as in the
+    API (SLATRACK_API_CLOCK_SKEW_S)."""
     value = value.strip()
+    now = now.replace(microsecond=0)
+    if value == "now":
+        return now
     try:
         instant = parse_instant(value)
     except ValueError:
@@ -61,9 +67,9 @@ def parse_as_of(value: str, zone: str, now: datetime) -> datetime:
         if local.tzinfo is not None:
             raise BadInstant(f"as_of {value!r}: out of range") from None
         instant = local.replace(tzinfo=ZoneInfo(zone), microsecond=0).astimezone(UTC)
-    if instant > now:
+    if instant > now + timedelta(seconds=skew_s):
         raise BadInstant(f"as_of {value!r}: must not be in the future")
-    return instant
+    return min(instant, now)
 
 
 @router.get("/customers/{customer_id}/tickets/{ticket_id}")
@@ -99,13 +105,14 @@ async def _ticket_page(
     configured = services(request.app).policy
     contracts = await store_call(generation_contracts, store, generation, configured)
     evaluated = datetime.fromtimestamp(row.evaluated_at, UTC)
-    now = datetime.now(UTC)
+    now = queries_now(request)
+    skew = services(request.app).settings.api_clock_skew_s
 
     def trail() -> tuple[dict[str, Any] | None, datetime, str]:
         records, account = stored_histories(store, generation, key)
         policy = policy_of(records, account, contracts, evaluated)
         zone = policy.calendar(policy.billing.month_calendar).tz.key
-        instant = parse_as_of(as_of, zone, now) if as_of else evaluated
+        instant = parse_as_of(as_of, zone, now, skew) if as_of else evaluated
         return explain(records, account, contracts, instant), instant, zone
 
     try:
