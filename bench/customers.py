@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from events import decode_event, encode_event
 from projections.policy import default_policy
 from services.api.app import create_app
+from services.api.console.access import cookie_value
 from services.bootstrap import Services
 from services.config import Settings
 from services.dev.simulator import Helpdesk
@@ -220,10 +221,10 @@ def main() -> None:
         }
         figures: dict[str, Any] = {}
         for name, path in pages.items():
-            cookie = {"slatrack_console": READER} if path.startswith("/ui") else None
+            cookie = {"slatrack_console": cookie_value(READER)} if path.startswith("/ui") else None
             figures[name] = asyncio.run(measure(app, path, args.repeat, cookie))
         figures["ui_customers_scoped"] = asyncio.run(
-            measure(app, "/ui/customers", args.repeat, {"slatrack_console": SCOPED})
+            measure(app, "/ui/customers", args.repeat, {"slatrack_console": cookie_value(SCOPED)})
         )
         counts = store.counts(store.active_generation() or 0)
     print(

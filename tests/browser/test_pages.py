@@ -2,7 +2,7 @@
 from the DOM (never pixels): the queue in next-breach order with the overdue and breached tickets at
 the top, its filters, a click through to a ticket, the ticket's SVG (clocks, cycles, stretches,
 marks), a customer's month whose total is the report API's, what a token limited to one customer
-sees, and the screenshots for the docs (docs/console-*.png with SLATRACK_TEST_WRITE_SCREENSHOTS=1).
+sees, and the screenshots for the docs (docs/images/console-*.png with SLATRACK_TEST_WRITE_SCREENSHOTS=1).
 
 The DOM contract of issue 15 (what these tests read):
 
@@ -30,7 +30,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from services.api.console.access import COOKIE
+from services.api.console.access import COOKIE, cookie_value
 from tests.browser import scenario
 from tests.browser.browser import (
     attributes,
@@ -319,7 +319,7 @@ def test_the_customer_pages_total_is_the_reports(console, browser, customer):
 def test_the_customer_page_downloads_and_pages_through_months(console, browser):
     sign_in(browser, console.url, scenario.READER_TOKEN)
     browser.get(console.url + customer_path(scenario.ACME))
-    cookies = {COOKIE: scenario.READER_TOKEN}
+    cookies = {COOKIE: cookie_value(scenario.READER_TOKEN)}
     with console.client(cookies=cookies) as client:
         for link, kind in (("a#download-csv", "text/csv"), ("a#download-html", "text/html")):
             href = browser.find_element(By.CSS_SELECTOR, link).get_attribute("href") or ""
@@ -372,9 +372,9 @@ def test_a_scoped_token_lists_only_its_customer(console, browser):
     ],
 )
 def test_a_scoped_token_gets_the_not_found_page_for_another_customer(console, browser, mine, theirs, unknown):
-    with console.client(cookies={COOKIE: scenario.READER_TOKEN}) as client:
+    with console.client(cookies={COOKIE: cookie_value(scenario.READER_TOKEN)}) as client:
         assert client.get(theirs).status_code == 200  # the page exists, for an unscoped reader
-    with console.client(cookies={COOKIE: scenario.GLOBEX_TOKEN}) as client:
+    with console.client(cookies={COOKIE: cookie_value(scenario.GLOBEX_TOKEN)}) as client:
         assert client.get(mine).status_code == 200
         refused, missing = client.get(theirs), client.get(unknown)
     assert refused.status_code == missing.status_code == 404

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from projections.explain import explain
 from projections.policy import default_policy
 from services.api.app import create_app
-from services.api.console.access import COOKIE
+from services.api.console.access import COOKIE, cookie_value
 from services.api.console.clock_picture import picture
 from services.bootstrap import Services
 from services.config import Settings
@@ -55,7 +55,7 @@ async def client(tmp_path) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def signed_in(token: str = READER) -> dict[str, str]:
-    return {"cookie": f"{COOKIE}={token}"}
+    return {"cookie": f"{COOKIE}={cookie_value(token)}"}
 
 
 class Ids(HTMLParser):

@@ -30,6 +30,7 @@ from projections.policy import default_policy
 from projections.replay import replay
 from projections.timeline import Recorded
 from services.api.console import pages
+from services.api.console.access import cookie_value
 from tests.integration.live_api import TOKENS, LiveApi, auth, fresh_settings
 from tests.worker_helpers import throwaway_database
 
@@ -434,7 +435,8 @@ def test_the_queue_page_needs_a_sign_in(live):
     assert response.status_code == 303 and response.headers["location"] == "/ui/sign-in"
     response = live.client.get("/ui/", headers={"cookie": "slatrack_console=not-a-token-at-all"})
     assert response.status_code == 303
-    response = live.client.get("/ui/", headers={"cookie": f"slatrack_console={TOKENS['publisher']}"})
+    publisher = cookie_value(TOKENS["publisher"])
+    response = live.client.get("/ui/", headers={"cookie": f"slatrack_console={publisher}"})
     assert response.status_code == 403 and "reader role" in response.text
 
 
@@ -509,3 +511,18 @@ def test_the_queue_page_pages_by_cursor_keeping_the_filters(live, monkeypatch):
     assert seen == ["T-over", "T-soon", "T-paused"]
     response = live.client.get("/ui/", params={"cursor": "forged.cursor"}, headers=cookies)
     assert response.status_code == 400 and "cursor" in response.text
+
+
+def test_a_ticket_id_with_a_slash_reaches_its_page(live):
+    """The queue's link to "T urgent/1" (%2F in its path) opens that ticket's page, and a ticket
+    page of an id cut at the slash is no page of it (the review of issue 15 found the link led
+    nowhere: the server routed on the decoded path)."""
+    cookies = signed_in(live, TOKENS["reader"])
+    link = "/ui/customers/globex/tickets/T%20urgent%2F1"
+    response = live.client.get(link, headers=cookies)
+    assert response.status_code == 200, response.text[:300]
+    assert "Ticket T urgent/1" in response.text and "svg" in response.text
+    cut = live.client.get("/ui/customers/globex/tickets/T%20urgent/1", headers=cookies)
+    assert cut.status_code == 404
+    customer = live.client.get("/ui/customers/globex", headers=cookies)
+    assert customer.status_code == 200

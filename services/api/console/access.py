@@ -1,13 +1,17 @@
 """Who a console page is for: the token of the sign-in cookie, checked as the API checks a bearer
 token (:class:`services.api.auth.Authenticator`, constant time), with the reader role.
 
-The cookie holds the token itself (the console keeps no session state, so any API process of a
-deployment answers any page): ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other
-site's page makes the browser send it), ``Path=/ui``, ``Secure`` when the request came over
-HTTPS. The token is never put in a URL nor logged. With no token configured the console is
+The cookie holds the token itself, base64url-encoded (a token may hold any character; a cookie
+only some), as the console keeps no session state (any API process of a deployment answers any
+page): ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page makes the
+browser send it), ``Path=/ui``, ``Secure`` when the request came over HTTPS (behind a TLS proxy:
+uvicorn's ``--forwarded-allow-ips``/``FORWARDED_ALLOW_IPS`` must name it, README, Operations).
+The token is never put in a URL nor logged. With no token configured the console is
 open, as the API is (``slatrack serve`` then listens on loopback only).
 """
 
+import base64
+import binascii
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Request
@@ -42,9 +46,24 @@ def identify(request: Request, token: str | None) -> Principal | None:
     return authenticator.identify(token)
 
 
+def cookie_value(token: str) -> str:
+    """The cookie's value for ``token``: base64url of its UTF-8, without padding."""
+    return base64.urlsafe_b64encode(token.encode("utf-8", "surrogatepass")).decode().rstrip("=")
+
+
+def cookie_token(value: str | None) -> str | None:
+    """The token a cookie value holds (None: none, or not one of ours)."""
+    if not value or len(value) > 2 * MAX_TOKEN:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("utf-8", "surrogatepass")
+    except (binascii.Error, ValueError):
+        return None
+
+
 async def console_reader(request: Request) -> Principal:
     """The dependency of every page: the signed-in principal, with the reader role."""
-    principal = identify(request, request.cookies.get(COOKIE))
+    principal = identify(request, cookie_token(request.cookies.get(COOKIE)))
     if principal is None:
         raise SignInNeeded()
     if "reader" not in principal.roles:
@@ -54,12 +73,16 @@ async def console_reader(request: Request) -> Principal:
 
 def same_origin(request: Request) -> bool:
     """A form post from one of our own pages: its Origin (or, without one, its Referer) is this
-    host. Refuses a sign-in posted from another site (login CSRF), on top of SameSite."""
+    host, as the request names it (Host) or a reverse proxy in front does (X-Forwarded-Host).
+    Refuses a sign-in or sign-out posted from another site (CSRF), on top of SameSite: a browser's
+    cross-site form post carries the other site's Origin and cannot set either header."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
         return True  # no browser sends a cross-site form post without either
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc == request.headers.get("host")
+    forwarded = (request.headers.get("x-forwarded-host") or "").split(",")[0].strip()
+    hosts = {request.headers.get("host"), forwarded or None} - {None}
+    return parts.scheme in ("http", "https") and parts.netloc in hosts
 
 
 async def form_token(request: Request) -> str | None:
@@ -67,7 +90,10 @@ async def form_token(request: Request) -> str | None:
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
         return None
-    values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    try:
+        values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    except ValueError:  # more fields than a sign-in form has
+        return None
     tokens = values.get("token") or [""]
     return tokens[0].strip() or None
 

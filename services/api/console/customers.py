@@ -30,6 +30,7 @@ from projections.report import MonthError, parse_month
 from projections.timeline import history
 from services.api import queries
 from services.api.auth import ApiError, Principal
+from services.api.console import paths  # noqa: F401 - the routes' "id" convertor
 from services.api.console.access import console_reader
 from services.api.console.render import HEADERS, environment, page
 from services.api.state import services
@@ -178,7 +179,7 @@ def _standing(
     return policy, owing, listed[0] if listed else None
 
 
-@router.get("/customers/{customer_id}")
+@router.get("/customers/{customer_id:id}")
 async def customer(
     request: Request, customer_id: str, principal: Viewer, month: str | None = None
 ) -> Response:
@@ -238,7 +239,7 @@ async def _download(
     return response
 
 
-@router.get("/customers/{customer_id}/report.csv")
+@router.get("/customers/{customer_id:id}/report.csv")
 async def report_csv(
     request: Request, customer_id: str, principal: Viewer, month: str | None = None
 ) -> Response:
@@ -246,7 +247,7 @@ async def report_csv(
     return await _download(request, principal, customer_id, month, "csv")
 
 
-@router.get("/customers/{customer_id}/report.html")
+@router.get("/customers/{customer_id:id}/report.html")
 async def report_html(
     request: Request, customer_id: str, principal: Viewer, month: str | None = None
 ) -> Response:

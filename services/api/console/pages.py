@@ -25,10 +25,12 @@ from services.api.console.access import (
     SignInNeeded,
     console_reader,
     cookie_options,
+    cookie_value,
     form_token,
     identify,
     same_origin,
 )
+from services.api.console.paths import ConsolePaths
 from services.api.console.render import page, static
 from services.api.scope import visible_tickets
 from services.worker.ports import TicketQuery, TicketRow
@@ -39,6 +41,7 @@ Viewer = Annotated[Principal, Depends(console_reader)]
 
 def install(app: FastAPI) -> None:
     """Serve the console at /ui/ on ``app`` (an API process with read models)."""
+    app.add_middleware(ConsolePaths)  # ids with "/" in the paths (services.api.console.paths)
     app.include_router(router)
     app.include_router(customers.router)  # the customer pages (services.api.console.customers)
     app.include_router(ticket_page.router)  # a ticket's page (services.api.console.ticket_page)
@@ -81,12 +84,15 @@ async def sign_in(request: Request) -> Response:
         message = f"The token {principal.name!r} lacks the reader role the console needs."
         return page(request, "sign_in.html", 403, title="Sign in", message=message, principal=None)
     response = RedirectResponse("/ui/", status_code=303)
-    response.set_cookie(value=token, **cookie_options(request))  # type: ignore[arg-type]
+    response.set_cookie(value=cookie_value(token), **cookie_options(request))  # type: ignore[arg-type]
     return response
 
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
+    if not same_origin(request):  # another site must not sign anyone out either
+        message = "Sign out from this console's own page."
+        return page(request, "error.html", 403, title="Not allowed", message=message, principal=None)
     response = RedirectResponse("/ui/sign-in", status_code=303)
     options = cookie_options(request)
     response.delete_cookie(

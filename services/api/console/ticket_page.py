@@ -28,6 +28,7 @@ from projections.as_of import policy_of
 from projections.explain import explain
 from projections.timeline import parse_instant
 from services.api.auth import ApiError, Principal
+from services.api.console import paths  # noqa: F401 - the routes' "id" convertor
 from services.api.console.access import console_reader
 from services.api.console.clock_picture import epoch, picture
 from services.api.console.clock_svg import clocks_svg
@@ -66,13 +67,16 @@ def parse_as_of(value: str, zone: str, now: datetime, skew_s: float = 0) -> date
             ) from None
         if local.tzinfo is not None:
             raise BadInstant(f"as_of {value!r}: out of range") from None
-        instant = local.replace(tzinfo=ZoneInfo(zone), microsecond=0).astimezone(UTC)
+        try:
+            instant = local.replace(tzinfo=ZoneInfo(zone), microsecond=0).astimezone(UTC)
+        except (OverflowError, ValueError):  # year 1 east of UTC, year 9999 west of it
+            raise BadInstant(f"as_of {value!r}: out of range") from None
     if instant > now + timedelta(seconds=skew_s):
         raise BadInstant(f"as_of {value!r}: must not be in the future")
     return min(instant, now)
 
 
-@router.get("/customers/{customer_id}/tickets/{ticket_id}")
+@router.get("/customers/{customer_id:id}/tickets/{ticket_id:id}")
 async def ticket_page(
     request: Request, customer_id: str, ticket_id: str, principal: Viewer, as_of: str | None = None
 ) -> Response:
