@@ -537,7 +537,8 @@ async def list_tickets(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Tickets per page")] = 100,
 ) -> Response:
     """Tickets matching every given filter, ordered by ticket id (then customer), or with `sort=due`
-    as a queue: by their next due instant, overdue ones first. Walk the pages with
+    as a queue: by their next due instant, overdue ones first (`sort=breach`: by their next breach
+    instant, as the console's queue is). Walk the pages with
     `cursor` = the previous page's `next_cursor` until it is null: no ticket is skipped or
     repeated (a ticket that changes meanwhile is seen as it is when its page is read). Each item
     has its `due_at` and `remaining_seconds` as of the request. A token limited to customers lists
