@@ -36,14 +36,20 @@ class AccountStanding:
     next_change_at: datetime | None = None
 
 
-def account_standing(history: Iterable[Recorded], policy: Policy, as_of: datetime) -> AccountStanding:
-    """The standing at ``as_of``, from account events already in order and cut at ``as_of``."""
-    rules = policy.suspension
+def _by_invoice(history: Iterable[Recorded]) -> dict[str, list[Recorded]]:
+    """The account events of each invoice, in the order given."""
     by_invoice: dict[str, list[Recorded]] = {}
     for record in history:
         invoice_id = getattr(record.event.data, "invoice_id", None)
         if invoice_id is not None:
             by_invoice.setdefault(invoice_id, []).append(record)
+    return by_invoice
+
+
+def account_standing(history: Iterable[Recorded], policy: Policy, as_of: datetime) -> AccountStanding:
+    """The standing at ``as_of``, from account events already in order and cut at ``as_of``."""
+    rules = policy.suspension
+    by_invoice = _by_invoice(history)
 
     delinquent_after = timedelta(seconds=rules.delinquent_after_seconds)
     suspended_at = timedelta(seconds=rules.dashboard_suspended_at_seconds)
@@ -117,11 +123,7 @@ def owing_invoices(history: Iterable[Recorded], policy: Policy, as_of: datetime)
     ``as_of``, as :func:`account_standing` takes them), by due date then invoice id. The
     standing's flags are exactly ``any`` of theirs: the same stretches, the same comparisons."""
     rules = policy.suspension
-    by_invoice: dict[str, list[Recorded]] = {}
-    for record in history:
-        invoice_id = getattr(record.event.data, "invoice_id", None)
-        if invoice_id is not None:
-            by_invoice.setdefault(invoice_id, []).append(record)
+    by_invoice = _by_invoice(history)
     delinquent_after = timedelta(seconds=rules.delinquent_after_seconds)
     suspended_at = timedelta(seconds=rules.dashboard_suspended_at_seconds)
     found: list[Owing] = []
