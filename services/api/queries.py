@@ -305,7 +305,8 @@ def _as_of(value: str, request: Request) -> datetime:
     return min(instant, current)
 
 
-def _stamp(epoch: int) -> str:
+def stamp(epoch: int) -> str:
+    """Epoch seconds as the API writes instants: RFC 3339, UTC, whole seconds."""
     return utc(datetime.fromtimestamp(epoch, UTC)) or ""
 
 
@@ -365,8 +366,7 @@ DueKey = tuple[int | None, str, str]
 def encode_cursor(after: TicketKey, key: bytes) -> str:
     """``payload.mac``: the last ticket of the page, signed, so that a client cannot alter it."""
     customer, ticket = after
-    payload = _b64(orjson.dumps([ticket, customer]))
-    return f"{payload}.{_b64(_cursor_mac(key, payload))}"
+    return _signed([ticket, customer], key, TICKET_CURSORS)
 
 
 def encode_due_cursor(after: DueKey, key: bytes, sort: str = "due") -> str:
@@ -374,8 +374,7 @@ def encode_due_cursor(after: DueKey, key: bytes, sort: str = "due") -> str:
     sort key, signed. Its payload has a form of its own (``[sort, instant, ticket, customer]``),
     so that a cursor of one sort is never taken for another."""
     due, ticket, customer = after
-    payload = _b64(orjson.dumps([sort, due, ticket, customer]))
-    return f"{payload}.{_b64(_cursor_mac(key, payload))}"
+    return _signed([sort, due, ticket, customer], key, TICKET_CURSORS)
 
 
 def decode_cursor(cursor: str, key: bytes) -> TicketKey:
@@ -407,22 +406,39 @@ def _other_sort(given: str, asked: str) -> ApiError:
 
 
 def _decode(cursor: str, key: bytes) -> list[Any]:
-    payload, _, mac = cursor.rpartition(".")
-    # Constant time: the answer must not tell how much of a forged MAC was right.
-    if not hmac.compare_digest(mac.encode(), _b64(_cursor_mac(key, payload)).encode()):
-        raise ApiError(
-            400,
-            "bad_cursor",
-            "cursor: not a cursor this API gave (altered, from another deployment, or from before a "
-            "restart without SLATRACK_CURSOR_KEY); start again without it",
-        )
-    found = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    found = _verified(cursor, key, TICKET_CURSORS, "from another deployment")
     assert isinstance(found, list)  # signed by us: one of the two forms above
     return found
 
 
-def _cursor_mac(key: bytes, payload: str) -> bytes:
-    return hmac.digest(key, b"slatrack list cursor v1:" + payload.encode(), "sha256")[:CURSOR_MAC_BYTES]
+# The MAC's domain of each list's cursors: a cursor of one list is never taken by the other.
+TICKET_CURSORS = b"slatrack list cursor v1:"
+CUSTOMER_CURSORS = b"slatrack customer cursor v1:"
+
+
+def _signed(value: Any, key: bytes, domain: bytes) -> str:
+    """``payload.mac``: ``value`` as JSON, base64url, and its HMAC-SHA256 in ``domain``."""
+    payload = _b64(orjson.dumps(value))
+    return f"{payload}.{_b64(_cursor_mac(key, domain, payload))}"
+
+
+def _verified(cursor: str, key: bytes, domain: bytes, foreign: str) -> Any:
+    """The value a cursor of :func:`_signed` holds; 400 ``bad_cursor`` for anything else
+    (``foreign``: where else a cursor with a MAC that does not match may come from)."""
+    payload, _, mac = cursor.rpartition(".")
+    # Constant time: the answer must not tell how much of a forged MAC was right.
+    if not hmac.compare_digest(mac.encode(), _b64(_cursor_mac(key, domain, payload)).encode()):
+        raise ApiError(
+            400,
+            "bad_cursor",
+            f"cursor: not a cursor this API gave (altered, {foreign}, or from before a "
+            "restart without SLATRACK_CURSOR_KEY); start again without it",
+        )
+    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def _cursor_mac(key: bytes, domain: bytes, payload: str) -> bytes:
+    return hmac.digest(key, domain + payload.encode(), "sha256")[:CURSOR_MAC_BYTES]
 
 
 def _b64(raw: bytes) -> str:
@@ -437,25 +453,12 @@ def cursor_key(request: Request) -> bytes:
 def encode_customer_cursor(after: str, key: bytes) -> str:
     """A customer list's cursor: the page's last customer id, signed (another domain than the
     ticket list's, so that neither is taken for the other)."""
-    payload = _b64(orjson.dumps(after))
-    return f"{payload}.{_b64(_customer_cursor_mac(key, payload))}"
+    return _signed(after, key, CUSTOMER_CURSORS)
 
 
 def decode_customer_cursor(cursor: str, key: bytes) -> str:
     """The customer a customer list's cursor continues after; 400 ``bad_cursor`` for anything else."""
-    payload, _, mac = cursor.rpartition(".")
-    if not hmac.compare_digest(mac.encode(), _b64(_customer_cursor_mac(key, payload)).encode()):
-        raise ApiError(
-            400,
-            "bad_cursor",
-            "cursor: not a cursor this API gave (altered, from another deployment or list, or from "
-            "before a restart without SLATRACK_CURSOR_KEY); start again without it",
-        )
-    return str(orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def _customer_cursor_mac(key: bytes, payload: str) -> bytes:
-    return hmac.digest(key, b"slatrack customer cursor v1:" + payload.encode(), "sha256")[:CURSOR_MAC_BYTES]
+    return str(_verified(cursor, key, CUSTOMER_CURSORS, "from another deployment or list"))
 
 
 # -- tickets --------------------------------------------------------------------
@@ -593,11 +596,11 @@ def remaining(row: TicketRow, current: int) -> int | None:
 
 
 def _item(row: TicketRow, current: int) -> bytes:
-    due = None if row.queue_due_at is None else _stamp(row.queue_due_at)
-    breach = None if row.queue_breach_at is None else _stamp(row.queue_breach_at)
+    due = None if row.queue_due_at is None else stamp(row.queue_due_at)
+    breach = None if row.queue_breach_at is None else stamp(row.queue_breach_at)
     head = orjson.dumps(
         {
-            "evaluated_at": _stamp(row.evaluated_at),
+            "evaluated_at": stamp(row.evaluated_at),
             "due_at": due,
             "breach_at": breach,
             "remaining_seconds": remaining(row, current),
@@ -635,7 +638,7 @@ async def get_ticket(
     store, generation, row = await _ticket_row(request, principal, ticket_id, customer_id)
     if instant is None:
         return Response(
-            row.view, media_type="application/json", headers={EVALUATED_AT: _stamp(row.evaluated_at)}
+            row.view, media_type="application/json", headers={EVALUATED_AT: stamp(row.evaluated_at)}
         )
     policy = await _policy(request, store, generation)
     view = await store_call(view_as_of, store, generation, policy, row.key, instant)
@@ -701,7 +704,7 @@ def _billing_line(row: TicketRow, contracts: Contracts) -> dict[str, Any]:
         "status": row.billing_status,
         "billable_seconds": row.billable_seconds,
         "amount_cents": row.amount_cents,
-        "evaluated_at": _stamp(row.evaluated_at),
+        "evaluated_at": stamp(row.evaluated_at),
         "contract": view.get("contract", policy.contract),
         "policy_version": view.get("policy_version", policy.version),
         "policy_digest": digest or policy.digest,
@@ -775,7 +778,7 @@ def customer_item(listing: CustomerListing) -> dict[str, Any]:
         "customer_id": row.customer_id,
         "delinquent": row.delinquent,
         "dashboard_suspended": row.dashboard_suspended,
-        "evaluated_at": _stamp(row.evaluated_at),
+        "evaluated_at": stamp(row.evaluated_at),
         "open_tickets": listing.open_tickets,
         "breached_open_tickets": listing.breached_open_tickets,
     }
@@ -809,7 +812,7 @@ async def get_customer(customer_id: VisibleCustomerId, request: Request, princip
         after = page[-1].key
     return _json(
         {**orjson.loads(row.view), "billing": dict(sorted(months.items()))},
-        headers={EVALUATED_AT: _stamp(row.evaluated_at)},
+        headers={EVALUATED_AT: stamp(row.evaluated_at)},
     )
 
 

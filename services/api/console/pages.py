@@ -8,7 +8,6 @@ that does not exist).
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, get_args
 from urllib.parse import quote, urlencode
 
@@ -188,19 +187,15 @@ class QueueRow:
             priority=row.priority,
             clock=clock,
             due=due,
-            due_text=_utc(due),
+            due_text="" if due is None else queries.stamp(due),
             breach=row.queue_breach_at,
-            breach_text=_utc(row.queue_breach_at),
+            breach_text="" if row.queue_breach_at is None else queries.stamp(row.queue_breach_at),
             remaining=queries.remaining(row, now),
             escalation_level=row.escalation_level,
             breached=row.breached,
             at_risk=row.at_risk,
             paused="paused" in (row.response_status, row.resolution_status),
         )
-
-
-def _utc(epoch: int | None) -> str:
-    return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @router.get("/")
