@@ -48,7 +48,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -67,7 +67,7 @@ from services.kafka.routing import expected_partition
 from services.runtime import tune_gc
 from services.store import open_store
 from services.worker.batches import ConsumedBatch, ConsumedEvent
-from services.worker.ports import BatchWrite, ReadModelStore, StoredEvent
+from services.worker.ports import BatchWrite, CustomerRow, ReadModelStore, StoredEvent, TicketRow
 from services.worker.projector import Projector
 
 TOPIC = "ticket-events"
@@ -104,6 +104,17 @@ async def _project(store: ReadModelStore, events: list[dict[str, Any]], cut: dat
             offsets[partition] += 1
             first[1] = offsets[partition]
         await projector.handle(ConsumedBatch(valid, {p: (a, b) for p, (a, b) in ranges.items()}))
+
+
+Row = TypeVar("Row", TicketRow, CustomerRow)
+
+
+def _copied(row: Row, names: dict[str, str], partitions: dict[str, int]) -> Row:
+    """A template's row under its customer's copy (id, partition, and the id in its view)."""
+    name = names[row.customer_id]
+    return dataclasses.replace(
+        row, customer_id=name, partition=partitions[row.customer_id], view=_renamed(row.view, name)
+    )
 
 
 def _renamed(view: bytes, customer: str) -> bytes:
@@ -147,24 +158,8 @@ def copy_rows(store: ReadModelStore, copies: int) -> None:
                 )
             )
             offsets[partition] += 1
-        write.tickets = [
-            dataclasses.replace(
-                row,
-                customer_id=names[row.customer_id],
-                partition=partitions[row.customer_id],
-                view=_renamed(row.view, names[row.customer_id]),
-            )
-            for row in tickets.values()
-        ]
-        write.customers = [
-            dataclasses.replace(
-                row,
-                customer_id=names[row.customer_id],
-                partition=partitions[row.customer_id],
-                view=_renamed(row.view, names[row.customer_id]),
-            )
-            for row in standing.values()
-        ]
+        write.tickets = [_copied(row, names, partitions) for row in tickets.values()]
+        write.customers = [_copied(row, names, partitions) for row in standing.values()]
         write.offsets = {p: (starts[p], offsets[p]) for p in range(PARTITIONS) if offsets[p] > starts[p]}
         store.commit_batch(generation, write)
 

@@ -27,6 +27,10 @@ from typing import Any
 
 import httpx
 import orjson
+
+# The bench's own throwaway PostgreSQL database, as bench/projector.py makes one (this directory is
+# on the path of a script run from it).
+from projector import throwaway_database
 from pydantic import SecretStr
 
 from projections.policy import default_policy
@@ -148,23 +152,6 @@ async def measure(store: ReadModelStore, settings: Settings, runs: int) -> dict[
     return results
 
 
-@contextlib.contextmanager
-def postgres_database(dsn: str) -> Iterator[str]:
-    """A fresh database on the server of ``dsn`` (its URL), dropped afterwards."""
-    import uuid
-
-    import psycopg
-
-    name = f"slatrack_bench_queue_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield dsn.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -181,7 +168,7 @@ def main() -> None:
         ]
         with contextlib.ExitStack() as stack:
             if args.postgres:
-                url = stack.enter_context(postgres_database(args.postgres))
+                url = stack.enter_context(throwaway_database(args.postgres))
                 backends.append(
                     (
                         "postgres",
