@@ -10,6 +10,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from projections.ticket import utc
+
 # No inline script or style, nothing from elsewhere; forms post only here; never framed.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -36,10 +38,8 @@ environment = Environment(
 
 
 def utc_text(instant: datetime | None) -> str:
-    """RFC 3339 in UTC, to the second (the API's form)."""
-    if instant is None:
-        return ""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC, to the second (the API's form: projections.ticket.utc)."""
+    return "" if instant is None else utc(instant.astimezone(UTC))
 
 
 def local_text(instant: datetime | None, zone: str) -> str:
